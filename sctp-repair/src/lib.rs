@@ -1,0 +1,114 @@
+//! Safe Rust over the kernel's SCTP repair mode (see `kernel-patches/`).
+//!
+//! Repair mode is the SCTP analogue of `TCP_REPAIR`: while a socket is in
+//! it, the association sends nothing and can be read out or re-created
+//! without the peer noticing. This crate is where SCTP state is *read*
+//! (capture) and *written* (restore); CRIU integration lives in
+//! `criu-plugin`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use epcmig_sys::sctp_repair as uapi;
+
+/// Errors from repair-mode operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The running kernel does not know the SCTP repair socket options.
+    #[error("this kernel has no SCTP repair mode (apply kernel-patches/ and boot it)")]
+    Unsupported,
+    /// The caller lacks CAP_NET_ADMIN in the socket's network namespace.
+    #[error("SCTP repair mode needs CAP_NET_ADMIN in the socket's network namespace")]
+    PermissionDenied,
+    /// The fd is not an SCTP socket.
+    #[error("not an SCTP socket")]
+    NotSctp,
+    /// Any other failure of a system call, with what we were doing.
+    #[error("{op}: {source}")]
+    Os {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Repair mode of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Normal operation.
+    Off,
+    /// Frozen: nothing sent, input dropped silently, close() is silent.
+    On,
+}
+
+impl Mode {
+    fn raw(self) -> libc::c_int {
+        // The uapi constants are small; the casts cannot truncate.
+        match self {
+            Mode::Off => uapi::SCTP_REPAIR_OFF as libc::c_int,
+            Mode::On => uapi::SCTP_REPAIR_ON as libc::c_int,
+        }
+    }
+}
+
+/// Maps the errno of a repair sockopt to our error, naming the operation.
+fn classify(op: &'static str, err: io::Error) -> Error {
+    match err.raw_os_error() {
+        // An unpatched kernel answers an unknown SOL_SCTP option this way.
+        Some(libc::ENOPROTOOPT) => Error::Unsupported,
+        Some(libc::EPERM) => Error::PermissionDenied,
+        Some(libc::ENOTSOCK) | Some(libc::EOPNOTSUPP) => Error::NotSctp,
+        _ => Error::Os { op, source: err },
+    }
+}
+
+/// Puts `sock` into or out of repair mode.
+pub fn set_mode(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
+    let val = mode.raw();
+    // SAFETY: the fd is borrowed for the call, and we pass a pointer to a
+    // live c_int with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            // SOL_SCTP is IPPROTO_SCTP (132); libc only exports the latter.
+            libc::IPPROTO_SCTP,
+            uapi::SCTP_REPAIR as libc::c_int,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(classify(
+            "setsockopt(SCTP_REPAIR)",
+            io::Error::last_os_error(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping_names_the_cause() {
+        let e = classify("x", io::Error::from_raw_os_error(libc::ENOPROTOOPT));
+        assert!(matches!(e, Error::Unsupported));
+        assert!(e.to_string().contains("no SCTP repair mode"));
+        let e = classify("x", io::Error::from_raw_os_error(libc::EPERM));
+        assert!(matches!(e, Error::PermissionDenied));
+        let e = classify("op", io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(e.to_string().starts_with("op: "));
+    }
+
+    #[test]
+    fn non_socket_fd_is_refused() {
+        let f = std::fs::File::open("/dev/null").expect("open /dev/null");
+        // SAFETY-free: BorrowedFd from a File we own for the whole call.
+        let fd = std::os::fd::AsFd::as_fd(&f);
+        assert!(matches!(set_mode(fd, Mode::On), Err(Error::NotSctp)));
+    }
+}

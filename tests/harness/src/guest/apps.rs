@@ -1,0 +1,46 @@
+//! Programs the guest suites start in a container netns and migrate.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum App {
+    /// TCP echo server: echoes every byte back on each connection.
+    TcpEcho {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+pub fn run(app: App) -> Result<()> {
+    match app {
+        App::TcpEcho { listen } => tcp_echo(listen),
+    }
+}
+
+fn tcp_echo(listen: SocketAddr) -> Result<()> {
+    let l = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    for conn in l.incoming() {
+        let Ok(conn) = conn else { continue };
+        std::thread::spawn(move || echo(conn));
+    }
+    Ok(())
+}
+
+fn echo(mut s: TcpStream) {
+    let _ = s.set_nodelay(true);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

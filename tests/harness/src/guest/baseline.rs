@@ -1,0 +1,368 @@
+//! The baseline: stock CRIU `--tcp-established` migration of a TCP echo
+//! server in its own netns from host A to host B while a client on peer C
+//! keeps sending numbered messages. SCTP work is compared against this.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::bench::Figure;
+use super::criu;
+use super::net::{self, Topology, HOST_A, HOST_B, PEER_C};
+
+const SERVICE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const PORT: u16 = 7000;
+/// Interval between the client's messages.
+const PACE: Duration = Duration::from_millis(5);
+const RECORD: usize = 16;
+
+pub fn criu_check() -> Result<()> {
+    let out = criu::check()?;
+    println!("  criu check: {}", out.trim());
+    if !out.contains("Looks good") {
+        bail!("criu check did not say \"Looks good.\"");
+    }
+    Ok(())
+}
+
+/// Figures of one migration.
+pub struct Migration {
+    pub checkpoint: Duration,
+    pub transfer: Duration,
+    pub restore: Duration,
+    pub image_bytes: u64,
+    /// Longest silence between two echoes seen by the client.
+    pub downtime: Duration,
+    pub sent: u64,
+    pub echoed: u64,
+}
+
+impl Migration {
+    pub fn total(&self) -> Duration {
+        self.checkpoint + self.transfer + self.restore
+    }
+}
+
+fn check_of(seq: u64) -> u64 {
+    seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5bd1_e995
+}
+
+/// What the client saw.
+#[derive(Default)]
+struct Seen {
+    next: u64,
+    received: u64,
+    duplicated: u64,
+    lost_or_reordered: u64,
+    corrupt: u64,
+    last: Option<Instant>,
+    max_gap: Duration,
+}
+
+struct Client {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    seen: Arc<Mutex<Seen>>,
+    writer: std::thread::JoinHandle<Result<()>>,
+    reader: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Client {
+    /// Connects from peer C and starts the numbered-message stream.
+    fn start() -> Result<Client> {
+        let addr = SocketAddr::from((SERVICE, PORT));
+        let stream = net::in_netns(PEER_C, move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(s) => return Ok(s),
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(e).context("client: connecting to the service")
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        })?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+
+        let mut w = stream.try_clone()?;
+        let (stop_w, sent_w) = (stop.clone(), sent.clone());
+        let writer = std::thread::spawn(move || -> Result<()> {
+            let mut seq = 0u64;
+            while !stop_w.load(Ordering::SeqCst) {
+                let mut rec = [0u8; RECORD];
+                rec[..8].copy_from_slice(&seq.to_le_bytes());
+                rec[8..].copy_from_slice(&check_of(seq).to_le_bytes());
+                w.write_all(&rec).context("client write")?;
+                seq += 1;
+                sent_w.store(seq, Ordering::SeqCst);
+                std::thread::sleep(PACE);
+            }
+            Ok(())
+        });
+
+        let mut r = stream;
+        let (stop_r, sent_r, seen_r) = (stop.clone(), sent.clone(), seen.clone());
+        let reader = std::thread::spawn(move || -> Result<()> {
+            let mut buf = [0u8; RECORD];
+            let mut have = 0;
+            loop {
+                if stop_r.load(Ordering::SeqCst) {
+                    let s = seen_r.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.received >= sent_r.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                }
+                match r.read(&mut buf[have..]) {
+                    Ok(0) => bail!("client: the service closed the connection"),
+                    Ok(n) => have += n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(e).context("client read"),
+                }
+                if have < RECORD {
+                    continue;
+                }
+                have = 0;
+                let seq = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+                let chk = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
+                let now = Instant::now();
+                let mut s = seen_r.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(l) = s.last {
+                    s.max_gap = s.max_gap.max(now - l);
+                }
+                s.last = Some(now);
+                s.received += 1;
+                if chk != check_of(seq) {
+                    s.corrupt += 1;
+                } else if seq < s.next {
+                    s.duplicated += 1;
+                } else {
+                    if seq > s.next {
+                        s.lost_or_reordered += seq - s.next;
+                    }
+                    s.next = seq + 1;
+                }
+            }
+        });
+        Ok(Client {
+            stop,
+            sent,
+            seen,
+            writer,
+            reader,
+        })
+    }
+
+    fn received(&self) -> u64 {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).received
+    }
+
+    /// Waits until `n` more echoes than now arrive.
+    fn wait_more(&self, n: u64, limit: Duration) -> Result<()> {
+        let want = self.received() + n;
+        let deadline = Instant::now() + limit;
+        while self.received() < want {
+            if Instant::now() > deadline {
+                bail!(
+                    "client: no echoes for {}s (have {}, want {want})",
+                    limit.as_secs(),
+                    self.received()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Stops sending, waits for every echo and returns (sent, seen).
+    fn finish(self) -> Result<(u64, Seen)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.reader.is_finished() {
+            if Instant::now() > deadline {
+                bail!("client: echoes still missing 30s after the last message");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok((self.sent.load(Ordering::SeqCst), seen))
+    }
+}
+
+fn start_server(ns: &str) -> Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut c = net::command_in(ns, &exe.to_string_lossy())?;
+    c.args(["app", "tcp-echo", "--listen", &format!("0.0.0.0:{PORT}")])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Own session: CRIU dumps a tree whose session it owns, no --shell-job.
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    c.spawn().context("starting the echo server")
+}
+
+fn work_dir(name: &str) -> Result<PathBuf> {
+    let d = PathBuf::from("/tmp/epcmig").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// One migration A→B under traffic; verifies every message came back once
+/// and in order.
+pub fn migrate_once(verbose: bool) -> Result<Migration> {
+    let mut topo = Topology::build()?;
+    let ctr = topo.container(HOST_A, "svc", "svc0", SERVICE)?;
+    let mut server = start_server(&ctr)?;
+    let client = Client::start()?;
+    client
+        .wait_more(50, Duration::from_secs(10))
+        .context("traffic before migration")?;
+
+    let dir = work_dir("baseline")?;
+    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
+    let checkpoint = criu::dump(HOST_A, server.id(), &img_a, &["--tcp-established"])?;
+    let _ = server.wait();
+    let (transfer, image_bytes) =
+        crate::guest::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    let (restore, pid) = criu::restore(
+        HOST_B,
+        &img_b,
+        &["--tcp-established", "--external", "veth[eth0]:svc0@br0"],
+    )?;
+    let result = (|| -> Result<Migration> {
+        net::announce(&format!("/proc/{pid}/ns/net"), "eth0", SERVICE)?;
+        client
+            .wait_more(50, Duration::from_secs(30))
+            .context("traffic after migration")?;
+        let (sent, seen) = client.finish()?;
+        if verbose {
+            println!(
+                "  client: {sent} messages sent, {} echoes received: {} lost or reordered, {} duplicated, {} corrupt",
+                seen.received, seen.lost_or_reordered, seen.duplicated, seen.corrupt
+            );
+        }
+        if seen.lost_or_reordered + seen.duplicated + seen.corrupt > 0
+            || seen.received != sent
+            || seen.next != sent
+        {
+            bail!(
+                "per-message check failed: sent {sent}, received {}, next expected {}, lost/reordered {}, duplicated {}, corrupt {}",
+                seen.received, seen.next, seen.lost_or_reordered, seen.duplicated, seen.corrupt
+            );
+        }
+        if verbose {
+            println!("  per-message check: all {sent} messages came back exactly once, in order, checksums intact");
+        }
+        Ok(Migration {
+            checkpoint,
+            transfer,
+            restore,
+            image_bytes,
+            downtime: seen.max_gap,
+            sent,
+            echoed: seen.received,
+        })
+    })();
+    // SAFETY-free cleanup: the restored server is ours to stop.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    drop(topo);
+    result
+}
+
+pub fn print_figures(m: &Migration) {
+    println!(
+        "  checkpoint (criu dump)      {:>8.3} s",
+        m.checkpoint.as_secs_f64()
+    );
+    println!(
+        "  image transfer (A->B link)  {:>8.3} s  ({} bytes)",
+        m.transfer.as_secs_f64(),
+        m.image_bytes
+    );
+    println!(
+        "  restore (criu restore)      {:>8.3} s",
+        m.restore.as_secs_f64()
+    );
+    println!(
+        "  migration time              {:>8.3} s",
+        m.total().as_secs_f64()
+    );
+    println!(
+        "  downtime seen by the client {:>8.3} s  (longest gap between echoes)",
+        m.downtime.as_secs_f64()
+    );
+    println!(
+        "  messages                    {} sent, {} echoed, 0 lost",
+        m.sent, m.echoed
+    );
+}
+
+pub fn tcp_migrate() -> Result<()> {
+    let m = migrate_once(true)?;
+    print_figures(&m);
+    Ok(())
+}
+
+pub fn demo() -> Result<()> {
+    println!("demo: TCP baseline — an echo server in its own netns on host A is checkpointed with");
+    println!("      stock CRIU (--tcp-established), its images sent over the A-B link, and it is");
+    println!("      restored on host B while a client on peer C keeps sending numbered messages.");
+    let m = migrate_once(true)?;
+    print_figures(&m);
+    println!(
+        "demo: (the SCTP and GTP migration replaces this baseline as the criu-plugin work lands)"
+    );
+    Ok(())
+}
+
+pub fn bench() -> Result<Vec<Figure>> {
+    let m = migrate_once(false)?;
+    let f = |name: &str, unit: &str, value: f64| Figure {
+        name: name.into(),
+        unit: unit.into(),
+        value,
+        baseline: None,
+        ratio: None,
+    };
+    Ok(vec![
+        f("tcp_baseline.checkpoint", "s", m.checkpoint.as_secs_f64()),
+        f("tcp_baseline.transfer", "s", m.transfer.as_secs_f64()),
+        f("tcp_baseline.restore", "s", m.restore.as_secs_f64()),
+        f("tcp_baseline.downtime", "s", m.downtime.as_secs_f64()),
+        f("tcp_baseline.image_bytes", "B", m.image_bytes as f64),
+    ])
+}

@@ -1,0 +1,105 @@
+//! Running our `criu` (first on the guest's PATH) and reporting failures
+//! with the tail of its log.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::net::command_in;
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    // Errors are what matter; fall back to the last lines.
+    let errs: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("Error") || l.contains("rror ("))
+        .collect();
+    let pick = if errs.is_empty() {
+        &lines[lines.len().saturating_sub(25)..]
+    } else {
+        &errs[errs.len().saturating_sub(25)..]
+    };
+    pick.join("\n")
+}
+
+/// `criu check`, returning its output.
+pub fn check() -> Result<String> {
+    let o = std::process::Command::new("criu")
+        .arg("check")
+        .output()
+        .context("running criu")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        bail!("criu check failed ({}):\n{text}", o.status);
+    }
+    Ok(text)
+}
+
+/// Checkpoints the tree rooted at `pid`, with criu itself in netns `host`.
+pub fn dump(host: &str, pid: u32, dir: &Path, extra: &[&str]) -> Result<Duration> {
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("dump.log");
+    let t = Instant::now();
+    let st = command_in(host, "criu")?
+        .arg("dump")
+        .args(["-t", &pid.to_string()])
+        .arg("-D")
+        .arg(dir)
+        .arg("-o")
+        .arg(&log)
+        .arg("-v4")
+        .args(extra)
+        .status()
+        .context("running criu dump")?;
+    let took = t.elapsed();
+    if !st.success() {
+        bail!(
+            "criu dump failed ({st}); from {}:\n{}",
+            log.display(),
+            log_tail(&log)
+        );
+    }
+    Ok(took)
+}
+
+/// Restores from `dir` with criu in netns `host`; returns time and the
+/// restored root pid.
+pub fn restore(host: &str, dir: &Path, extra: &[&str]) -> Result<(Duration, u32)> {
+    let log = dir.join("restore.log");
+    let pidfile: PathBuf = dir.join("restored.pid");
+    let t = Instant::now();
+    let st = command_in(host, "criu")?
+        .arg("restore")
+        .arg("-D")
+        .arg(dir)
+        .arg("-o")
+        .arg(&log)
+        .arg("-v4")
+        .arg("--restore-detached")
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(extra)
+        .status()
+        .context("running criu restore")?;
+    let took = t.elapsed();
+    if !st.success() {
+        bail!(
+            "criu restore failed ({st}); from {}:\n{}",
+            log.display(),
+            log_tail(&log)
+        );
+    }
+    let pid = std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("reading {}", pidfile.display()))?
+        .trim()
+        .parse()
+        .context("parsing the restored pid")?;
+    Ok((took, pid))
+}

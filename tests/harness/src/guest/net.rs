@@ -1,0 +1,190 @@
+//! The in-guest network: hosts A and B (where containers run and land)
+//! and peer C, each a network namespace, cabled to one switch like
+//! container hosts on a LAN:
+//!
+//! ```text
+//!            netns epc-lan: bridge sw0
+//!          /            |             \
+//!   epc-a (host A)   epc-b (host B)   epc-c (peer C)
+//!   br0 192.0.2.1    br0 192.0.2.2    eth0 192.0.2.3
+//!     |                 (restored container's veth lands here)
+//!   container netns (eth0 = service address, e.g. 192.0.2.10)
+//! ```
+//!
+//! A container's veth hangs off its host's bridge, so its service address
+//! moves with it from A to B (then announced with a gratuitous ARP).
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use nix::sched::{setns, CloneFlags};
+
+pub const LAN: &str = "epc-lan";
+pub const HOST_A: &str = "epc-a";
+pub const HOST_B: &str = "epc-b";
+pub const PEER_C: &str = "epc-c";
+pub const PREFIX: u8 = 24;
+
+pub fn host_addr(ns: &str) -> Ipv4Addr {
+    match ns {
+        HOST_A => Ipv4Addr::new(192, 0, 2, 1),
+        HOST_B => Ipv4Addr::new(192, 0, 2, 2),
+        _ => Ipv4Addr::new(192, 0, 2, 3),
+    }
+}
+
+/// Runs `ip ARGS...`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !o.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The fd of a named netns (`/run/netns/NAME`) or a path.
+pub fn ns_file(ns: &str) -> Result<File> {
+    let p = if ns.starts_with('/') {
+        ns.to_string()
+    } else {
+        format!("/run/netns/{ns}")
+    };
+    File::open(&p).with_context(|| format!("opening netns {p}"))
+}
+
+/// Runs `f` on a thread that lives in netns `ns`; sockets it creates stay
+/// in that netns wherever they are used afterwards.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let file = ns_file(ns)?;
+    std::thread::spawn(move || {
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+}
+
+/// A command that will run in netns `ns` (only the netns changes; mount
+/// namespace and the rest stay, unlike `ip netns exec`).
+pub fn command_in(ns: &str, program: &str) -> Result<Command> {
+    let file = ns_file(ns)?;
+    let mut c = Command::new(program);
+    // SAFETY: setns(2) on an fd opened before fork; async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(c)
+}
+
+/// The topology; torn down on drop.
+pub struct Topology {
+    extra: Vec<String>,
+}
+
+impl Topology {
+    pub fn build() -> Result<Topology> {
+        teardown(&[]);
+        for ns in [LAN, HOST_A, HOST_B, PEER_C] {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        ip(&["-n", LAN, "link", "add", "sw0", "type", "bridge"])?;
+        ip(&["-n", LAN, "link", "set", "sw0", "up"])?;
+        for (ns, port) in [(HOST_A, "a"), (HOST_B, "b"), (PEER_C, "c")] {
+            ip(&[
+                "-n", LAN, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            ip(&["-n", LAN, "link", "set", port, "master", "sw0", "up"])?;
+            let addr = format!("{}/{PREFIX}", host_addr(ns));
+            if ns == PEER_C {
+                ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
+                ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            } else {
+                ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+                ip(&["-n", ns, "link", "set", "eth0", "master", "br0", "up"])?;
+                ip(&["-n", ns, "addr", "add", &addr, "dev", "br0"])?;
+                ip(&["-n", ns, "link", "set", "br0", "up"])?;
+            }
+        }
+        Ok(Topology { extra: Vec::new() })
+    }
+
+    /// A container netns `name` on `host` with `eth0` = `addr`, its veth
+    /// peer `outer` on the host's bridge. Returns the netns name.
+    pub fn container(
+        &mut self,
+        host: &str,
+        name: &str,
+        outer: &str,
+        addr: Ipv4Addr,
+    ) -> Result<String> {
+        let ns = format!("epc-ctr-{name}");
+        ip(&["netns", "add", &ns])?;
+        self.extra.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", host, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&["-n", host, "link", "set", outer, "master", "br0", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/{PREFIX}"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        teardown(&extra);
+    }
+}
+
+fn teardown(extra: &[&str]) {
+    for ns in extra.iter().copied().chain([LAN, HOST_A, HOST_B, PEER_C]) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}
+
+/// Announces that `addr` now lives behind `dev` in netns `ns` (gratuitous
+/// ARP), as an orchestrator does after moving a service address.
+pub fn announce(ns: &str, dev: &str, addr: Ipv4Addr) -> Result<()> {
+    let st = command_in(ns, "arping")?
+        .args(["-q", "-U", "-c", "1", "-w", "1", "-I", dev])
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("running arping")?;
+    // Don't wait for arping's reply timeout; reap it in the background.
+    std::thread::spawn(move || {
+        let mut st = st;
+        let _ = st.wait();
+    });
+    Ok(())
+}

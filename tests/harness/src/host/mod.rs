@@ -1,0 +1,259 @@
+//! Host side of `cargo vm`.
+
+mod cmd;
+mod criu;
+mod kernel;
+mod series;
+mod setup;
+mod sources;
+mod vm;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::paths;
+
+/// Short content hash used as a cache key.
+pub fn key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the guest needs, built and in place.
+pub struct Built {
+    pub kernel_release: String,
+    vm: vm::Vm,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Installs prerequisites, builds the kernel, CRIU and the workspace, and
+/// lays out `target/vm` (our criu on PATH, the plugin dir).
+pub fn build_all() -> Result<Built> {
+    setup::ensure()?;
+    let k = kernel::ensure()?;
+    let criu = criu::ensure()?;
+    eprintln!("cargo: building the workspace (plugin and guest binaries)");
+    let st = cargo()
+        .current_dir(paths::root())
+        .args(["build", "--quiet", "--workspace", "--all-targets"])
+        .status()
+        .context("running cargo build")?;
+    if !st.success() {
+        bail!("cargo build --workspace failed");
+    }
+    let bin = paths::vm_bin();
+    let plugins = paths::vm_plugin_dir();
+    fs::create_dir_all(&bin)?;
+    fs::create_dir_all(&plugins)?;
+    relink(&criu, &bin.join("criu"))?;
+    relink(
+        &paths::target().join("debug/libepcmig_criu.so"),
+        &plugins.join("libepcmig_criu.so"),
+    )?;
+    let vm = vm::Vm::new(&k.bzimage);
+    Ok(Built {
+        kernel_release: k.release,
+        vm,
+    })
+}
+
+fn relink(target: &Path, link: &Path) -> Result<()> {
+    let _ = fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+}
+
+/// Counts from cargo test's `test result:` lines.
+fn cargo_test_counts(out: &str) -> (usize, usize) {
+    let mut passed = 0;
+    let mut failed = 0;
+    for l in out.lines() {
+        if let Some(rest) = l.trim().strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let n: usize = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    (passed, failed)
+}
+
+fn host_tests() -> Result<(usize, usize)> {
+    eprintln!("host: cargo test --workspace");
+    let o = cargo()
+        .current_dir(paths::root())
+        .args(["test", "--workspace"])
+        .output()
+        .context("running cargo test")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (p, f) = cargo_test_counts(&text);
+    if !o.status.success() {
+        eprintln!("{text}");
+        bail!("host tests failed ({p} passed, {f} failed)");
+    }
+    println!("host: cargo test: {p} passed, {f} failed");
+    Ok((p, f))
+}
+
+/// Guest suite summary line, as printed by `vm guest test`.
+fn parse_summary(lines: &[String]) -> Option<(usize, usize)> {
+    lines.iter().rev().find_map(|l| {
+        let l = l.trim().strip_prefix("guest:")?.trim();
+        let (p, f) = l.split_once(", ")?;
+        let p = p.strip_suffix(" passed")?.parse().ok()?;
+        let f = f.strip_suffix(" failed")?.parse().ok()?;
+        Some((p, f))
+    })
+}
+
+pub fn test(filter: Option<&str>, guest_only: bool) -> Result<u8> {
+    let t0 = Instant::now();
+    let (hp, hf) = if guest_only { (0, 0) } else { host_tests()? };
+    let b = build_all()?;
+    eprintln!(
+        "vm: booting {} for the guest suite ({:.0}s since start)",
+        b.kernel_release,
+        t0.elapsed().as_secs_f64()
+    );
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let mut argv = vec![exe, "guest".into(), "test".into()];
+    if let Some(f) = filter {
+        argv.push(f.into());
+    }
+    let out = b.vm.run(&argv, Duration::from_secs(60 * 60))?;
+    let Some((gp, gf)) = parse_summary(&out.stdout) else {
+        bail!(
+            "the guest suite did not report a summary (guest exit: {}); it did not run to the end",
+            out.status
+        );
+    };
+    if gp + gf == 0 {
+        bail!("the guest suite ran no test");
+    }
+    let failed = hf + gf;
+    println!("{} passed, {} failed", hp + gp, failed);
+    if failed > 0 || !out.status.success() {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+pub fn demo() -> Result<u8> {
+    let b = build_all()?;
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let out = b.vm.run(
+        &[exe, "guest".into(), "demo".into()],
+        Duration::from_secs(30 * 60),
+    )?;
+    Ok(if out.status.success() { 0 } else { 1 })
+}
+
+pub fn bench(name: Option<&str>, json: Option<&Path>) -> Result<u8> {
+    let b = build_all()?;
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let mut argv = vec![exe, "guest".into(), "bench".into()];
+    if let Some(n) = name {
+        argv.push(n.into());
+    }
+    let out = b.vm.run(&argv, Duration::from_secs(60 * 60))?;
+    if let Some(path) = json {
+        let figures: Vec<&str> = out
+            .stdout
+            .iter()
+            .filter_map(|l| l.strip_prefix(crate::guest::bench::JSON_PREFIX))
+            .collect();
+        let doc = format!("[{}]\n", figures.join(",\n"));
+        fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "bench: {} figure(s) written to {}",
+            figures.len(),
+            path.display()
+        );
+    }
+    Ok(if out.status.success() { 0 } else { 1 })
+}
+
+pub fn exec(cmd: &[String]) -> Result<u8> {
+    let b = build_all()?;
+    let out = b.vm.run(cmd, Duration::from_secs(60 * 60))?;
+    Ok(out
+        .status
+        .code()
+        .map(|c| c.clamp(0, 255) as u8)
+        .unwrap_or(1))
+}
+
+pub fn shell() -> Result<u8> {
+    let b = build_all()?;
+    eprintln!(
+        "vm: shell on {}; our criu is {}/criu, the plugin dir {}",
+        b.kernel_release,
+        paths::vm_bin().display(),
+        paths::vm_plugin_dir().display()
+    );
+    let st = b.vm.shell()?;
+    Ok(st.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_counts_add_up_over_binaries() {
+        let out = "test result: ok. 3 passed; 0 failed; 0 ignored\n\
+                   test result: FAILED. 1 passed; 2 failed; 0 ignored";
+        assert_eq!(cargo_test_counts(out), (4, 2));
+    }
+
+    #[test]
+    fn summary_is_found_only_in_its_own_form() {
+        let l = |s: &str| s.to_string();
+        assert_eq!(
+            parse_summary(&[l("x"), l("guest: 3 passed, 1 failed")]),
+            Some((3, 1))
+        );
+        assert_eq!(parse_summary(&[l("3 passed, 1 failed")]), None);
+    }
+
+    #[test]
+    fn keys_change_with_any_part() {
+        assert_ne!(key(&["a", "bc"]), key(&["ab", "c"]));
+        assert_eq!(key(&["x"]), key(&["x"]));
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        assert_eq!(vm::quote("abc"), "abc");
+        assert_eq!(vm::quote("a b"), "'a b'");
+        assert_eq!(vm::quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,135 @@
+//! A quilt-style patch series: a `series` file naming patches in order.
+//! Used for both kernel-patches/ and criu-patches/.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+pub struct Series {
+    dir: PathBuf,
+    /// (file name, contents) in apply order.
+    patches: Vec<(String, String)>,
+}
+
+impl Series {
+    /// Reads `dir/series`: one patch per line, `#` comments, blank lines.
+    pub fn load(dir: &Path) -> Result<Series> {
+        let list = dir.join("series");
+        let text =
+            fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
+        let mut patches = Vec::new();
+        for line in text.lines() {
+            let name = line.split('#').next().unwrap_or("").trim();
+            if name.is_empty() {
+                continue;
+            }
+            let p = dir.join(name);
+            let body = fs::read_to_string(&p).with_context(|| {
+                format!("{} lists {name}, which cannot be read", list.display())
+            })?;
+            patches.push((name.to_string(), body));
+        }
+        Ok(Series {
+            dir: dir.to_path_buf(),
+            patches,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.patches.len()
+    }
+
+    /// Stable text that changes whenever a patch or the order changes.
+    pub fn fingerprint(&self) -> String {
+        let mut s = String::new();
+        for (n, b) in &self.patches {
+            s.push_str(n);
+            s.push('\0');
+            s.push_str(b);
+            s.push('\0');
+        }
+        s
+    }
+
+    /// Applies the series to `tree`, recording each applied patch in
+    /// `state` so `unapply` can reverse exactly what was applied.
+    pub fn apply(&self, tree: &Path, state: &Path) -> Result<()> {
+        fs::create_dir_all(state)?;
+        for (i, (name, body)) in self.patches.iter().enumerate() {
+            let shown = self.dir.join(name);
+            let check = patch(tree, body, &[FORWARD, "--dry-run"])?;
+            if !check.0 {
+                bail!(
+                    "patch {} does not apply:\n{}",
+                    shown.display(),
+                    check.1.trim_end()
+                );
+            }
+            let done = patch(tree, body, &[FORWARD])?;
+            if !done.0 {
+                bail!(
+                    "patch {} failed while applying:\n{}",
+                    shown.display(),
+                    done.1.trim_end()
+                );
+            }
+            fs::write(state.join(format!("{i:04}-{name}")), body)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reverses what `apply` recorded in `state`, last patch first.
+pub fn unapply(tree: &Path, state: &Path) -> Result<()> {
+    if !state.exists() {
+        return Ok(());
+    }
+    let mut names: Vec<PathBuf> = fs::read_dir(state)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for p in names.iter().rev() {
+        let body = fs::read_to_string(p)?;
+        let (ok, out) = patch(tree, &body, &[REVERSE, "--dry-run"])?;
+        if ok {
+            let (ok2, out2) = patch(tree, &body, &[REVERSE])?;
+            if !ok2 {
+                bail!("reversing {}: {}", p.display(), out2.trim_end());
+            }
+        } else {
+            bail!("reversing {}: {}", p.display(), out.trim_end());
+        }
+        fs::remove_file(p)?;
+    }
+    Ok(())
+}
+
+/// -N: refuse a patch that is already applied (never silently reverse it);
+/// -t: batch mode, never prompt.
+const FORWARD: &str = "-Nt";
+/// Reverse without patch(1) guessing about direction.
+const REVERSE: &str = "-Rf";
+
+fn patch(tree: &Path, body: &str, extra: &[&str]) -> Result<(bool, String)> {
+    use std::io::Write;
+    let mut child = Command::new("patch")
+        .current_dir(tree)
+        .args(["-p1", "--no-backup-if-mismatch", "-r", "-"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running patch(1)")?;
+    child
+        .stdin
+        .take()
+        .context("patch stdin")?
+        .write_all(body.as_bytes())?;
+    let o = child.wait_with_output()?;
+    let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&o.stderr));
+    Ok((o.status.success(), text))
+}

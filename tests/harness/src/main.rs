@@ -1,0 +1,86 @@
+//! `cargo vm`: the epcmig test harness.
+//!
+//! On the host it installs what is missing, builds the patched kernel and
+//! CRIU (cached), runs the host tests and boots the kernel under QEMU with
+//! virtme-ng. Inside the guest the same binary runs the suites (`vm guest
+//! ...`) and the helper programs the suites migrate (`vm app ...`).
+
+mod guest;
+mod host;
+mod paths;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo vm",
+    about = "Build, boot and test epcmig's patched kernel and CRIU under QEMU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Host tests, then the in-guest suite (tests whose names contain FILTER).
+    Test {
+        filter: Option<String>,
+        /// Skip `cargo test` on the host and go straight to the guest.
+        #[arg(long)]
+        guest_only: bool,
+    },
+    /// The main job: migrate under traffic and print the figures.
+    Demo,
+    /// Benchmarks (figures with a baseline measured in the same run).
+    Bench {
+        name: Option<String>,
+        /// Also write the figures as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Run one command in the guest and return its output and exit status.
+    Exec {
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// An interactive shell in the guest.
+    Shell,
+    /// Only install prerequisites and build the kernel and CRIU.
+    Build,
+    /// In-guest side (run by the harness inside QEMU).
+    #[command(hide = true)]
+    Guest {
+        #[command(subcommand)]
+        cmd: guest::GuestCmd,
+    },
+    /// Helper programs the guest suites start and migrate.
+    #[command(hide = true)]
+    App {
+        #[command(subcommand)]
+        app: guest::apps::App,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Test { filter, guest_only } => host::test(filter.as_deref(), guest_only),
+        Cmd::Demo => host::demo(),
+        Cmd::Bench { name, json } => host::bench(name.as_deref(), json.as_deref()),
+        Cmd::Exec { cmd } => host::exec(&cmd),
+        Cmd::Shell => host::shell(),
+        Cmd::Build => host::build_all().map(|_| 0),
+        Cmd::Guest { cmd } => guest::main(cmd),
+        Cmd::App { app } => guest::apps::run(app).map(|_| 0),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
