@@ -46,7 +46,8 @@ mod tests {
     #[test]
     fn descriptor_follows_criu_rules() {
         let d = &CR_PLUGIN_DESC.0;
-        assert_eq!(d.version, (0 << 16) + (2 << 8));
+        // 0.2.0 as major << 16 | minor << 8 | sublevel.
+        assert_eq!(d.version, 0x0200);
         assert_eq!(d.max_hooks, 12);
         assert!(d.hooks.iter().all(|h| h.is_null()));
     }

@@ -221,10 +221,13 @@ fn start_server(ns: &str) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // Own session: CRIU dumps a tree whose session it owns, no --shell-job.
-    // SAFETY: setsid is async-signal-safe.
+    // No inherited fds beyond stdio: the guest shell leaves its console
+    // ports open, and CRIU cannot dump those.
+    // SAFETY: setsid and close_range are async-signal-safe syscalls.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut c, || {
             libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
     }

@@ -107,11 +107,11 @@ impl Topology {
             ip(&["netns", "add", ns])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        ip(&["-n", LAN, "link", "add", "sw0", "type", "bridge"])?;
+        ip(&["-n", LAN, "link", "add", "name", "sw0", "type", "bridge"])?;
         ip(&["-n", LAN, "link", "set", "sw0", "up"])?;
-        for (ns, port) in [(HOST_A, "a"), (HOST_B, "b"), (PEER_C, "c")] {
+        for (ns, port) in [(HOST_A, "port-a"), (HOST_B, "port-b"), (PEER_C, "port-c")] {
             ip(&[
-                "-n", LAN, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                "-n", LAN, "link", "add", "name", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ])?;
             ip(&["-n", LAN, "link", "set", port, "master", "sw0", "up"])?;
             let addr = format!("{}/{PREFIX}", host_addr(ns));
@@ -119,7 +119,7 @@ impl Topology {
                 ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
                 ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             } else {
-                ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+                ip(&["-n", ns, "link", "add", "name", "br0", "type", "bridge"])?;
                 ip(&["-n", ns, "link", "set", "eth0", "master", "br0", "up"])?;
                 ip(&["-n", ns, "addr", "add", &addr, "dev", "br0"])?;
                 ip(&["-n", ns, "link", "set", "br0", "up"])?;
@@ -142,7 +142,7 @@ impl Topology {
         self.extra.push(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         ip(&[
-            "-n", host, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            "-n", host, "link", "add", "name", outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ])?;
         ip(&["-n", host, "link", "set", outer, "master", "br0", "up"])?;
         ip(&[

@@ -121,5 +121,84 @@ pub fn ensure() -> Result<PathBuf> {
     )?;
     fs::remove_dir_all(&build).ok();
     eprintln!("criu: built ({key})");
+    check_abi(&out.join("criu-plugin.h"))?;
     Ok(bin)
+}
+
+/// `NAME = N` enum entries and `#define NAME N` lines of a C header.
+fn numbers(text: &str) -> std::collections::BTreeMap<String, u32> {
+    let mut m = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let line = line.split("/*").next().unwrap_or("").trim().trim_end_matches(',');
+        let (name, val) = if let Some(rest) = line.strip_prefix("#define ") {
+            let mut it = rest.split_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some(n), Some(v), None) => (n, v),
+                _ => continue,
+            }
+        } else if let Some((n, v)) = line.split_once(" = ") {
+            (n.trim(), v.trim())
+        } else {
+            continue;
+        };
+        let v = if let Some(h) = val.strip_prefix("0x") { u32::from_str_radix(h, 16) } else { val.parse() };
+        if let Ok(v) = v {
+            m.insert(name.to_string(), v);
+        }
+    }
+    m
+}
+
+/// Our `include/criu_plugin.h` must agree with the CRIU we build on every
+/// hook and stage number and on the descriptor version.
+pub fn check_abi(criu_header: &Path) -> Result<()> {
+    let theirs = numbers(&fs::read_to_string(criu_header).with_context(|| format!("reading {}", criu_header.display()))?);
+    let ours_path = paths::root().join("include/criu_plugin.h");
+    let ours = numbers(&fs::read_to_string(&ours_path)?);
+    let mut bad = Vec::new();
+    for (name, v) in &ours {
+        if name.starts_with("CR_PLUGIN_HOOK__MAX") {
+            continue;
+        }
+        if let Some(t) = theirs.get(name) {
+            if t != v {
+                bad.push(format!("{name}: ours {v}, CRIU's {t}"));
+            }
+        } else if name.starts_with("CR_PLUGIN_") {
+            bad.push(format!("{name}: not in CRIU's header"));
+        }
+    }
+    let ver = |k: &str| theirs.get(k).copied().unwrap_or(u32::MAX);
+    let criu_ver = (ver("CRIU_PLUGIN_VERSION_MAJOR") << 16) + (ver("CRIU_PLUGIN_VERSION_MINOR") << 8) + ver("CRIU_PLUGIN_VERSION_SUBLEVEL");
+    if ours.get("CRIU_PLUGIN_VERSION") != Some(&criu_ver) {
+        bad.push(format!("CRIU_PLUGIN_VERSION: ours {:?}, CRIU's {criu_ver:#x}", ours.get("CRIU_PLUGIN_VERSION")));
+    }
+    if !bad.is_empty() {
+        anyhow::bail!("{} disagrees with {}:\n  {}", ours_path.display(), criu_header.display(), bad.join("\n  "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbers;
+
+    #[test]
+    fn header_numbers_are_read_from_enums_and_defines() {
+        let m = numbers("#define A 0x0200\nenum {\n\tCR_X = 3, /* c */\n\tCR_Y = 4,\n};\n#define F(a) (a)\n");
+        assert_eq!(m.get("A"), Some(&0x200));
+        assert_eq!(m.get("CR_X"), Some(&3));
+        assert_eq!(m.get("CR_Y"), Some(&4));
+        assert!(!m.contains_key("F(a)"));
+    }
+
+    #[test]
+    fn our_header_matches_criu_4_1_numbering() {
+        let ours = std::fs::read_to_string(crate::paths::root().join("include/criu_plugin.h")).unwrap_or_default();
+        let m = numbers(&ours);
+        assert_eq!(m.get("CR_PLUGIN_HOOK__DUMP_EXT_FILE"), Some(&2));
+        assert_eq!(m.get("CR_PLUGIN_HOOK__DUMP_EXT_LINK"), Some(&6));
+        assert_eq!(m.get("CR_PLUGIN_HOOK__RESUME_DEVICES_LATE"), Some(&9));
+        assert_eq!(m.get("CR_PLUGIN_HOOK__MAX_4_1"), Some(&12));
+    }
 }

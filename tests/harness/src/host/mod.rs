@@ -251,6 +251,13 @@ mod tests {
     }
 
     #[test]
+    fn console_lines_are_told_from_command_output() {
+        assert!(vm::is_console("[    3.964114] virtme-ng-init: udev is done"));
+        assert!(!vm::is_console("[ok] something"));
+        assert!(!vm::is_console("guest: 1 passed, 0 failed"));
+    }
+
+    #[test]
     fn quoting_survives_the_shell() {
         assert_eq!(vm::quote("abc"), "abc");
         assert_eq!(vm::quote("a b"), "'a b'");

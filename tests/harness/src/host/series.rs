@@ -133,3 +133,61 @@ fn patch(tree: &Path, body: &str, extra: &[&str]) -> Result<(bool, String)> {
     text.push_str(&String::from_utf8_lossy(&o.stderr));
     Ok((o.status.success(), text))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("epcmig-series-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("tree")).expect("scratch dir");
+        fs::create_dir_all(d.join("patches")).expect("scratch dir");
+        d
+    }
+
+    const GOOD: &str = "--- a/f.txt\n+++ b/f.txt\n@@ -1 +1 @@\n-one\n+two\n";
+    const BAD: &str = "--- a/f.txt\n+++ b/f.txt\n@@ -1 +1 @@\n-zzz\n+three\n";
+
+    #[test]
+    fn applies_in_order_and_reverses() {
+        let d = scratch("ok");
+        fs::write(d.join("tree/f.txt"), "one\n").expect("write");
+        fs::write(d.join("patches/0001-good.patch"), GOOD).expect("write");
+        fs::write(d.join("patches/series"), "# comment\n0001-good.patch\n\n").expect("write");
+        let s = Series::load(&d.join("patches")).expect("load");
+        assert_eq!(s.len(), 1);
+        let state = d.join("tree/.applied");
+        s.apply(&d.join("tree"), &state).expect("apply");
+        assert_eq!(fs::read_to_string(d.join("tree/f.txt")).expect("read"), "two\n");
+        unapply(&d.join("tree"), &state).expect("unapply");
+        assert_eq!(fs::read_to_string(d.join("tree/f.txt")).expect("read"), "one\n");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_patch_that_does_not_apply_is_named() {
+        let d = scratch("bad");
+        fs::write(d.join("tree/f.txt"), "one\n").expect("write");
+        fs::write(d.join("patches/0001-good.patch"), GOOD).expect("write");
+        fs::write(d.join("patches/0002-bad.patch"), BAD).expect("write");
+        fs::write(d.join("patches/series"), "0001-good.patch\n0002-bad.patch\n").expect("write");
+        let s = Series::load(&d.join("patches")).expect("load");
+        let err = s.apply(&d.join("tree"), &d.join("tree/.applied")).expect_err("must fail");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("0002-bad.patch does not apply"), "{msg}");
+        // The tree is left with the good patch recorded, so it can be undone.
+        unapply(&d.join("tree"), &d.join("tree/.applied")).expect("unapply");
+        assert_eq!(fs::read_to_string(d.join("tree/f.txt")).expect("read"), "one\n");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_missing_patch_file_is_named() {
+        let d = scratch("missing");
+        fs::write(d.join("patches/series"), "0001-nope.patch\n").expect("write");
+        let err = Series::load(&d.join("patches")).err().expect("must fail");
+        assert!(format!("{err:#}").contains("0001-nope.patch"));
+        let _ = fs::remove_dir_all(&d);
+    }
+}

@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dpkg-dev", "apt-get source"),
     ("libclang-dev", "bindgen"),
     ("libprotobuf-c-dev", "CRIU build"),
+    ("libprotobuf-dev", "CRIU build (descriptor.proto)"),
     ("protobuf-c-compiler", "CRIU build"),
     ("protobuf-compiler", "CRIU build"),
     ("python3-protobuf", "CRIU build"),

@@ -31,7 +31,9 @@ fn vng(bz: &Path, kvm: bool) -> Command {
     let mut c = Command::new("vng");
     c.arg("--run")
         .arg(bz)
-        .args(["--user", "root", "--cpus", "2", "--memory", "3G"]);
+        .args(["--user", "root", "--cpus", "2", "--memory", "3G"])
+        // 9p directly: vng otherwise tries virtiofsd first and falls back.
+        .arg("--force-9p");
     if !kvm {
         c.arg("--disable-kvm");
     }
@@ -136,7 +138,7 @@ pub struct Outcome {
 }
 
 /// Whether a line is from the kernel console (printk with timestamps).
-fn is_console(line: &str) -> bool {
+pub(super) fn is_console(line: &str) -> bool {
     let t = line.trim_start();
     let Some(rest) = t.strip_prefix('[') else {
         return false;
