@@ -111,7 +111,8 @@ impl Topology {
         ip(&["-n", LAN, "link", "set", "sw0", "up"])?;
         for (ns, port) in [(HOST_A, "port-a"), (HOST_B, "port-b"), (PEER_C, "port-c")] {
             ip(&[
-                "-n", LAN, "link", "add", "name", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                "-n", LAN, "link", "add", "name", port, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
             ])?;
             ip(&["-n", LAN, "link", "set", port, "master", "sw0", "up"])?;
             let addr = format!("{}/{PREFIX}", host_addr(ns));
@@ -142,7 +143,8 @@ impl Topology {
         self.extra.push(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         ip(&[
-            "-n", host, "link", "add", "name", outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            "-n", host, "link", "add", "name", outer, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
         ])?;
         ip(&["-n", host, "link", "set", outer, "master", "br0", "up"])?;
         ip(&[

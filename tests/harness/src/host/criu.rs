@@ -129,7 +129,12 @@ pub fn ensure() -> Result<PathBuf> {
 fn numbers(text: &str) -> std::collections::BTreeMap<String, u32> {
     let mut m = std::collections::BTreeMap::new();
     for line in text.lines() {
-        let line = line.split("/*").next().unwrap_or("").trim().trim_end_matches(',');
+        let line = line
+            .split("/*")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches(',');
         let (name, val) = if let Some(rest) = line.strip_prefix("#define ") {
             let mut it = rest.split_whitespace();
             match (it.next(), it.next(), it.next()) {
@@ -141,7 +146,11 @@ fn numbers(text: &str) -> std::collections::BTreeMap<String, u32> {
         } else {
             continue;
         };
-        let v = if let Some(h) = val.strip_prefix("0x") { u32::from_str_radix(h, 16) } else { val.parse() };
+        let v = if let Some(h) = val.strip_prefix("0x") {
+            u32::from_str_radix(h, 16)
+        } else {
+            val.parse()
+        };
         if let Ok(v) = v {
             m.insert(name.to_string(), v);
         }
@@ -152,7 +161,10 @@ fn numbers(text: &str) -> std::collections::BTreeMap<String, u32> {
 /// Our `include/criu_plugin.h` must agree with the CRIU we build on every
 /// hook and stage number and on the descriptor version.
 pub fn check_abi(criu_header: &Path) -> Result<()> {
-    let theirs = numbers(&fs::read_to_string(criu_header).with_context(|| format!("reading {}", criu_header.display()))?);
+    let theirs = numbers(
+        &fs::read_to_string(criu_header)
+            .with_context(|| format!("reading {}", criu_header.display()))?,
+    );
     let ours_path = paths::root().join("include/criu_plugin.h");
     let ours = numbers(&fs::read_to_string(&ours_path)?);
     let mut bad = Vec::new();
@@ -169,12 +181,22 @@ pub fn check_abi(criu_header: &Path) -> Result<()> {
         }
     }
     let ver = |k: &str| theirs.get(k).copied().unwrap_or(u32::MAX);
-    let criu_ver = (ver("CRIU_PLUGIN_VERSION_MAJOR") << 16) + (ver("CRIU_PLUGIN_VERSION_MINOR") << 8) + ver("CRIU_PLUGIN_VERSION_SUBLEVEL");
+    let criu_ver = (ver("CRIU_PLUGIN_VERSION_MAJOR") << 16)
+        + (ver("CRIU_PLUGIN_VERSION_MINOR") << 8)
+        + ver("CRIU_PLUGIN_VERSION_SUBLEVEL");
     if ours.get("CRIU_PLUGIN_VERSION") != Some(&criu_ver) {
-        bad.push(format!("CRIU_PLUGIN_VERSION: ours {:?}, CRIU's {criu_ver:#x}", ours.get("CRIU_PLUGIN_VERSION")));
+        bad.push(format!(
+            "CRIU_PLUGIN_VERSION: ours {:?}, CRIU's {criu_ver:#x}",
+            ours.get("CRIU_PLUGIN_VERSION")
+        ));
     }
     if !bad.is_empty() {
-        anyhow::bail!("{} disagrees with {}:\n  {}", ours_path.display(), criu_header.display(), bad.join("\n  "));
+        anyhow::bail!(
+            "{} disagrees with {}:\n  {}",
+            ours_path.display(),
+            criu_header.display(),
+            bad.join("\n  ")
+        );
     }
     Ok(())
 }
@@ -185,7 +207,9 @@ mod tests {
 
     #[test]
     fn header_numbers_are_read_from_enums_and_defines() {
-        let m = numbers("#define A 0x0200\nenum {\n\tCR_X = 3, /* c */\n\tCR_Y = 4,\n};\n#define F(a) (a)\n");
+        let m = numbers(
+            "#define A 0x0200\nenum {\n\tCR_X = 3, /* c */\n\tCR_Y = 4,\n};\n#define F(a) (a)\n",
+        );
         assert_eq!(m.get("A"), Some(&0x200));
         assert_eq!(m.get("CR_X"), Some(&3));
         assert_eq!(m.get("CR_Y"), Some(&4));
@@ -194,7 +218,8 @@ mod tests {
 
     #[test]
     fn our_header_matches_criu_4_1_numbering() {
-        let ours = std::fs::read_to_string(crate::paths::root().join("include/criu_plugin.h")).unwrap_or_default();
+        let ours = std::fs::read_to_string(crate::paths::root().join("include/criu_plugin.h"))
+            .unwrap_or_default();
         let m = numbers(&ours);
         assert_eq!(m.get("CR_PLUGIN_HOOK__DUMP_EXT_FILE"), Some(&2));
         assert_eq!(m.get("CR_PLUGIN_HOOK__DUMP_EXT_LINK"), Some(&6));

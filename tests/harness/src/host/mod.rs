@@ -149,6 +149,7 @@ pub fn test(filter: Option<&str>, guest_only: bool) -> Result<u8> {
         argv.push(f.into());
     }
     let out = b.vm.run(&argv, Duration::from_secs(60 * 60))?;
+    let splat = report_splats(&out);
     let Some((gp, gf)) = parse_summary(&out.stdout) else {
         bail!(
             "the guest suite did not report a summary (guest exit: {}); it did not run to the end",
@@ -158,12 +159,25 @@ pub fn test(filter: Option<&str>, guest_only: bool) -> Result<u8> {
     if gp + gf == 0 {
         bail!("the guest suite ran no test");
     }
-    let failed = hf + gf;
+    // A kernel splat fails the run even when every test passed.
+    let failed = hf + gf + usize::from(splat);
     println!("{} passed, {} failed", hp + gp, failed);
     if failed > 0 || !out.status.success() {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Prints kernel splats seen on the console; true if there were any.
+fn report_splats(out: &vm::Outcome) -> bool {
+    if out.splats.is_empty() {
+        return false;
+    }
+    println!("guest kernel: splat on the console (counted as a failure):");
+    for l in &out.splats {
+        println!("  {l}");
+    }
+    true
 }
 
 pub fn demo() -> Result<u8> {
@@ -252,9 +266,20 @@ mod tests {
 
     #[test]
     fn console_lines_are_told_from_command_output() {
-        assert!(vm::is_console("[    3.964114] virtme-ng-init: udev is done"));
+        assert!(vm::is_console(
+            "[    3.964114] virtme-ng-init: udev is done"
+        ));
         assert!(!vm::is_console("[ok] something"));
         assert!(!vm::is_console("guest: 1 passed, 0 failed"));
+    }
+
+    #[test]
+    fn splats_are_recognised() {
+        assert!(vm::is_splat(
+            "[   12.5] WARNING: CPU: 0 PID: 1 at net/sctp/socket.c:10"
+        ));
+        assert!(vm::is_splat("[   12.5] BUG: KASAN: slab-use-after-free"));
+        assert!(!vm::is_splat("[   12.5] sctp: Hash tables configured"));
     }
 
     #[test]

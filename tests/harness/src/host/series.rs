@@ -159,9 +159,15 @@ mod tests {
         assert_eq!(s.len(), 1);
         let state = d.join("tree/.applied");
         s.apply(&d.join("tree"), &state).expect("apply");
-        assert_eq!(fs::read_to_string(d.join("tree/f.txt")).expect("read"), "two\n");
+        assert_eq!(
+            fs::read_to_string(d.join("tree/f.txt")).expect("read"),
+            "two\n"
+        );
         unapply(&d.join("tree"), &state).expect("unapply");
-        assert_eq!(fs::read_to_string(d.join("tree/f.txt")).expect("read"), "one\n");
+        assert_eq!(
+            fs::read_to_string(d.join("tree/f.txt")).expect("read"),
+            "one\n"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 
@@ -171,14 +177,23 @@ mod tests {
         fs::write(d.join("tree/f.txt"), "one\n").expect("write");
         fs::write(d.join("patches/0001-good.patch"), GOOD).expect("write");
         fs::write(d.join("patches/0002-bad.patch"), BAD).expect("write");
-        fs::write(d.join("patches/series"), "0001-good.patch\n0002-bad.patch\n").expect("write");
+        fs::write(
+            d.join("patches/series"),
+            "0001-good.patch\n0002-bad.patch\n",
+        )
+        .expect("write");
         let s = Series::load(&d.join("patches")).expect("load");
-        let err = s.apply(&d.join("tree"), &d.join("tree/.applied")).expect_err("must fail");
+        let err = s
+            .apply(&d.join("tree"), &d.join("tree/.applied"))
+            .expect_err("must fail");
         let msg = format!("{err:#}");
         assert!(msg.contains("0002-bad.patch does not apply"), "{msg}");
         // The tree is left with the good patch recorded, so it can be undone.
         unapply(&d.join("tree"), &d.join("tree/.applied")).expect("unapply");
-        assert_eq!(fs::read_to_string(d.join("tree/f.txt")).expect("read"), "one\n");
+        assert_eq!(
+            fs::read_to_string(d.join("tree/f.txt")).expect("read"),
+            "one\n"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 

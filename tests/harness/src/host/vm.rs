@@ -135,6 +135,28 @@ pub struct Outcome {
     pub status: ExitStatus,
     /// Lines the guest command printed on stdout.
     pub stdout: Vec<String>,
+    /// Kernel console lines around any splat (BUG, WARNING, lockdep...).
+    pub splats: Vec<String>,
+}
+
+/// Console markers of a kernel problem; any of them fails a run.
+const SPLATS: &[&str] = &[
+    "BUG:",
+    "WARNING:",
+    "Oops",
+    "Kernel panic",
+    "general protection fault",
+    "possible circular locking",
+    "inconsistent lock state",
+    "ODEBUG:",
+    "list_add corruption",
+    "list_del corruption",
+    "INFO: task",
+    "UBSAN:",
+];
+
+pub(super) fn is_splat(line: &str) -> bool {
+    SPLATS.iter().any(|m| line.contains(m))
 }
 
 /// Whether a line is from the kernel console (printk with timestamps).
@@ -207,11 +229,15 @@ impl Vm {
         let pid = child.id();
 
         let console: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let splats: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let sp = splats.clone();
         let (up_tx, up_rx) = mpsc::channel::<()>();
         let stderr = child.stderr.take().context("vng stderr")?;
         let con = console.clone();
         let verbose = std::env::var_os("EPCMIG_CONSOLE").is_some();
         let err_thread = std::thread::spawn(move || {
+            // Console lines still to keep after a splat (its trace).
+            let mut trace = 0usize;
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
                 if line.contains(UP_MARKER) {
                     let _ = up_tx.send(());
@@ -220,6 +246,15 @@ impl Vm {
                 // With --verbose, vng interleaves the serial console (kernel
                 // log lines, "[ secs.usecs] ...") with the command's stderr.
                 if is_console(&line) {
+                    if is_splat(&line) {
+                        trace = 40;
+                    }
+                    if trace > 0 {
+                        trace -= 1;
+                        sp.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(line.clone());
+                    }
                     if verbose {
                         eprintln!("console: {line}");
                     }
@@ -269,7 +304,12 @@ impl Vm {
                         tail(&console)
                     );
                 }
-                return Ok(Outcome { status, stdout });
+                let splats = std::mem::take(&mut *splats.lock().unwrap_or_else(|p| p.into_inner()));
+                return Ok(Outcome {
+                    status,
+                    stdout,
+                    splats,
+                });
             }
             if !up && start.elapsed() > BOOT_TIMEOUT {
                 kill_group(pid);
