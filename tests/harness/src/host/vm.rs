@@ -273,6 +273,11 @@ impl Vm {
             let mut lines = Vec::new();
             let so = std::io::stdout();
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                // Machine-readable figures are for `--json`, not the terminal.
+                if line.starts_with(crate::guest::bench::JSON_PREFIX) {
+                    lines.push(line);
+                    continue;
+                }
                 let mut h = so.lock();
                 let _ = writeln!(h, "{line}");
                 let _ = h.flush();
@@ -333,9 +338,31 @@ impl Vm {
         }
     }
 
-    /// Interactive shell in the guest.
+    /// Interactive shell in the guest (on the console's tty), with the
+    /// same PATH and variables as `run`.
     pub fn shell(&self) -> Result<ExitStatus> {
+        let dir = paths::vm_dir();
+        let rc = dir.join("guest-bashrc");
+        let sh = dir.join("guest-shell");
+        // bash reads ~/.bashrc first, which may put other dirs before ours.
+        std::fs::write(
+            &rc,
+            format!(
+                "[ -f ~/.bashrc ] && . ~/.bashrc\n{}true\nPS1='epcmig-guest:\\w# '\n",
+                Self::env_prefix()
+            ),
+        )?;
+        std::fs::write(
+            &sh,
+            format!(
+                "#!/bin/sh\nexec bash --rcfile {} -i\n",
+                quote(&rc.to_string_lossy())
+            ),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755))?;
         let mut c = vng(&self.bzimage, self.kvm);
+        c.arg("--shell").arg(&sh);
         let st = c.status().context("starting vng")?;
         Ok(st)
     }
