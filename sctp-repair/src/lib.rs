@@ -23,6 +23,13 @@ pub enum Error {
     /// The fd is not an SCTP socket.
     #[error("not an SCTP socket")]
     NotSctp,
+    /// The socket is one-to-many (SOCK_SEQPACKET); repair mode is for
+    /// one-to-one sockets.
+    #[error("SCTP repair mode supports one-to-one (SOCK_STREAM) sockets only")]
+    NotOneToOne,
+    /// The association is in a handshake or shutdown and cannot be frozen.
+    #[error("the association is in a handshake or shutdown; only ESTABLISHED, LISTEN or fresh sockets can enter repair mode")]
+    Busy,
     /// Any other failure of a system call, with what we were doing.
     #[error("{op}: {source}")]
     Os {
@@ -59,13 +66,83 @@ fn classify(op: &'static str, err: io::Error) -> Error {
         // An unpatched kernel answers an unknown SOL_SCTP option this way.
         Some(libc::ENOPROTOOPT) => Error::Unsupported,
         Some(libc::EPERM) => Error::PermissionDenied,
-        Some(libc::ENOTSOCK) | Some(libc::EOPNOTSUPP) => Error::NotSctp,
+        Some(libc::ENOTSOCK) => Error::NotSctp,
+        // Repair mode covers one-to-one (SOCK_STREAM) sockets only.
+        Some(libc::EOPNOTSUPP) => Error::NotOneToOne,
+        // A handshake or shutdown in progress cannot be frozen.
+        Some(libc::EBUSY) => Error::Busy,
         _ => Error::Os { op, source: err },
+    }
+}
+
+/// Fails with [`Error::NotSctp`] unless `sock` is an SCTP socket, so that
+/// an unknown SOL_SCTP option (ENOPROTOOPT) can only mean "no repair mode".
+fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
+    let mut proto: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd for the call; pointers to a live c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOTSOCK) => Err(Error::NotSctp),
+            _ => Err(Error::Os {
+                op: "getsockopt(SO_PROTOCOL)",
+                source: err,
+            }),
+        };
+    }
+    if proto != libc::IPPROTO_SCTP {
+        return Err(Error::NotSctp);
+    }
+    Ok(())
+}
+
+/// The repair mode `sock` is in.
+pub fn mode(sock: BorrowedFd<'_>) -> Result<Mode> {
+    ensure_sctp(sock)?;
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd for the call; pointers to a live c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            uapi::SCTP_REPAIR as libc::c_int,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(classify(
+            "getsockopt(SCTP_REPAIR)",
+            io::Error::last_os_error(),
+        ));
+    }
+    match val {
+        v if v == Mode::On.raw() => Ok(Mode::On),
+        v if v == Mode::Off.raw() => Ok(Mode::Off),
+        v => Err(Error::Os {
+            op: "getsockopt(SCTP_REPAIR)",
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown repair mode {v}"),
+            ),
+        }),
     }
 }
 
 /// Puts `sock` into or out of repair mode.
 pub fn set_mode(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
+    ensure_sctp(sock)?;
     let val = mode.raw();
     // SAFETY: the fd is borrowed for the call, and we pass a pointer to a
     // live c_int with its exact size.
@@ -107,8 +184,15 @@ mod tests {
     #[test]
     fn non_socket_fd_is_refused() {
         let f = std::fs::File::open("/dev/null").expect("open /dev/null");
-        // SAFETY-free: BorrowedFd from a File we own for the whole call.
         let fd = std::os::fd::AsFd::as_fd(&f);
+        assert!(matches!(set_mode(fd, Mode::On), Err(Error::NotSctp)));
+        assert!(matches!(mode(fd), Err(Error::NotSctp)));
+    }
+
+    #[test]
+    fn tcp_socket_is_not_taken_for_an_old_kernel() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let fd = std::os::fd::AsFd::as_fd(&l);
         assert!(matches!(set_mode(fd, Mode::On), Err(Error::NotSctp)));
     }
 }

@@ -1,11 +1,11 @@
-//! `cargo vm`: the epcmig test harness.
+//! `cargo vm`: the epcmig test harness (host side).
 //!
-//! On the host it installs what is missing, builds the patched kernel and
-//! CRIU (cached), runs the host tests and boots the kernel under QEMU with
-//! virtme-ng. Inside the guest the same binary runs the suites (`vm guest
-//! ...`) and the helper programs the suites migrate (`vm app ...`).
+//! It installs what is missing, builds the patched kernel and CRIU
+//! (cached), runs the host tests and boots the kernel under QEMU with
+//! virtme-ng, where `epcmig-guest` (tests/guest) runs the suites. This
+//! crate deliberately depends on nothing that needs libclang, so it builds
+//! on a fresh machine before it has installed anything.
 
-mod guest;
 mod host;
 mod paths;
 
@@ -50,18 +50,6 @@ enum Cmd {
     Shell,
     /// Only install prerequisites and build the kernel and CRIU.
     Build,
-    /// In-guest side (run by the harness inside QEMU).
-    #[command(hide = true)]
-    Guest {
-        #[command(subcommand)]
-        cmd: guest::GuestCmd,
-    },
-    /// Helper programs the guest suites start and migrate.
-    #[command(hide = true)]
-    App {
-        #[command(subcommand)]
-        app: guest::apps::App,
-    },
 }
 
 fn main() -> ExitCode {
@@ -73,8 +61,6 @@ fn main() -> ExitCode {
         Cmd::Exec { cmd } => host::exec(&cmd),
         Cmd::Shell => host::shell(),
         Cmd::Build => host::build_all().map(|_| 0),
-        Cmd::Guest { cmd } => guest::main(cmd),
-        Cmd::App { app } => guest::apps::run(app).map(|_| 0),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -17,7 +17,7 @@ use super::sources::Sources;
 use crate::paths;
 
 /// Bump when the build recipe below changes in a way that alters output.
-const RECIPE: &str = "kernel-recipe-1";
+const RECIPE: &str = "kernel-recipe-2";
 const FRAGMENT: &str = "epcmig.config";
 const TREE: &str = "linux-source-6.12";
 
@@ -25,6 +25,8 @@ const TREE: &str = "linux-source-6.12";
 pub struct Kernel {
     pub bzimage: PathBuf,
     pub release: String,
+    /// Selftests added by the series, built against its uapi headers.
+    pub selftests: PathBuf,
 }
 
 fn debian_version(pkg: &str) -> Result<String> {
@@ -61,6 +63,7 @@ pub fn ensure() -> Result<Kernel> {
         return Ok(Kernel {
             bzimage: done,
             release,
+            selftests: out.join("selftests"),
         });
     }
 
@@ -95,6 +98,7 @@ pub fn ensure() -> Result<Kernel> {
     .trim()
     .to_string();
     fs::create_dir_all(&out)?;
+    build_selftests(&tree, &series, &out)?;
     fs::copy(tree.join(".config"), out.join("config"))?;
     fs::write(out.join("release"), format!("{release}\n"))?;
     // Copy last: its presence marks the entry complete.
@@ -105,7 +109,64 @@ pub fn ensure() -> Result<Kernel> {
     Ok(Kernel {
         bzimage: done,
         release,
+        selftests: out.join("selftests"),
     })
+}
+
+/// Builds the net selftests the series adds (a `.c` program and its `.sh`
+/// wrapper under tools/testing/selftests/net/) against the patched uapi,
+/// into `out/selftests`, where the guest suite finds and runs them.
+fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
+    let dest = out.join("selftests");
+    let _ = fs::remove_dir_all(&dest);
+    fs::create_dir_all(&dest)?;
+    let files = series.added_files("tools/testing/selftests/net/");
+    if files.is_empty() {
+        return Ok(());
+    }
+    let headers = out.join("headers");
+    run_quiet(
+        Command::new("make")
+            .current_dir(tree)
+            .args(["-s", "ARCH=x86_64", "headers_install"])
+            .arg(format!("INSTALL_HDR_PATH={}", headers.display())),
+    )?;
+    for f in &files {
+        let src = tree.join(f);
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(stem) = name.strip_suffix(".c") {
+            eprintln!("kernel: building selftest {stem}");
+            run_quiet(
+                Command::new("gcc")
+                    .args(["-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE"])
+                    .arg(format!("-I{}", headers.join("include").display()))
+                    .arg(format!(
+                        "-I{}",
+                        tree.join("tools/testing/selftests").display()
+                    ))
+                    .arg("-o")
+                    .arg(dest.join(stem))
+                    .arg(&src)
+                    .arg("-lpthread"),
+            )
+            .with_context(|| format!("building selftest {f}"))?;
+        } else if name.ends_with(".sh") {
+            let to = dest.join(&name);
+            fs::copy(&src, &to)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    // The wrappers source the net selftests' shared helpers.
+    let lib = tree.join("tools/testing/selftests/net/lib.sh");
+    if lib.exists() {
+        fs::copy(&lib, dest.join("lib.sh"))?;
+    }
+    Ok(())
 }
 
 fn sanitize(v: &str) -> String {

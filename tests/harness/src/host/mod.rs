@@ -66,11 +66,20 @@ pub fn build_all() -> Result<Built> {
         &paths::target().join("debug/libepcmig_criu.so"),
         &plugins.join("libepcmig_criu.so"),
     )?;
+    relink(&k.selftests, &paths::vm_dir().join("selftests"))?;
     let vm = vm::Vm::new(&k.bzimage);
     Ok(Built {
         kernel_release: k.release,
         vm,
     })
+}
+
+/// The in-guest binary (tests/guest), built by `build_all`.
+fn guest_exe() -> String {
+    paths::target()
+        .join("debug/epcmig-guest")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn relink(target: &Path, link: &Path) -> Result<()> {
@@ -143,8 +152,7 @@ pub fn test(filter: Option<&str>, guest_only: bool) -> Result<u8> {
         b.kernel_release,
         t0.elapsed().as_secs_f64()
     );
-    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-    let mut argv = vec![exe, "guest".into(), "test".into()];
+    let mut argv = vec![guest_exe(), "test".into()];
     if let Some(f) = filter {
         argv.push(f.into());
     }
@@ -192,8 +200,7 @@ pub fn demo() -> Result<u8> {
 
 pub fn bench(name: Option<&str>, json: Option<&Path>) -> Result<u8> {
     let b = build_all()?;
-    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-    let mut argv = vec![exe, "guest".into(), "bench".into()];
+    let mut argv = vec![guest_exe(), "bench".into()];
     if let Some(n) = name {
         argv.push(n.into());
     }
@@ -202,7 +209,7 @@ pub fn bench(name: Option<&str>, json: Option<&Path>) -> Result<u8> {
         let figures: Vec<&str> = out
             .stdout
             .iter()
-            .filter_map(|l| l.strip_prefix(crate::guest::bench::JSON_PREFIX))
+            .filter_map(|l| l.strip_prefix(vm::FIGURE_PREFIX))
             .collect();
         let doc = format!("[{}]\n", figures.join(",\n"));
         fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;

@@ -41,6 +41,23 @@ impl Series {
         self.patches.len()
     }
 
+    /// Paths (relative to the tree) of files the series creates or
+    /// changes under `prefix`, in order of first appearance.
+    pub fn added_files(&self, prefix: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, body) in &self.patches {
+            for line in body.lines() {
+                if let Some(p) = line.strip_prefix("+++ b/") {
+                    let p = p.split('\t').next().unwrap_or(p).trim();
+                    if p.starts_with(prefix) && !out.iter().any(|o| o == p) {
+                        out.push(p.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Stable text that changes whenever a patch or the order changes.
     pub fn fingerprint(&self) -> String {
         let mut s = String::new();

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::bench::Figure;
-use super::criu;
-use super::net::{self, Topology, HOST_A, HOST_B, PEER_C};
+use crate::bench::Figure;
+use crate::criu;
+use crate::net::{self, Topology, HOST_A, HOST_B, PEER_C};
 
 const SERVICE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const PORT: u16 = 7000;
@@ -257,7 +257,7 @@ pub fn migrate_once(verbose: bool) -> Result<Migration> {
     let checkpoint = criu::dump(HOST_A, server.id(), &img_a, &["--tcp-established"])?;
     let _ = server.wait();
     let (transfer, image_bytes) =
-        crate::guest::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
     let (restore, pid) = criu::restore(
         HOST_B,
         &img_b,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::net::ns_file;
+use crate::net::ns_file;
 
 const PORT: u16 = 7100;
 
@@ -42,7 +42,7 @@ pub fn send_dir(
         .context("image receiver did not start")?;
     let src = src.to_path_buf();
     let t = Instant::now();
-    let sent = super::net::in_netns(from, move || send(addr, &src))?;
+    let sent = crate::net::in_netns(from, move || send(addr, &src))?;
     let got = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;

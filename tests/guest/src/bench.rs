@@ -35,7 +35,7 @@ impl Figure {
 
 type BenchFn = fn() -> Result<Vec<Figure>>;
 
-const BENCHES: &[(&str, BenchFn)] = &[("baseline_tcp", super::baseline::bench)];
+const BENCHES: &[(&str, BenchFn)] = &[("baseline_tcp", crate::suites::baseline::bench)];
 
 pub fn run(name: Option<&str>) -> Result<u8> {
     let chosen: Vec<_> = BENCHES

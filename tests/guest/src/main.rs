@@ -1,0 +1,198 @@
+//! `epcmig-guest`: runs inside QEMU on the patched kernel, started by the
+//! host harness (`cargo vm`). It runs the suites (`test`, `demo`, `bench`)
+//! and the helper programs the suites start and migrate (`app`).
+
+mod apps;
+mod bench;
+mod criu;
+mod net;
+mod suites;
+mod transfer;
+
+use suites::{baseline, sctp_repair};
+
+use std::time::Instant;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "epcmig-guest",
+    about = "epcmig's in-guest suites (run by `cargo vm`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: GuestCmd,
+}
+
+#[derive(Subcommand)]
+enum GuestCmd {
+    /// Run the guest tests whose names contain FILTER (all without one).
+    Test { filter: Option<String> },
+    /// The migration demo with its figures.
+    Demo,
+    /// Benchmarks whose names contain NAME.
+    Bench { name: Option<String> },
+    /// Helper programs the suites start and migrate.
+    App {
+        #[command(subcommand)]
+        app: apps::App,
+    },
+}
+
+type TestFn = fn() -> Result<()>;
+
+/// Every in-guest test. Names are what `cargo vm test FILTER` matches.
+const TESTS: &[(&str, TestFn)] = &[
+    ("kernel_is_patched", kernel_is_patched),
+    ("baseline_criu_check", baseline::criu_check),
+    ("baseline_tcp_migrate", baseline::tcp_migrate),
+    (
+        "sctp_repair_crate_freeze_thaw",
+        sctp_repair::crate_freeze_thaw,
+    ),
+    ("sctp_repair_crate_errors", sctp_repair::crate_errors),
+];
+
+/// The running kernel's release, e.g. `6.12.117-epcmig`.
+pub fn uname_r() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn kernel_is_patched() -> Result<()> {
+    let r = uname_r();
+    println!("  uname -r: {r}");
+    if !r.ends_with("-epcmig") {
+        bail!("guest kernel {r} is not ours (LOCALVERSION -epcmig expected)");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        GuestCmd::Test { filter } => run_tests(filter.as_deref()),
+        GuestCmd::Demo => baseline::demo().map(|_| 0),
+        GuestCmd::Bench { name } => bench::run(name.as_deref()),
+        GuestCmd::App { app } => apps::run(app).map(|_| 0),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `target/vm`, laid out by the host harness (selftests, criu, plugin).
+pub fn vm_dir() -> std::path::PathBuf {
+    let root = std::env::var_os("EPCMIG_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    root.join("target").join("vm")
+}
+
+type Test = (
+    String,
+    Box<dyn Fn() -> Result<()> + std::panic::RefUnwindSafe>,
+);
+
+/// The static tests plus one `kselftest_NAME` per selftest wrapper the
+/// kernel series adds (built by the host into target/vm/selftests).
+fn all_tests() -> Vec<Test> {
+    let mut v: Vec<Test> = TESTS
+        .iter()
+        .map(|(n, f)| {
+            (
+                n.to_string(),
+                Box::new(*f) as Box<dyn Fn() -> Result<()> + std::panic::RefUnwindSafe>,
+            )
+        })
+        .collect();
+    let dir = vm_dir().join("selftests");
+    let mut wrappers: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    wrappers.retain(|p| p.extension().is_some_and(|e| e == "sh"));
+    wrappers.sort();
+    for w in wrappers {
+        let stem = w
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        v.push((format!("kselftest_{stem}"), Box::new(move || kselftest(&w))));
+    }
+    v
+}
+
+/// Runs a kernel selftest wrapper; only exit 0 passes (kselftest's skip,
+/// 4, is not a pass).
+fn kselftest(wrapper: &std::path::Path) -> Result<()> {
+    let dir = wrapper.parent().unwrap_or(std::path::Path::new("/"));
+    let o = std::process::Command::new("sh")
+        .arg(wrapper)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", wrapper.display()))?;
+    for l in String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&o.stderr).lines())
+    {
+        println!("  | {l}");
+    }
+    match o.status.code() {
+        Some(0) => Ok(()),
+        Some(4) => bail!(
+            "{} skipped (kselftest exit 4): a skip is not a pass",
+            wrapper.display()
+        ),
+        _ => bail!("{} failed ({})", wrapper.display(), o.status),
+    }
+}
+
+fn run_tests(filter: Option<&str>) -> Result<u8> {
+    println!("guest: kernel {}", uname_r());
+    let all = all_tests();
+    let chosen: Vec<&Test> = all
+        .iter()
+        .filter(|(n, _)| filter.map_or(true, |f| n.contains(f)))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        bail!(
+            "no guest test matches {:?}; tests: {}",
+            filter.unwrap_or(""),
+            names.join(", ")
+        );
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in chosen {
+        println!("test {name} ...");
+        let t = Instant::now();
+        let res = std::panic::catch_unwind(f);
+        let secs = t.elapsed().as_secs_f64();
+        match res {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("test {name} ... ok ({secs:.2}s)");
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({secs:.2}s)\n  error: {e:#}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({secs:.2}s): panicked");
+            }
+        }
+    }
+    println!("guest: {passed} passed, {failed} failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}

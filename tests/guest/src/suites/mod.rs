@@ -1,0 +1,4 @@
+//! The in-guest test suites, one module per area.
+
+pub mod baseline;
+pub mod sctp_repair;
