@@ -125,34 +125,57 @@ pub fn ensure() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `NAME = N` enum entries and `#define NAME N` lines of a C header.
+/// Enum entries (explicit `NAME = N` or implicitly numbered) and
+/// `#define NAME N` lines of a C header.
 fn numbers(text: &str) -> std::collections::BTreeMap<String, u32> {
     let mut m = std::collections::BTreeMap::new();
+    let parse = |v: &str| -> Option<u32> {
+        match v.strip_prefix("0x") {
+            Some(h) => u32::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        }
+    };
+    // The value the next implicitly numbered enum entry gets, inside an enum.
+    let mut next: Option<u32> = None;
     for line in text.lines() {
         let line = line
             .split("/*")
             .next()
             .unwrap_or("")
-            .trim()
-            .trim_end_matches(',');
-        let (name, val) = if let Some(rest) = line.strip_prefix("#define ") {
-            let mut it = rest.split_whitespace();
-            match (it.next(), it.next(), it.next()) {
-                (Some(n), Some(v), None) => (n, v),
-                _ => continue,
-            }
-        } else if let Some((n, v)) = line.split_once(" = ") {
-            (n.trim(), v.trim())
-        } else {
+            .split("//")
+            .next()
+            .unwrap_or("")
+            .trim();
+        if line.starts_with("enum") && line.contains('{') {
+            next = Some(0);
             continue;
-        };
-        let v = if let Some(h) = val.strip_prefix("0x") {
-            u32::from_str_radix(h, 16)
-        } else {
-            val.parse()
-        };
-        if let Ok(v) = v {
-            m.insert(name.to_string(), v);
+        }
+        if line.starts_with('}') {
+            next = None;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("#define ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(n), Some(v), None) = (it.next(), it.next(), it.next()) {
+                if let Some(v) = parse(v) {
+                    m.insert(n.to_string(), v);
+                }
+            }
+            continue;
+        }
+        let Some(n) = next else { continue };
+        let entry = line.trim_end_matches(',');
+        if entry.is_empty() {
+            continue;
+        }
+        if let Some((name, v)) = entry.split_once('=') {
+            if let Some(v) = parse(v.trim()) {
+                m.insert(name.trim().to_string(), v);
+                next = Some(v + 1);
+            }
+        } else if entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            m.insert(entry.to_string(), n);
+            next = Some(n + 1);
         }
     }
     m

@@ -17,7 +17,7 @@ use super::sources::Sources;
 use crate::paths;
 
 /// Bump when the build recipe below changes in a way that alters output.
-const RECIPE: &str = "kernel-recipe-2";
+const RECIPE: &str = "kernel-recipe-3";
 const FRAGMENT: &str = "epcmig.config";
 const TREE: &str = "linux-source-6.12";
 
@@ -124,6 +124,7 @@ fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
+    let mut wrappers = Vec::new();
     let headers = out.join("headers");
     run_quiet(
         Command::new("make")
@@ -142,7 +143,7 @@ fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
             eprintln!("kernel: building selftest {stem}");
             run_quiet(
                 Command::new("gcc")
-                    .args(["-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE"])
+                    .args(["-O2", "-Wall", "-Wextra", "-Werror"])
                     .arg(format!("-I{}", headers.join("include").display()))
                     .arg(format!(
                         "-I{}",
@@ -157,6 +158,7 @@ fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
         } else if name.ends_with(".sh") {
             let to = dest.join(&name);
             fs::copy(&src, &to)?;
+            wrappers.push(name.clone());
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
         }
@@ -166,6 +168,8 @@ fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
     if lib.exists() {
         fs::copy(&lib, dest.join("lib.sh"))?;
     }
+    // The guest runs what this manifest lists, one test per wrapper.
+    fs::write(dest.join("TESTS"), wrappers.join("\n") + "\n")?;
     Ok(())
 }
 
