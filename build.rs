@@ -8,7 +8,7 @@ use std::env;
 use std::path::PathBuf;
 
 const HEADERS: &[(&str, &str)] = &[
-    ("sctp_repair.h", "SCTP_REPAIR.*"),
+    ("sctp_repair.h", "(SCTP_REPAIR.*|sctp_repair_.*)"),
     (
         "criu_plugin.h",
         "(CR_PLUGIN.*|CRIU_PLUGIN.*|cr_plugin.*|criu_get_image_dir)",

@@ -7,10 +7,176 @@
 #ifndef EPCMIG_SCTP_REPAIR_H
 #define EPCMIG_SCTP_REPAIR_H
 
+#include <linux/types.h>
+#include <sys/socket.h>
+
 /* Socket option (level SOL_SCTP): int, one of SCTP_REPAIR_* below. */
 #define SCTP_REPAIR		134
 
 #define SCTP_REPAIR_OFF		0	/* leave repair mode, resume the association */
 #define SCTP_REPAIR_ON		1	/* freeze: send nothing, drop input silently */
+
+/* Repair mode: the state of the association of a frozen one-to-one style
+ * socket, read with getsockopt() and written with setsockopt() to create the
+ * association again on a fresh socket in repair mode.  Each option carries a
+ * structure below, starting with its version, SCTP_REPAIR_V1.
+ */
+#define SCTP_REPAIR_ASSOC	135	/* struct sctp_repair_assoc */
+#define SCTP_REPAIR_PATHS	136	/* struct sctp_repair_paths */
+#define SCTP_REPAIR_STREAMS	137	/* struct sctp_repair_streams */
+#define SCTP_REPAIR_TSN_MAP	138	/* struct sctp_repair_tsn_map */
+
+#define SCTP_REPAIR_V1	1
+
+/* sctp_repair_assoc sra_features: what was negotiated with the peer */
+#define SCTP_REPAIR_FEAT_ECN	1	/* ECN */
+#define SCTP_REPAIR_FEAT_PRSCTP	2	/* PR-SCTP (FORWARD-TSN) */
+#define SCTP_REPAIR_FEAT_ASCONF	4	/* ADD-IP (ASCONF) */
+#define SCTP_REPAIR_FEAT_RECONF	8	/* stream reconfiguration */
+#define SCTP_REPAIR_FEAT_INTL	16	/* I-DATA (user message interleaving) */
+#define SCTP_REPAIR_FEAT_AUTH	32	/* SCTP-AUTH, cannot be restored yet */
+#define SCTP_REPAIR_FEAT_IPV4	64	/* the peer takes IPv4 addresses */
+#define SCTP_REPAIR_FEAT_IPV6	128	/* the peer takes IPv6 addresses */
+#define SCTP_REPAIR_FEAT_NEED_ECNE	256	/* an ECNE is to be sent */
+
+/* sctp_repair_path srp_flags */
+#define SCTP_REPAIR_PATH_PRIMARY	1	/* the primary path */
+
+/* Most duplicate TSNs an association keeps for its next SACK */
+#define SCTP_REPAIR_MAX_DUP_TSNS	16
+
+/* SCTP_REPAIR_ASSOC: the association of a one-to-one style socket in repair
+ * mode.  All fields are in host byte order, times are in milliseconds.
+ */
+struct sctp_repair_assoc {
+	__u32	sra_version;		/* SCTP_REPAIR_V1 */
+	__u32	sra_features;		/* SCTP_REPAIR_FEAT_* */
+	struct sockaddr_storage sra_primary_addr; /* the primary peer address */
+	__u16	sra_local_port;
+	__u16	sra_peer_port;
+	__u16	sra_outcnt;		/* outbound streams */
+	__u16	sra_incnt;		/* inbound streams */
+	__u32	sra_npaths;		/* peer addresses, read only */
+	/* Verification tags, and tie tags of a restarted association */
+	__u32	sra_my_vtag;
+	__u32	sra_peer_vtag;
+	__u32	sra_my_ttag;
+	__u32	sra_peer_ttag;
+	/* Our TSNs */
+	__u32	sra_initial_tsn;
+	__u32	sra_next_tsn;		/* TSN of the next new DATA chunk */
+	__u32	sra_ctsn_ack_point;	/* cumulative TSN acked by the peer */
+	__u32	sra_adv_peer_ack_point;	/* PR-SCTP advanced ack point */
+	__u32	sra_highest_sacked;
+	__u32	sra_last_cwr_tsn;
+	/* The peer's TSNs */
+	__u32	sra_peer_initial_tsn;
+	__u32	sra_peer_ctsn;		/* last TSN received in sequence */
+	__u32	sra_last_ecne_tsn;
+	/* Receive windows: ours now, ours last advertised, the peer's */
+	__u32	sra_rwnd;
+	__u32	sra_a_rwnd;
+	__u32	sra_peer_rwnd;
+	/* ADD-IP serial numbers: our next one, the peer's last one */
+	__u32	sra_addip_serial;
+	__u32	sra_peer_addip_serial;
+	/* Stream reconfiguration */
+	__u32	sra_strreset_outseq;
+	__u32	sra_strreset_inseq;
+	__u32	sra_strreset_result[2];
+	__u8	sra_strreset_enable;	/* SCTP_ENABLE_*_REQ */
+	__u8	sra_dscp;
+	__u16	sra_addip_disabled_mask; /* ASCONF parameters the peer refused */
+	__u32	sra_peer_adaptation_ind;
+	__u32	sra_overall_error_count;
+	/* Association parameters */
+	__u32	sra_max_retrans;
+	__u32	sra_rto_initial;
+	__u32	sra_rto_min;
+	__u32	sra_rto_max;
+	__u32	sra_hbinterval;
+	__u32	sra_probe_interval;	/* PLPMTUD, 0 when disabled */
+	__u32	sra_sackdelay;
+	__u32	sra_sackfreq;
+	__u32	sra_param_flags;	/* SPP_* */
+	__u32	sra_pathmtu;
+	__u32	sra_flowlabel;
+	__u32	sra_max_burst;
+	__u16	sra_pathmaxrxt;
+	__u16	sra_pf_retrans;
+	__u16	sra_ps_retrans;
+	__u16	sra_encap_port;		/* remote UDP encapsulation port */
+};
+
+/* SCTP_REPAIR_PATHS: the peer addresses of the association */
+struct sctp_repair_path {
+	struct sockaddr_storage srp_addr;
+	__u32	srp_state;		/* SCTP_ACTIVE, SCTP_PF, ... */
+	__u32	srp_flags;		/* SCTP_REPAIR_PATH_* */
+	__u32	srp_pathmtu;
+	__u32	srp_rto;
+	__u32	srp_srtt;
+	__u32	srp_rttvar;
+	__u32	srp_cwnd;
+	__u32	srp_ssthresh;
+	__u32	srp_partial_bytes_acked;
+	__u32	srp_error_count;
+	__u32	srp_hbinterval;
+	__u32	srp_sackdelay;
+	__u32	srp_sackfreq;
+	__u32	srp_param_flags;
+	__u32	srp_flowlabel;
+	__u16	srp_pathmaxrxt;
+	__u16	srp_pf_retrans;
+	__u16	srp_ps_retrans;
+	__u16	srp_encap_port;
+	__u8	srp_dscp;
+	__u8	srp_pl_state;		/* PLPMTUD state, read only */
+	__u16	srp_pl_pmtu;		/* PLPMTUD size, read only */
+};
+
+struct sctp_repair_paths {
+	__u32	srp_version;		/* SCTP_REPAIR_V1 */
+	__u32	srp_count;
+	struct sctp_repair_path srp_paths[];
+};
+
+/* SCTP_REPAIR_STREAMS: the sequence numbers of the streams.  Without I-DATA
+ * a "MID" is a 16-bit SSN and the unordered MIDs are 0.
+ */
+struct sctp_repair_stream {
+	__u32	srs_out_mid;		/* next ordered SSN/MID to send */
+	__u32	srs_out_mid_uo;		/* next unordered MID to send */
+	__u32	srs_in_mid;		/* next ordered SSN/MID expected */
+	__u32	srs_in_mid_uo;		/* next unordered MID expected */
+	__u8	srs_out_state;		/* 1: open, 0: closed by a reset */
+	__u8	srs_reserved[3];
+};
+
+struct sctp_repair_streams {
+	__u32	srst_version;		/* SCTP_REPAIR_V1 */
+	__u16	srst_outcnt;
+	__u16	srst_incnt;
+	/* max(srst_outcnt, srst_incnt) entries, by stream id */
+	struct sctp_repair_stream srst_streams[];
+};
+
+/* SCTP_REPAIR_TSN_MAP: the TSNs received from the peer.  Gap ack blocks are
+ * offsets from the cumulative TSN, as in a SACK.
+ */
+struct sctp_repair_gap {
+	__u16	srg_start;
+	__u16	srg_end;
+};
+
+struct sctp_repair_tsn_map {
+	__u32	srtm_version;		/* SCTP_REPAIR_V1 */
+	__u32	srtm_cum_tsn;
+	__u32	srtm_max_tsn_seen;
+	__u16	srtm_num_dups;
+	__u16	srtm_num_gaps;
+	__u32	srtm_dup_tsns[SCTP_REPAIR_MAX_DUP_TSNS];
+	struct sctp_repair_gap srtm_gaps[];
+};
 
 #endif /* EPCMIG_SCTP_REPAIR_H */

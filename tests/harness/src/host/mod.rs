@@ -67,6 +67,20 @@ pub fn build_all() -> Result<Built> {
         &plugins.join("libepcmig_criu.so"),
     )?;
     relink(&k.selftests, &paths::vm_dir().join("selftests"))?;
+    // EPCMIG_KERNEL boots another kernel image instead (e.g. an unpatched
+    // one, to see how the tools behave without repair mode).
+    if let Some(other) = std::env::var_os("EPCMIG_KERNEL") {
+        let other = std::path::PathBuf::from(other);
+        eprintln!(
+            "vm: EPCMIG_KERNEL: booting {} instead of our kernel",
+            other.display()
+        );
+        let vm = vm::Vm::new(&other);
+        return Ok(Built {
+            kernel_release: other.display().to_string(),
+            vm,
+        });
+    }
     let vm = vm::Vm::new(&k.bzimage);
     Ok(Built {
         kernel_release: k.release,

@@ -23,7 +23,7 @@ pub const FIGURE_PREFIX: &str = "epcmig-figure: ";
 pub const UP_MARKER: &str = "epcmig-guest: up";
 
 /// Under TCG a boot to the command takes ~10 s; leave room for a loaded CI.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(25);
 
 pub struct Vm {
@@ -249,7 +249,16 @@ impl Vm {
                 }
                 // With --verbose, vng interleaves the serial console (kernel
                 // log lines, "[ secs.usecs] ...") with the command's stderr.
-                if is_console(&line) {
+                let console_line = is_console(&line);
+                {
+                    // The tail shown on a failed boot: console and vng/qemu's own lines.
+                    let mut c = con.lock().unwrap_or_else(|p| p.into_inner());
+                    c.push_back(line.clone());
+                    if c.len() > 80 {
+                        c.pop_front();
+                    }
+                }
+                if console_line {
                     if is_splat(&line) {
                         trace = 40;
                     }
@@ -261,11 +270,6 @@ impl Vm {
                     }
                     if verbose {
                         eprintln!("console: {line}");
-                    }
-                    let mut c = con.lock().unwrap_or_else(|p| p.into_inner());
-                    c.push_back(line);
-                    if c.len() > 80 {
-                        c.pop_front();
                     }
                 } else {
                     eprintln!("{line}");
