@@ -2,6 +2,12 @@
 //! the workspace `build.rs`. Safe wrappers live in `sctp-repair` and
 //! `criu-plugin`; nothing here should be used directly by applications.
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case)]
+// Generated code: bindgen emits unsafe accessors for flexible array members.
+#![allow(
+    clippy::missing_safety_doc,
+    clippy::useless_transmute,
+    clippy::too_many_arguments
+)]
 
 /// SCTP repair mode uapi (mirror of the kernel patch's additions).
 pub mod sctp_repair {

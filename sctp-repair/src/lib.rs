@@ -7,9 +7,25 @@
 //! `criu-plugin`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use epcmig_sys::sctp_repair as uapi;
+
+mod capture;
+mod restore;
+pub mod snapshot;
+mod sockopt;
+mod state;
+
+pub use capture::capture;
+pub use restore::{restore, restore_onto};
+pub use snapshot::{FormatError, Kind, Snapshot, SockOpt};
+pub use state::AssocInfo;
+
+/// listen() backlog recorded for listeners (the kernel does not report it
+/// through a socket option).
+pub const DEFAULT_BACKLOG: u32 = 128;
 
 /// Errors from repair-mode operations.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +46,29 @@ pub enum Error {
     /// The association is in a handshake or shutdown and cannot be frozen.
     #[error("the association is in a handshake or shutdown; only ESTABLISHED, LISTEN or fresh sockets can enter repair mode")]
     Busy,
+    /// Capturing an association needs the socket in repair mode first.
+    #[error("the socket is not in repair mode; freeze it before capturing")]
+    NotFrozen,
+    /// The socket has no association (and is not listening).
+    #[error("the socket has no association to capture")]
+    NoAssociation,
+    /// A snapshot that cannot be used.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A local address of the snapshot is taken in this namespace.
+    #[error("address {0} is already in use here")]
+    AddressInUse(SocketAddr),
+    /// A local address of the snapshot does not exist in this namespace.
+    #[error("address {0} does not exist in this network namespace")]
+    AddressNotAvailable(SocketAddr),
+    /// The kernel refused the state (e.g. the peer already has an
+    /// association with us on that port).
+    #[error("{op}: the kernel refused the state: {source}")]
+    Rejected {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// Any other failure of a system call, with what we were doing.
     #[error("{op}: {source}")]
     Os {
@@ -61,7 +100,7 @@ impl Mode {
 }
 
 /// Maps the errno of a repair sockopt to our error, naming the operation.
-fn classify(op: &'static str, err: io::Error) -> Error {
+pub(crate) fn classify(op: &'static str, err: io::Error) -> Error {
     match err.raw_os_error() {
         // An unpatched kernel answers an unknown SOL_SCTP option this way.
         Some(libc::ENOPROTOOPT) => Error::Unsupported,
@@ -77,7 +116,7 @@ fn classify(op: &'static str, err: io::Error) -> Error {
 
 /// Fails with [`Error::NotSctp`] unless `sock` is an SCTP socket, so that
 /// an unknown SOL_SCTP option (ENOPROTOOPT) can only mean "no repair mode".
-fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
+pub(crate) fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
     let mut proto: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid fd for the call; pointers to a live c_int and its size.

@@ -82,9 +82,7 @@ fn structs(text: &str) -> BTreeMap<String, String> {
     let mut at = 0;
     while let Some(i) = clean[at..].find("struct sctp_repair_") {
         let start = at + i;
-        let head_end = clean[start..]
-            .find(|c: char| c == '{' || c == ';')
-            .map(|j| start + j);
+        let head_end = clean[start..].find(['{', ';']).map(|j| start + j);
         match head_end {
             Some(h) if clean.as_bytes()[h] == b'{' => {
                 let name = clean[start..h].trim().to_string();

@@ -1,0 +1,211 @@
+//! Where SCTP state is *read*: capture a frozen socket into a [`Snapshot`].
+
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+
+use epcmig_sys::sctp_repair as uapi;
+
+use crate::snapshot::{Kind, Snapshot, SockOpt};
+use crate::sockopt::{self, SOL_SCTP};
+use crate::state::{
+    sockaddr_from_storage, ASSOC_SIZE, GAP_SIZE, PATHS_HDR, PATH_SIZE, STREAMS_HDR, STREAM_SIZE,
+    TSN_MAP_SIZE,
+};
+use crate::{classify, ensure_sctp, Error, Mode, Result};
+
+/// SCTP_GET_LOCAL_ADDRS (uapi/linux/sctp.h).
+const SCTP_GET_LOCAL_ADDRS: libc::c_int = 109;
+
+/// Socket options replayed on restore: (level, name, buffer size). Socket
+/// buffer sizes come first: the restored receive window is checked against
+/// the receive buffer.
+pub(crate) const SOCKOPTS: &[(libc::c_int, libc::c_int, usize)] = &[
+    (libc::SOL_SOCKET, libc::SO_RCVBUF, 4),
+    (libc::SOL_SOCKET, libc::SO_SNDBUF, 4),
+    (SOL_SCTP, 3, 4),   // SCTP_NODELAY
+    (SOL_SCTP, 8, 4),   // SCTP_DISABLE_FRAGMENTS
+    (SOL_SCTP, 11, 32), // SCTP_EVENTS (struct sctp_event_subscribe)
+    (SOL_SCTP, 13, 8),  // SCTP_MAXSEG (struct sctp_assoc_value)
+    (SOL_SCTP, 17, 8),  // SCTP_CONTEXT
+    (SOL_SCTP, 18, 4),  // SCTP_FRAGMENT_INTERLEAVE
+    (SOL_SCTP, 19, 4),  // SCTP_PARTIAL_DELIVERY_POINT
+    (SOL_SCTP, 30, 4),  // SCTP_AUTO_ASCONF
+    (SOL_SCTP, 32, 4),  // SCTP_RECVRCVINFO
+    (SOL_SCTP, 33, 4),  // SCTP_RECVNXTINFO
+    (SOL_SCTP, 34, 16), // SCTP_DEFAULT_SNDINFO (struct sctp_sndinfo)
+];
+
+fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| classify(op, e)
+}
+
+/// Packed sockaddrs as SCTP_GET_LOCAL_ADDRS returns them.
+fn parse_packed(buf: &[u8], count: usize) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for _ in 0..count {
+        let Some(fam) = buf
+            .get(at..at + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        else {
+            break;
+        };
+        let len = match i32::from(fam) {
+            libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+            libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
+            _ => break,
+        };
+        let Some(raw) = buf.get(at..at + len) else {
+            break;
+        };
+        // SAFETY: zeroed storage is a valid sockaddr_storage; we copy at
+        // most its size from a bounds-checked slice.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: `len` <= size_of::<sockaddr_storage>() and `raw` has `len` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr(),
+                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                len,
+            )
+        };
+        if let Some(a) = sockaddr_from_storage(&ss) {
+            out.push(a);
+        }
+        at += len;
+    }
+    out
+}
+
+fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
+    let mut init = Vec::new();
+    init.extend_from_slice(&assoc_id.to_ne_bytes());
+    init.extend_from_slice(&0u32.to_ne_bytes());
+    let buf = sockopt::get_var(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, 8 + 64 * 28, &init)
+        .map_err(os("getsockopt(SCTP_GET_LOCAL_ADDRS)"))?;
+    let n = buf
+        .get(4..8)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0) as usize;
+    Ok(parse_packed(buf.get(8..).unwrap_or_default(), n))
+}
+
+fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
+    // SAFETY: zeroed sockaddr_storage is valid; getsockname writes at most len.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: valid fd, pointer and length for the call.
+    let rc = unsafe {
+        libc::getsockname(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(classify("getsockname", std::io::Error::last_os_error()));
+    }
+    Ok(sockaddr_from_storage(&ss))
+}
+
+fn capture_sockopts(sock: BorrowedFd<'_>) -> Vec<SockOpt> {
+    let mut v = Vec::new();
+    for &(level, name, size) in SOCKOPTS {
+        let mut buf = vec![0u8; size];
+        // Options a kernel lacks are skipped, not fatal: they are tuning.
+        if let Ok(n) = sockopt::get(sock, level, name, &mut buf) {
+            buf.truncate(n);
+            v.push(SockOpt {
+                level,
+                name,
+                value: buf,
+            });
+        }
+    }
+    v
+}
+
+/// Reads the complete state of `sock`, which must be in repair mode
+/// (ESTABLISHED) or listening. The socket is left as it was.
+pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
+    ensure_sctp(sock)?;
+    let family = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(os("getsockopt(SO_DOMAIN)"))?;
+    let family = u16::try_from(family).map_err(|_| Error::NotSctp)?;
+    let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+        .map_err(os("getsockopt(SO_ACCEPTCONN)"))?
+        != 0;
+    let sockopts = capture_sockopts(sock);
+
+    if listening {
+        let name = sockname(sock)?.ok_or(Error::NotSctp)?;
+        let local_addrs = if name.ip().is_unspecified() {
+            vec![name]
+        } else {
+            local_addrs(sock, 0)?
+        };
+        return Ok(Snapshot {
+            kind: Kind::Listen,
+            family,
+            backlog: crate::DEFAULT_BACKLOG,
+            local_addrs,
+            assoc: Vec::new(),
+            paths: Vec::new(),
+            streams: Vec::new(),
+            tsn_map: Vec::new(),
+            sockopts,
+        });
+    }
+
+    if crate::mode(sock)? != Mode::On {
+        return Err(Error::NotFrozen);
+    }
+    // A non-zero id selects the association of a one-to-one socket.
+    let local_addrs = local_addrs(sock, 1)?;
+    if local_addrs.is_empty() {
+        return Err(Error::NoAssociation);
+    }
+    let v1 = uapi::SCTP_REPAIR_V1.to_ne_bytes();
+    let mut assoc = vec![0u8; ASSOC_SIZE];
+    assoc[..4].copy_from_slice(&v1);
+    let n = sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC as i32, &mut assoc)
+        .map_err(os("getsockopt(SCTP_REPAIR_ASSOC)"))?;
+    assoc.truncate(n);
+    let paths = sockopt::get_var(
+        sock,
+        SOL_SCTP,
+        uapi::SCTP_REPAIR_PATHS as i32,
+        PATHS_HDR + 4 * PATH_SIZE,
+        &v1,
+    )
+    .map_err(os("getsockopt(SCTP_REPAIR_PATHS)"))?;
+    let streams = sockopt::get_var(
+        sock,
+        SOL_SCTP,
+        uapi::SCTP_REPAIR_STREAMS as i32,
+        STREAMS_HDR + 16 * STREAM_SIZE,
+        &v1,
+    )
+    .map_err(os("getsockopt(SCTP_REPAIR_STREAMS)"))?;
+    let tsn_map = sockopt::get_var(
+        sock,
+        SOL_SCTP,
+        uapi::SCTP_REPAIR_TSN_MAP as i32,
+        TSN_MAP_SIZE + 16 * GAP_SIZE,
+        &v1,
+    )
+    .map_err(os("getsockopt(SCTP_REPAIR_TSN_MAP)"))?;
+    let snap = Snapshot {
+        kind: Kind::Established,
+        family,
+        backlog: 0,
+        local_addrs,
+        assoc,
+        paths,
+        streams,
+        tsn_map,
+        sockopts,
+    };
+    crate::state::check_blobs(&snap).map_err(Error::Format)?;
+    Ok(snap)
+}

@@ -1,0 +1,188 @@
+//! Where SCTP state is *written*: re-create a socket from a [`Snapshot`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use epcmig_sys::sctp_repair as uapi;
+
+use crate::snapshot::{Kind, Snapshot};
+use crate::sockopt::{self, SOL_SCTP};
+use crate::{classify, set_mode, Error, Mode, Result};
+
+/// SCTP_SOCKOPT_BINDX_ADD (uapi/linux/sctp.h).
+const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
+
+/// sockaddr bytes of `a`, as bind() and bindx take them.
+fn raw_sockaddr(a: &SocketAddr) -> Vec<u8> {
+    match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: all-zero is a valid sockaddr_in.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            // SAFETY: reading the bytes of a plain C struct we own.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (&sin as *const libc::sockaddr_in).cast::<u8>(),
+                    std::mem::size_of_val(&sin),
+                )
+            }
+            .to_vec()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_scope_id = v6.scope_id();
+            // SAFETY: as above.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (&sin6 as *const libc::sockaddr_in6).cast::<u8>(),
+                    std::mem::size_of_val(&sin6),
+                )
+            }
+            .to_vec()
+        }
+    }
+}
+
+fn bind_all(sock: BorrowedFd<'_>, addrs: &[SocketAddr]) -> Result<()> {
+    let Some(first) = addrs.first() else {
+        return Err(Error::NoAssociation);
+    };
+    let raw = raw_sockaddr(first);
+    // SAFETY: `raw` holds a complete sockaddr of the given length.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            raw.as_ptr().cast(),
+            raw.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(addr_error(*first, io::Error::last_os_error(), "bind"));
+    }
+    for a in &addrs[1..] {
+        sockopt::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw_sockaddr(a))
+            .map_err(|e| addr_error(*a, e, "bindx"))?;
+    }
+    Ok(())
+}
+
+fn addr_error(addr: SocketAddr, e: io::Error, op: &'static str) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => Error::AddressInUse(addr),
+        Some(libc::EADDRNOTAVAIL) => Error::AddressNotAvailable(addr),
+        _ => classify(op, e),
+    }
+}
+
+fn set_blob(sock: BorrowedFd<'_>, name: u32, blob: &[u8], op: &'static str) -> Result<()> {
+    sockopt::set(sock, SOL_SCTP, name as libc::c_int, blob).map_err(|e| match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => Error::Rejected { op, source: e },
+        _ => classify(op, e),
+    })
+}
+
+/// Re-creates the snapshot's socket in the caller's network namespace and
+/// returns it. An established association comes back **in repair mode**:
+/// the caller leaves it with [`crate::set_mode`]`(.., Mode::Off)` once
+/// whatever it belongs to is ready to run. On error nothing is left behind:
+/// the half-made socket is closed in repair mode, which sends nothing.
+pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe {
+        libc::socket(
+            i32::from(snap.family),
+            libc::SOCK_STREAM,
+            libc::IPPROTO_SCTP,
+        )
+    };
+    if fd < 0 {
+        return Err(classify("socket(IPPROTO_SCTP)", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is fresh and ours.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    restore_onto(sock.as_fd(), snap)?;
+    Ok(sock)
+}
+
+/// Like [`restore`], onto a fresh SCTP socket the caller made (e.g. the fd
+/// number a restored process expects).
+pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    crate::ensure_sctp(sock)?;
+    // Buffer sizes first: the restored receive window must fit them.
+    for o in snap.sockopts.iter().filter(|o| o.level == libc::SOL_SOCKET) {
+        let force = match o.name {
+            libc::SO_RCVBUF => libc::SO_RCVBUFFORCE,
+            libc::SO_SNDBUF => libc::SO_SNDBUFFORCE,
+            _ => continue,
+        };
+        if let Ok(b) = <[u8; 4]>::try_from(o.value.as_slice()) {
+            // The kernel reports twice what was asked and doubles again.
+            let v = i32::from_ne_bytes(b) / 2;
+            sockopt::set_int(sock, libc::SOL_SOCKET, force, v)
+                .map_err(|e| classify("setsockopt(SO_*BUFFORCE)", e))?;
+        }
+    }
+    match snap.kind {
+        Kind::Listen => {
+            bind_all(sock, &snap.local_addrs)?;
+            let backlog = i32::try_from(snap.backlog).unwrap_or(i32::MAX);
+            // SAFETY: plain listen(2) on a valid fd.
+            if unsafe { libc::listen(sock.as_raw_fd(), backlog) } != 0 {
+                return Err(classify("listen", io::Error::last_os_error()));
+            }
+            apply_sctp_sockopts(sock, snap)
+        }
+        Kind::Established => {
+            set_mode(sock, Mode::On)?;
+            bind_all(sock, &snap.local_addrs)?;
+            set_blob(
+                sock,
+                uapi::SCTP_REPAIR_ASSOC,
+                &snap.assoc,
+                "setsockopt(SCTP_REPAIR_ASSOC)",
+            )?;
+            set_blob(
+                sock,
+                uapi::SCTP_REPAIR_PATHS,
+                &snap.paths,
+                "setsockopt(SCTP_REPAIR_PATHS)",
+            )?;
+            set_blob(
+                sock,
+                uapi::SCTP_REPAIR_STREAMS,
+                &snap.streams,
+                "setsockopt(SCTP_REPAIR_STREAMS)",
+            )?;
+            set_blob(
+                sock,
+                uapi::SCTP_REPAIR_TSN_MAP,
+                &snap.tsn_map,
+                "setsockopt(SCTP_REPAIR_TSN_MAP)",
+            )?;
+            apply_sctp_sockopts(sock, snap)
+        }
+    }
+}
+
+fn apply_sctp_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    for o in snap.sockopts.iter().filter(|o| o.level == SOL_SCTP) {
+        // Only the options we capture are replayed; anything else in a
+        // snapshot is ignored rather than handed to the kernel.
+        if !crate::capture::SOCKOPTS
+            .iter()
+            .any(|&(l, n, _)| l == o.level && n == o.name)
+        {
+            continue;
+        }
+        sockopt::set(sock, o.level, o.name, &o.value)
+            .map_err(|e| classify("setsockopt (replayed option)", e))?;
+    }
+    Ok(())
+}

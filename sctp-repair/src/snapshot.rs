@@ -1,0 +1,552 @@
+//! Snapshots and their serialisation.
+//!
+//! A [`Snapshot`] holds what [`crate::capture`] read out of a frozen socket
+//! and what [`crate::restore`] needs to re-create it. The kernel's repair
+//! structures are kept as the kernel wrote them (they carry their own
+//! version, `SCTP_REPAIR_V1`, and the kernel validates them again on
+//! restore); this module only frames them.
+//!
+//! # Format (version 1)
+//!
+//! All integers little-endian unless noted.
+//!
+//! ```text
+//! magic      8  "SCTPSNAP"
+//! version    2  1
+//! byteorder  1  1 = the kernel blobs are little-endian (x86_64, arm64...)
+//! reserved   1  0
+//! count      4  number of sections
+//! sections      count x { type u16, flags u16, length u32, payload }
+//! crc32      4  CRC-32 (IEEE) of everything before it
+//! ```
+//!
+//! Section flags bit 0 ("critical"): a decoder that does not know the type
+//! must refuse the snapshot; other unknown sections are skipped, so a newer
+//! writer can add optional data without breaking older readers.
+//!
+//! | type | section | payload |
+//! |---|---|---|
+//! | 1 | socket | kind u8 (1 established, 2 listen), family u16 (AF_INET/AF_INET6), backlog u32 |
+//! | 2 | local addresses | count u16, then per address: family u16, port u16 (host order), addr 16, scope_id u32 |
+//! | 3 | association | `struct sctp_repair_assoc` (kernel byte order) |
+//! | 4 | paths | `struct sctp_repair_paths` + records |
+//! | 5 | streams | `struct sctp_repair_streams` + records |
+//! | 6 | TSN map | `struct sctp_repair_tsn_map` + gap blocks |
+//! | 7 | socket options | count u16, then per option: level i32, name i32, length u16, value |
+//!
+//! Sections 1, 2 are critical and required; 3–6 are critical and required
+//! for an established socket; 7 is optional.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+const MAGIC: &[u8; 8] = b"SCTPSNAP";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+const CRITICAL: u16 = 1;
+/// A snapshot larger than this is refused before parsing.
+const MAX_SNAPSHOT: usize = 64 << 20;
+
+mod section {
+    pub const SOCKET: u16 = 1;
+    pub const LOCAL_ADDRS: u16 = 2;
+    pub const ASSOC: u16 = 3;
+    pub const PATHS: u16 = 4;
+    pub const STREAMS: u16 = 5;
+    pub const TSN_MAP: u16 = 6;
+    pub const SOCKOPTS: u16 = 7;
+}
+
+/// Why a byte string is not a snapshot we can use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("not an SCTP snapshot (bad magic)")]
+    BadMagic,
+    #[error(
+        "snapshot format version {0} is not supported (this build reads version {FORMAT_VERSION})"
+    )]
+    UnsupportedVersion(u16),
+    #[error("snapshot written on a host of the other byte order")]
+    ByteOrder,
+    #[error("snapshot truncated: {what} needs {need} bytes, {have} left")]
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+    #[error("snapshot checksum mismatch (corrupt)")]
+    Checksum,
+    #[error("snapshot has a critical section of unknown type {0}")]
+    UnknownCriticalSection(u16),
+    #[error("snapshot has no {0} section")]
+    MissingSection(&'static str),
+    #[error("snapshot section {0} appears twice")]
+    DuplicateSection(u16),
+    #[error("snapshot section {section}: {reason}")]
+    BadSection {
+        section: &'static str,
+        reason: String,
+    },
+    #[error("snapshot is {0} bytes, over the {MAX_SNAPSHOT}-byte limit")]
+    TooLarge(usize),
+}
+
+/// What kind of socket a snapshot re-creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A one-to-one socket with an ESTABLISHED association.
+    Established,
+    /// A listening one-to-one socket.
+    Listen,
+}
+
+/// One socket option replayed on restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockOpt {
+    pub level: i32,
+    pub name: i32,
+    pub value: Vec<u8>,
+}
+
+/// Everything needed to re-create an SCTP socket and its association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub kind: Kind,
+    /// AF_INET or AF_INET6: the family of the socket itself.
+    pub family: u16,
+    /// listen() backlog for [`Kind::Listen`].
+    pub backlog: u32,
+    /// Local addresses to bind (the first with bind(), the rest bindx()).
+    pub local_addrs: Vec<SocketAddr>,
+    /// Kernel repair blobs (empty for a listener).
+    pub assoc: Vec<u8>,
+    pub paths: Vec<u8>,
+    pub streams: Vec<u8>,
+    pub tsn_map: Vec<u8>,
+    /// Socket options that shape behaviour, replayed after the state.
+    pub sockopts: Vec<SockOpt>,
+}
+
+fn put_section(out: &mut Vec<u8>, ty: u16, flags: u16, payload: &[u8]) {
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    // Payloads are bounded by MAX_SNAPSHOT on decode and by kernel option
+    // sizes on capture, far below u32::MAX.
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn encode_addr(out: &mut Vec<u8>, a: &SocketAddr) {
+    let (fam, ip, scope): (u16, [u8; 16], u32) = match a {
+        SocketAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.ip().octets());
+            (libc::AF_INET as u16, b, 0)
+        }
+        SocketAddr::V6(v6) => (libc::AF_INET6 as u16, v6.ip().octets(), v6.scope_id()),
+    };
+    out.extend_from_slice(&fam.to_le_bytes());
+    out.extend_from_slice(&a.port().to_le_bytes());
+    out.extend_from_slice(&ip);
+    out.extend_from_slice(&scope.to_le_bytes());
+}
+
+/// A bounds-checked reader; every short read is a typed error.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+        if self.buf.len() < n {
+            return Err(FormatError::Truncated {
+                what,
+                need: n,
+                have: self.buf.len(),
+            });
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, FormatError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i32(&mut self, what: &'static str) -> Result<i32, FormatError> {
+        Ok(self.u32(what)? as i32)
+    }
+}
+
+fn decode_addr(r: &mut Reader<'_>) -> Result<SocketAddr, FormatError> {
+    let fam = r.u16("address family")?;
+    let port = r.u16("address port")?;
+    let ip = r.take(16, "address")?;
+    let scope = r.u32("address scope")?;
+    let mut b = [0u8; 16];
+    b.copy_from_slice(ip);
+    match i32::from(fam) {
+        libc::AF_INET => Ok(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+            port,
+        )),
+        libc::AF_INET6 => Ok(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(b),
+            port,
+            0,
+            scope,
+        ))),
+        other => Err(FormatError::BadSection {
+            section: "local addresses",
+            reason: format!("unknown family {other}"),
+        }),
+    }
+}
+
+impl Snapshot {
+    /// Serialises the snapshot (format above).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut count = 0u32;
+        let mut sock = vec![match self.kind {
+            Kind::Established => 1u8,
+            Kind::Listen => 2u8,
+        }];
+        sock.extend_from_slice(&self.family.to_le_bytes());
+        sock.extend_from_slice(&self.backlog.to_le_bytes());
+        put_section(&mut body, section::SOCKET, CRITICAL, &sock);
+        count += 1;
+
+        let mut addrs = Vec::new();
+        addrs.extend_from_slice(&(self.local_addrs.len() as u16).to_le_bytes());
+        for a in &self.local_addrs {
+            encode_addr(&mut addrs, a);
+        }
+        put_section(&mut body, section::LOCAL_ADDRS, CRITICAL, &addrs);
+        count += 1;
+
+        if self.kind == Kind::Established {
+            for (ty, blob) in [
+                (section::ASSOC, &self.assoc),
+                (section::PATHS, &self.paths),
+                (section::STREAMS, &self.streams),
+                (section::TSN_MAP, &self.tsn_map),
+            ] {
+                put_section(&mut body, ty, CRITICAL, blob);
+                count += 1;
+            }
+        }
+
+        if !self.sockopts.is_empty() {
+            let mut so = Vec::new();
+            so.extend_from_slice(&(self.sockopts.len() as u16).to_le_bytes());
+            for o in &self.sockopts {
+                so.extend_from_slice(&o.level.to_le_bytes());
+                so.extend_from_slice(&o.name.to_le_bytes());
+                so.extend_from_slice(&(o.value.len() as u16).to_le_bytes());
+                so.extend_from_slice(&o.value);
+            }
+            put_section(&mut body, section::SOCKOPTS, 0, &so);
+            count += 1;
+        }
+
+        let mut out = Vec::with_capacity(body.len() + 24);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.push(u8::from(cfg!(target_endian = "little")));
+        out.push(0);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Parses a serialised snapshot. Never panics; every defect is a
+    /// [`FormatError`].
+    pub fn decode(data: &[u8]) -> Result<Snapshot, FormatError> {
+        if data.len() > MAX_SNAPSHOT {
+            return Err(FormatError::TooLarge(data.len()));
+        }
+        if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let mut r = Reader {
+            buf: &data[MAGIC.len()..],
+        };
+        let version = r.u16("version")?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let little = r.u8("byte order")?;
+        if little != u8::from(cfg!(target_endian = "little")) {
+            return Err(FormatError::ByteOrder);
+        }
+        r.u8("reserved")?;
+        let count = r.u32("section count")?;
+        // The checksum covers everything but its own 4 bytes.
+        if data.len() < 4 + 16 {
+            return Err(FormatError::Truncated {
+                what: "checksum",
+                need: 4,
+                have: 0,
+            });
+        }
+        let (covered, crc) = data.split_at(data.len() - 4);
+        if crc32fast::hash(covered) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+            return Err(FormatError::Checksum);
+        }
+        let mut r = Reader {
+            buf: &r.buf[..r.buf.len() - 4],
+        };
+
+        let mut socket: Option<(Kind, u16, u32)> = None;
+        let mut local_addrs: Option<Vec<SocketAddr>> = None;
+        let (mut assoc, mut paths, mut streams, mut tsn_map) = (None, None, None, None);
+        let mut sockopts = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let ty = r.u16("section type")?;
+            let flags = r.u16("section flags")?;
+            let len = r.u32("section length")? as usize;
+            let payload = r.take(len, "section payload")?;
+            if seen.contains(&ty) {
+                return Err(FormatError::DuplicateSection(ty));
+            }
+            seen.push(ty);
+            let mut p = Reader { buf: payload };
+            match ty {
+                section::SOCKET => {
+                    let kind = match p.u8("socket kind")? {
+                        1 => Kind::Established,
+                        2 => Kind::Listen,
+                        k => {
+                            return Err(FormatError::BadSection {
+                                section: "socket",
+                                reason: format!("unknown kind {k}"),
+                            })
+                        }
+                    };
+                    let family = p.u16("socket family")?;
+                    if i32::from(family) != libc::AF_INET && i32::from(family) != libc::AF_INET6 {
+                        return Err(FormatError::BadSection {
+                            section: "socket",
+                            reason: format!("unknown family {family}"),
+                        });
+                    }
+                    socket = Some((kind, family, p.u32("backlog")?));
+                }
+                section::LOCAL_ADDRS => {
+                    let n = p.u16("address count")?;
+                    let mut v = Vec::with_capacity(usize::from(n).min(payload.len() / 24));
+                    for _ in 0..n {
+                        v.push(decode_addr(&mut p)?);
+                    }
+                    local_addrs = Some(v);
+                }
+                section::ASSOC => assoc = Some(payload.to_vec()),
+                section::PATHS => paths = Some(payload.to_vec()),
+                section::STREAMS => streams = Some(payload.to_vec()),
+                section::TSN_MAP => tsn_map = Some(payload.to_vec()),
+                section::SOCKOPTS => {
+                    let n = p.u16("option count")?;
+                    for _ in 0..n {
+                        let level = p.i32("option level")?;
+                        let name = p.i32("option name")?;
+                        let l = usize::from(p.u16("option length")?);
+                        let value = p.take(l, "option value")?.to_vec();
+                        sockopts.push(SockOpt { level, name, value });
+                    }
+                }
+                other if flags & CRITICAL != 0 => {
+                    return Err(FormatError::UnknownCriticalSection(other))
+                }
+                _ => {}
+            }
+        }
+        if !r.buf.is_empty() {
+            return Err(FormatError::BadSection {
+                section: "trailer",
+                reason: format!("{} stray bytes", r.buf.len()),
+            });
+        }
+        let (kind, family, backlog) = socket.ok_or(FormatError::MissingSection("socket"))?;
+        let local_addrs = local_addrs.ok_or(FormatError::MissingSection("local addresses"))?;
+        if local_addrs.is_empty() {
+            return Err(FormatError::BadSection {
+                section: "local addresses",
+                reason: "no address".into(),
+            });
+        }
+        let mut snap = Snapshot {
+            kind,
+            family,
+            backlog,
+            local_addrs,
+            assoc: Vec::new(),
+            paths: Vec::new(),
+            streams: Vec::new(),
+            tsn_map: Vec::new(),
+            sockopts,
+        };
+        if kind == Kind::Established {
+            snap.assoc = assoc.ok_or(FormatError::MissingSection("association"))?;
+            snap.paths = paths.ok_or(FormatError::MissingSection("paths"))?;
+            snap.streams = streams.ok_or(FormatError::MissingSection("streams"))?;
+            snap.tsn_map = tsn_map.ok_or(FormatError::MissingSection("TSN map"))?;
+            crate::state::check_blobs(&snap)?;
+        }
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut assoc = vec![0u8; crate::state::ASSOC_SIZE];
+        assoc[..4].copy_from_slice(&1u32.to_ne_bytes());
+        let mut paths = vec![0u8; crate::state::PATHS_HDR + crate::state::PATH_SIZE];
+        paths[..4].copy_from_slice(&1u32.to_ne_bytes());
+        paths[4..8].copy_from_slice(&1u32.to_ne_bytes());
+        let mut streams = vec![0u8; 8];
+        streams[..4].copy_from_slice(&1u32.to_ne_bytes());
+        let mut tsn_map = vec![0u8; crate::state::TSN_MAP_SIZE];
+        tsn_map[..4].copy_from_slice(&1u32.to_ne_bytes());
+        Snapshot {
+            kind: Kind::Established,
+            family: libc::AF_INET6 as u16,
+            backlog: 0,
+            local_addrs: vec![
+                "192.0.2.10:36412".parse().expect("addr"),
+                "[2001:db8::10]:36412".parse().expect("addr"),
+            ],
+            assoc,
+            paths,
+            streams,
+            tsn_map,
+            sockopts: vec![SockOpt {
+                level: 132,
+                name: 3,
+                value: vec![1, 0, 0, 0],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        assert_eq!(Snapshot::decode(&s.encode()), Ok(s));
+        let l = Snapshot {
+            kind: Kind::Listen,
+            backlog: 64,
+            assoc: vec![],
+            paths: vec![],
+            streams: vec![],
+            tsn_map: vec![],
+            ..sample()
+        };
+        assert_eq!(Snapshot::decode(&l.encode()), Ok(l));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let enc = sample().encode();
+        for n in 0..enc.len() {
+            assert!(
+                Snapshot::decode(&enc[..n]).is_err(),
+                "prefix of {n} bytes accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_caught() {
+        let enc = sample().encode();
+        for i in 0..enc.len() {
+            for bit in 0..8 {
+                let mut c = enc.clone();
+                c[i] ^= 1 << bit;
+                assert!(
+                    Snapshot::decode(&c).is_err(),
+                    "flip of bit {bit} in byte {i} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_version_and_magic_are_named() {
+        let mut enc = sample().encode();
+        enc[8] = 9;
+        assert_eq!(
+            Snapshot::decode(&enc),
+            Err(FormatError::UnsupportedVersion(9))
+        );
+        assert_eq!(
+            Snapshot::decode(b"not a snapshot at all"),
+            Err(FormatError::BadMagic)
+        );
+    }
+
+    /// Re-frames `body` sections with a valid header and checksum.
+    fn frame(count: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.push(u8::from(cfg!(target_endian = "little")));
+        out.push(0);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn unknown_sections_follow_the_critical_bit() {
+        let enc = sample().encode();
+        let count = u32::from_le_bytes([enc[12], enc[13], enc[14], enc[15]]);
+        let body = &enc[16..enc.len() - 4];
+        let mut optional = body.to_vec();
+        put_section(&mut optional, 99, 0, b"future");
+        assert_eq!(Snapshot::decode(&frame(count + 1, &optional)), Ok(sample()));
+        let mut critical = body.to_vec();
+        put_section(&mut critical, 99, CRITICAL, b"future");
+        assert_eq!(
+            Snapshot::decode(&frame(count + 1, &critical)),
+            Err(FormatError::UnknownCriticalSection(99))
+        );
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        // A small xorshift: deterministic, no extra dependency.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let enc = sample().encode();
+        for round in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut c = enc.clone();
+            let n = (x as usize % 8) + 1;
+            for k in 0..n {
+                let i = ((x >> (k * 8)) as usize) % c.len();
+                c[i] = (x >> (k * 3)) as u8;
+            }
+            if round % 2 == 0 {
+                // Valid checksum over garbage: exercises the section parser.
+                let l = c.len();
+                let crc = crc32fast::hash(&c[..l - 4]);
+                c[l - 4..].copy_from_slice(&crc.to_le_bytes());
+            }
+            let _ = Snapshot::decode(&c);
+        }
+    }
+}

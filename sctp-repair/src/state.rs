@@ -1,0 +1,182 @@
+//! Typed views of the kernel's repair blobs (`include/sctp_repair.h`), and
+//! the structural checks a snapshot must pass before it reaches the kernel.
+
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+use epcmig_sys::sctp_repair as uapi;
+
+use crate::snapshot::{FormatError, Snapshot};
+
+pub(crate) const ASSOC_SIZE: usize = size_of::<uapi::sctp_repair_assoc>();
+pub(crate) const PATH_SIZE: usize = size_of::<uapi::sctp_repair_path>();
+pub(crate) const PATHS_HDR: usize = size_of::<uapi::sctp_repair_paths>();
+pub(crate) const STREAM_SIZE: usize = size_of::<uapi::sctp_repair_stream>();
+pub(crate) const STREAMS_HDR: usize = size_of::<uapi::sctp_repair_streams>();
+pub(crate) const TSN_MAP_SIZE: usize = size_of::<uapi::sctp_repair_tsn_map>();
+pub(crate) const GAP_SIZE: usize = size_of::<uapi::sctp_repair_gap>();
+
+fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn ne_u16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn bad(section: &'static str, reason: String) -> FormatError {
+    FormatError::BadSection { section, reason }
+}
+
+/// Size and version checks on the kernel blobs of an established snapshot;
+/// the kernel validates the contents again when they are written.
+pub(crate) fn check_blobs(s: &Snapshot) -> Result<(), FormatError> {
+    let v1 = uapi::SCTP_REPAIR_V1;
+    if s.assoc.len() != ASSOC_SIZE {
+        return Err(bad(
+            "association",
+            format!("{} bytes, expected {ASSOC_SIZE}", s.assoc.len()),
+        ));
+    }
+    for (name, blob) in [
+        ("association", &s.assoc),
+        ("paths", &s.paths),
+        ("streams", &s.streams),
+        ("TSN map", &s.tsn_map),
+    ] {
+        match ne_u32(blob, 0) {
+            Some(v) if v == v1 => {}
+            Some(v) => {
+                return Err(bad(
+                    name,
+                    format!("kernel structure version {v}, expected {v1}"),
+                ))
+            }
+            None => return Err(bad(name, "empty".into())),
+        }
+    }
+    let count = ne_u32(&s.paths, 4).ok_or_else(|| bad("paths", "no count".into()))? as usize;
+    if count == 0
+        || Some(s.paths.len())
+            != count
+                .checked_mul(PATH_SIZE)
+                .and_then(|n| n.checked_add(PATHS_HDR))
+    {
+        return Err(bad(
+            "paths",
+            format!("{} bytes do not hold {count} paths", s.paths.len()),
+        ));
+    }
+    let out = ne_u16(&s.streams, 4).ok_or_else(|| bad("streams", "no counts".into()))? as usize;
+    let inc = ne_u16(&s.streams, 6).ok_or_else(|| bad("streams", "no counts".into()))? as usize;
+    if s.streams.len() != STREAMS_HDR + out.max(inc) * STREAM_SIZE {
+        return Err(bad(
+            "streams",
+            format!("{} bytes do not hold {out}/{inc} streams", s.streams.len()),
+        ));
+    }
+    let gaps_at = TSN_MAP_SIZE - 2 - 2 - 4 * uapi::SCTP_REPAIR_MAX_DUP_TSNS as usize;
+    let gaps =
+        ne_u16(&s.tsn_map, gaps_at).ok_or_else(|| bad("TSN map", "too short".into()))? as usize;
+    if s.tsn_map.len() != TSN_MAP_SIZE + gaps * GAP_SIZE {
+        return Err(bad(
+            "TSN map",
+            format!("{} bytes do not hold {gaps} gap blocks", s.tsn_map.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A few association facts, for logs and `show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssocInfo {
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub primary: Option<SocketAddr>,
+    pub my_vtag: u32,
+    pub peer_vtag: u32,
+    pub next_tsn: u32,
+    pub ctsn_ack_point: u32,
+    pub peer_ctsn: u32,
+    pub outbound_streams: u16,
+    pub inbound_streams: u16,
+    pub paths: u32,
+    pub features: u32,
+}
+
+/// Decodes a `struct sockaddr_storage` as the kernel fills it.
+pub(crate) fn sockaddr_from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: ss_family says the storage holds a sockaddr_in, which
+            // is smaller than sockaddr_storage and has lower alignment.
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                0,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+impl Snapshot {
+    /// The association's main facts, if this is an established snapshot.
+    pub fn assoc_info(&self) -> Option<AssocInfo> {
+        if self.assoc.len() != ASSOC_SIZE {
+            return None;
+        }
+        // SAFETY: the length equals the struct's size and every bit
+        // pattern is a valid value of its plain integer fields;
+        // read_unaligned copes with the Vec's alignment.
+        let a: uapi::sctp_repair_assoc =
+            unsafe { std::ptr::read_unaligned(self.assoc.as_ptr().cast()) };
+        // SAFETY: both are plain C sockaddr_storage layouts of equal size.
+        let ss: libc::sockaddr_storage = unsafe { std::mem::transmute_copy(&a.sra_primary_addr) };
+        Some(AssocInfo {
+            local_port: a.sra_local_port,
+            peer_port: a.sra_peer_port,
+            primary: sockaddr_from_storage(&ss),
+            my_vtag: a.sra_my_vtag,
+            peer_vtag: a.sra_peer_vtag,
+            next_tsn: a.sra_next_tsn,
+            ctsn_ack_point: a.sra_ctsn_ack_point,
+            peer_ctsn: a.sra_peer_ctsn,
+            outbound_streams: a.sra_outcnt,
+            inbound_streams: a.sra_incnt,
+            paths: a.sra_npaths,
+            features: a.sra_features,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_match_the_uapi_comments() {
+        // The kernel patch documents these sizes; a mismatch means the
+        // header and bindgen disagree with it.
+        assert_eq!(ASSOC_SIZE, 304);
+        assert_eq!(PATH_SIZE, 200);
+        assert_eq!(STREAM_SIZE, 20);
+        assert_eq!(TSN_MAP_SIZE, 80);
+        assert_eq!(
+            size_of::<uapi::sockaddr_storage>(),
+            size_of::<libc::sockaddr_storage>()
+        );
+    }
+}
