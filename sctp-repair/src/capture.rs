@@ -78,16 +78,14 @@ fn parse_packed(buf: &[u8], count: usize) -> Vec<SocketAddr> {
 }
 
 fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
-    let mut init = Vec::new();
-    init.extend_from_slice(&assoc_id.to_ne_bytes());
-    init.extend_from_slice(&0u32.to_ne_bytes());
-    let buf = sockopt::get_var(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, 8 + 64 * 28, &init)
+    // Room for 256 IPv6 addresses. The kernel sets optlen to the bytes of
+    // addresses only (not the header), so we go by addr_num instead.
+    let mut buf = vec![0u8; 8 + 256 * std::mem::size_of::<libc::sockaddr_in6>()];
+    buf[..4].copy_from_slice(&assoc_id.to_ne_bytes());
+    sockopt::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, &mut buf)
         .map_err(os("getsockopt(SCTP_GET_LOCAL_ADDRS)"))?;
-    let n = buf
-        .get(4..8)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .unwrap_or(0) as usize;
-    Ok(parse_packed(buf.get(8..).unwrap_or_default(), n))
+    let n = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+    Ok(parse_packed(&buf[8..], n))
 }
 
 fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {

@@ -55,6 +55,7 @@ const TESTS: &[(&str, TestFn)] = &[
         sctp_repair::crate_freeze_thaw,
     ),
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
+    ("sctp_repair_crate_move", sctp_repair::crate_move),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.

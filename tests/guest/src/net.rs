@@ -161,6 +161,16 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Destroys a container netns made by [`Topology::container`] (its
+    /// veth goes with it).
+    pub fn remove_container(&mut self, ns: &str) -> Result<()> {
+        ip(&["netns", "del", ns])?;
+        self.extra.retain(|n| n != ns);
+        Ok(())
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();

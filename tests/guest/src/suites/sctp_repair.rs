@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::sys::socket::{self, MsgFlags, SockaddrIn};
 use sctp_repair::{Error, Mode};
 
-use crate::net::{self, Topology, HOST_A, PEER_C};
+use crate::net::{self, Topology, HOST_A, HOST_B, PEER_C};
 
 const PORT: u16 = 7200;
 
@@ -153,4 +153,109 @@ pub fn crate_errors() -> Result<()> {
         res.err().map(|e| e.to_string()).unwrap_or_default()
     );
     Ok(())
+}
+
+/// Sends `msg` and waits for exactly it on `to`.
+fn exchange(from: &OwnedFd, to: &OwnedFd, msg: &[u8]) -> Result<()> {
+    socket::send(from.as_raw_fd(), msg, MsgFlags::empty()).context("send")?;
+    let got = recv_within(to, Duration::from_secs(10))?;
+    ensure!(
+        got == msg,
+        "expected {:?}, got {:?}",
+        String::from_utf8_lossy(msg),
+        String::from_utf8_lossy(&got)
+    );
+    Ok(())
+}
+
+/// An association between a "container" on host A (service address
+/// 192.0.2.20) and peer C is frozen, captured through the crate's
+/// serialised form, its socket closed and its netns destroyed; a new netns
+/// on host B takes the address, the snapshot is restored there and thawed.
+/// Repeated, moving A→B→A…; messages both ways after every move keep their
+/// sequence and the peer's association is never restarted.
+pub fn crate_move() -> Result<()> {
+    const MOVES: usize = 20;
+    const SVC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+    let mut topo = Topology::build()?;
+    let c = net::host_addr(PEER_C);
+    let mut ctr = topo.container(HOST_A, "mover", "mover0", SVC)?;
+    let listener = net::in_netns(PEER_C, move || {
+        let l = sctp_socket()?;
+        socket::bind(l.as_raw_fd(), &sin(c, PORT))?;
+        socket::listen(&l, socket::Backlog::new(8)?)?;
+        Ok(l)
+    })?;
+    let mut mover = net::in_netns(&ctr, move || {
+        let s = sctp_socket()?;
+        socket::bind(s.as_raw_fd(), &sin(SVC, 0))?;
+        socket::connect(s.as_raw_fd(), &sin(c, PORT)).context("connect to peer C")?;
+        Ok(s)
+    })?;
+    // SAFETY: accept returned a new fd we now own.
+    let peer =
+        unsafe { OwnedFd::from_raw_fd(socket::accept(listener.as_raw_fd()).context("accept")?) };
+    let peer_id = peer_assoc_id(&peer)?;
+    let mut seq = 0u64;
+    let mut image_bytes = 0usize;
+    for i in 0..MOVES {
+        exchange(&mover, &peer, format!("m:{seq}").as_bytes())?;
+        exchange(&peer, &mover, format!("p:{seq}").as_bytes())?;
+        seq += 1;
+
+        sctp_repair::set_mode(mover.as_fd(), Mode::On)?;
+        let snap = sctp_repair::capture(mover.as_fd())?;
+        let bytes = snap.encode();
+        image_bytes = bytes.len();
+        drop(mover); // closed in repair mode: the peer hears nothing
+        let to = if i % 2 == 0 { HOST_B } else { HOST_A };
+        topo.remove_container(&ctr)?;
+        ctr = topo.container(to, "mover", "mover0", SVC)?;
+        mover = net::in_netns(&ctr, move || {
+            let snap = sctp_repair::Snapshot::decode(&bytes)?;
+            let s = sctp_repair::restore(&snap)?;
+            sctp_repair::set_mode(s.as_fd(), Mode::Off)?;
+            Ok(s)
+        })?;
+        net::announce(&ctr, "eth0", SVC)?;
+    }
+    exchange(&mover, &peer, format!("m:{seq}").as_bytes())?;
+    exchange(&peer, &mover, format!("p:{seq}").as_bytes())?;
+    ensure!(
+        peer_assoc_id(&peer)? == peer_id,
+        "the peer's association changed (restart)"
+    );
+    println!("  {MOVES} moves A<->B: messages flowed both ways after each, the peer's association never restarted");
+    println!("  serialised snapshot: {image_bytes} bytes");
+    Ok(())
+}
+
+/// SCTP_STATUS of the peer's association: (assoc id, state).
+fn peer_assoc_id(s: &OwnedFd) -> Result<(i32, i32)> {
+    // struct sctp_status starts with sstat_assoc_id (s32), sstat_state (s32).
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd, a buffer of `len` bytes and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            14,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "getsockopt(SCTP_STATUS): {}",
+        std::io::Error::last_os_error()
+    );
+    let id = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let state = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    // SCTP_ESTABLISHED is 4 in enum sctp_sstat_state.
+    ensure!(
+        state == 4,
+        "the peer's association is in state {state}, not ESTABLISHED"
+    );
+    Ok((id, state))
 }
