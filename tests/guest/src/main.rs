@@ -31,7 +31,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum GuestCmd {
     /// Run the guest tests whose names contain FILTER (all without one).
-    Test { filter: Option<String> },
+    Test {
+        filter: Option<String>,
+        /// The suite for a kernel without our patches.
+        #[arg(long)]
+        stock: bool,
+    },
+    /// List the test names (used by the host harness).
+    List {
+        #[arg(long)]
+        stock: bool,
+    },
     /// The migration demo with its figures.
     Demo,
     /// Benchmarks whose names contain NAME.
@@ -77,7 +87,14 @@ fn kernel_is_patched() -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        GuestCmd::Test { filter } => run_tests(filter.as_deref()),
+        GuestCmd::Test { filter, stock } => run_tests(filter.as_deref(), stock),
+        GuestCmd::List { stock } => {
+            let tests = if stock { stock_tests() } else { all_tests() };
+            for (n, _) in tests {
+                println!("{n}");
+            }
+            Ok(0)
+        }
         GuestCmd::Demo => baseline::demo().map(|_| 0),
         GuestCmd::Bench { name } => bench::run(name.as_deref()),
         GuestCmd::App { app } => apps::run(app).map(|_| 0),
@@ -161,9 +178,40 @@ fn kselftest(wrapper: &std::path::Path) -> Result<()> {
     }
 }
 
-fn run_tests(filter: Option<&str>) -> Result<u8> {
+/// Tests for a kernel built without our patches (`cargo vm test` boots
+/// one for them): what users of an unpatched kernel get.
+fn stock_tests() -> Vec<Test> {
+    STOCK_TESTS
+        .iter()
+        .map(|(n, f)| {
+            (
+                n.to_string(),
+                Box::new(*f) as Box<dyn Fn() -> Result<()> + std::panic::RefUnwindSafe>,
+            )
+        })
+        .collect()
+}
+
+const STOCK_TESTS: &[(&str, TestFn)] = &[
+    ("stock_kernel_is_unpatched", stock_kernel_is_unpatched),
+    (
+        "stock_sctp_repair_unsupported",
+        sctp_repair::stock_unsupported,
+    ),
+];
+
+fn stock_kernel_is_unpatched() -> Result<()> {
+    let r = uname_r();
+    println!("  uname -r: {r}");
+    if !r.ends_with("-epcmig-stock") {
+        bail!("guest kernel {r} is not our unpatched build (-epcmig-stock expected)");
+    }
+    Ok(())
+}
+
+fn run_tests(filter: Option<&str>, stock: bool) -> Result<u8> {
     println!("guest: kernel {}", uname_r());
-    let all = all_tests();
+    let all = if stock { stock_tests() } else { all_tests() };
     let chosen: Vec<&Test> = all
         .iter()
         .filter(|(n, _)| filter.map_or(true, |f| n.contains(f)))

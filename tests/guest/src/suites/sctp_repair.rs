@@ -259,3 +259,21 @@ fn peer_assoc_id(s: &OwnedFd) -> Result<(i32, i32)> {
     );
     Ok((id, state))
 }
+
+/// On a kernel without our patches the crate says so with a typed error,
+/// on a real SCTP socket (not a confusing errno).
+pub fn stock_unsupported() -> Result<()> {
+    let s = sctp_socket()?;
+    let res = sctp_repair::set_mode(s.as_fd(), Mode::On);
+    ensure!(
+        matches!(res, Err(Error::Unsupported)),
+        "set_mode on a stock kernel gave {res:?}"
+    );
+    let res = sctp_repair::mode(s.as_fd());
+    ensure!(
+        matches!(res, Err(Error::Unsupported)),
+        "mode on a stock kernel gave {res:?}"
+    );
+    println!("  {}", res.err().map(|e| e.to_string()).unwrap_or_default());
+    Ok(())
+}

@@ -37,11 +37,28 @@ fn debian_version(pkg: &str) -> Result<String> {
     Ok(v.trim().to_string())
 }
 
-pub fn ensure() -> Result<Kernel> {
+/// Which kernel to build from the same source and config.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// With kernel-patches/series applied: the kernel under test.
+    Patched,
+    /// Without our patches (release suffix `-stock`): to check how the
+    /// tools behave on a kernel without SCTP repair mode.
+    Stock,
+}
+
+pub fn ensure(variant: Variant) -> Result<Kernel> {
     let src = Sources::load()?;
     let root = paths::root();
     let dir = root.join("kernel-patches");
-    let series = Series::load(&dir)?;
+    let series = match variant {
+        Variant::Patched => Series::load(&dir)?,
+        Variant::Stock => Series::empty(&dir),
+    };
+    let localversion = match variant {
+        Variant::Patched => "",
+        Variant::Stock => "-stock",
+    };
     let fragment_path = dir.join(FRAGMENT);
     let fragment = fs::read_to_string(&fragment_path)
         .with_context(|| format!("reading {}", fragment_path.display()))?;
@@ -52,7 +69,13 @@ pub fn ensure() -> Result<Kernel> {
             src.kernel.package, src.kernel.tested
         );
     }
-    let key = super::key(&[RECIPE, &version, &series.fingerprint(), &fragment]);
+    let key = super::key(&[
+        RECIPE,
+        &version,
+        &series.fingerprint(),
+        &fragment,
+        localversion,
+    ]);
     let cache = paths::cache().join("kernel");
     let out = cache.join("images").join(&key);
     let tree = cache.join(format!("src-{}", sanitize(&version))).join(TREE);
@@ -85,6 +108,7 @@ pub fn ensure() -> Result<Kernel> {
         "kernel",
         Command::new("make").current_dir(&tree).args([
             "ARCH=x86_64",
+            &format!("LOCALVERSION={localversion}"),
             &format!("-j{jobs}"),
             "bzImage",
         ]),
@@ -93,6 +117,7 @@ pub fn ensure() -> Result<Kernel> {
     let release = run_quiet(Command::new("make").current_dir(&tree).args([
         "-s",
         "ARCH=x86_64",
+        &format!("LOCALVERSION={localversion}"),
         "kernelrelease",
     ]))?
     .trim()

@@ -37,6 +37,14 @@ impl Series {
         })
     }
 
+    /// No patches (the stock kernel).
+    pub fn empty(dir: &Path) -> Series {
+        Series {
+            dir: dir.to_path_buf(),
+            patches: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.patches.len()
     }
