@@ -66,6 +66,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
     ("sctp_repair_crate_move", sctp_repair::crate_move),
+    ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.

@@ -37,6 +37,26 @@ pub fn host_addr(ns: &str) -> Ipv4Addr {
     }
 }
 
+/// A host's IPv6 address (2001:db8::/64, documentation prefix).
+pub fn host_addr6(ns: &str) -> std::net::Ipv6Addr {
+    let last = match ns {
+        HOST_A => 1,
+        HOST_B => 2,
+        _ => 3,
+    };
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)
+}
+
+/// Adds an address (`ADDR/PREFIX`) to `dev` in `ns`; IPv6 without DAD so
+/// it is usable at once.
+pub fn add_addr(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+    if cidr.contains(':') {
+        ip(&["-n", ns, "addr", "add", cidr, "dev", dev, "nodad"])
+    } else {
+        ip(&["-n", ns, "addr", "add", cidr, "dev", dev])
+    }
+}
+
 /// Runs `ip ARGS...`, failing with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
     let o = Command::new("ip")
@@ -118,11 +138,13 @@ impl Topology {
             let addr = format!("{}/{PREFIX}", host_addr(ns));
             if ns == PEER_C {
                 ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
+                add_addr(ns, "eth0", &format!("{}/64", host_addr6(ns)))?;
                 ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             } else {
                 ip(&["-n", ns, "link", "add", "name", "br0", "type", "bridge"])?;
                 ip(&["-n", ns, "link", "set", "eth0", "master", "br0", "up"])?;
                 ip(&["-n", ns, "addr", "add", &addr, "dev", "br0"])?;
+                add_addr(ns, "br0", &format!("{}/64", host_addr6(ns)))?;
                 ip(&["-n", ns, "link", "set", "br0", "up"])?;
             }
         }
@@ -191,6 +213,9 @@ pub fn announce(ns: &str, dev: &str, addr: Ipv4Addr) -> Result<()> {
         .args(["-q", "-U", "-c", "1", "-w", "1", "-I", dev])
         .arg(addr.to_string())
         .stdin(std::process::Stdio::null())
+        // It may outlive the netns it announces into; its complaint then
+        // is noise.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .context("running arping")?;
     // Don't wait for arping's reply timeout; reap it in the background.

@@ -1,12 +1,12 @@
 //! In-guest tests of the `sctp-repair` crate on the patched kernel, with
 //! real associations between the topology's network namespaces.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use nix::sys::socket::{self, MsgFlags, SockaddrIn};
+use nix::sys::socket::{self, MsgFlags, SockaddrIn, SockaddrStorage};
 use sctp_repair::{Error, Mode};
 
 use crate::net::{self, Topology, HOST_A, HOST_B, PEER_C};
@@ -169,32 +169,62 @@ fn exchange(from: &OwnedFd, to: &OwnedFd, msg: &[u8]) -> Result<()> {
 }
 
 /// An association between a "container" on host A (service address
-/// 192.0.2.20) and peer C is frozen, captured through the crate's
-/// serialised form, its socket closed and its netns destroyed; a new netns
-/// on host B takes the address, the snapshot is restored there and thawed.
-/// Repeated, moving A→B→A…; messages both ways after every move keep their
-/// sequence and the peer's association is never restarted.
+/// 192.0.2.20 or 2001:db8::20) and peer C is frozen, captured through the
+/// crate's serialised form, its socket closed and its netns destroyed; a
+/// new netns on host B takes the address, the snapshot is restored there
+/// and thawed. Repeated, moving A→B→A…; messages both ways after every move
+/// keep their sequence and the peer's association is never restarted.
 pub fn crate_move() -> Result<()> {
+    move_many(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20)), IpAddr::V4(net::host_addr(PEER_C)))
+}
+
+/// The same over IPv6.
+pub fn crate_move_v6() -> Result<()> {
+    move_many(
+        IpAddr::V6("2001:db8::20".parse().context("address")?),
+        IpAddr::V6(net::host_addr6(PEER_C)),
+    )
+}
+
+fn socket_for(ip: IpAddr) -> Result<OwnedFd> {
+    let fam = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2); the fd is owned by the OwnedFd below.
+    let fd = unsafe { libc::socket(fam, libc::SOCK_STREAM, libc::IPPROTO_SCTP) };
+    ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn move_many(svc: IpAddr, c: IpAddr) -> Result<()> {
     const MOVES: usize = 20;
-    const SVC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+    let v4 = match svc {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::new(192, 0, 2, 20),
+    };
+    let cidr = match svc {
+        IpAddr::V4(a) => format!("{a}/24"),
+        IpAddr::V6(a) => format!("{a}/64"),
+    };
     let mut topo = Topology::build()?;
-    let c = net::host_addr(PEER_C);
-    let mut ctr = topo.container(HOST_A, "mover", "mover0", SVC)?;
+    let mut ctr = topo.container(HOST_A, "mover", "mover0", v4)?;
+    if svc.is_ipv6() {
+        net::add_addr(&ctr, "eth0", &cidr)?;
+    }
+    let peer_sa = SockaddrStorage::from(SocketAddr::new(c, PORT));
     let listener = net::in_netns(PEER_C, move || {
-        let l = sctp_socket()?;
-        socket::bind(l.as_raw_fd(), &sin(c, PORT))?;
+        let l = socket_for(c)?;
+        socket::bind(l.as_raw_fd(), &peer_sa)?;
         socket::listen(&l, socket::Backlog::new(8)?)?;
         Ok(l)
     })?;
     let mut mover = net::in_netns(&ctr, move || {
-        let s = sctp_socket()?;
-        socket::bind(s.as_raw_fd(), &sin(SVC, 0))?;
-        socket::connect(s.as_raw_fd(), &sin(c, PORT)).context("connect to peer C")?;
+        let s = socket_for(svc)?;
+        socket::bind(s.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(svc, 0)))?;
+        socket::connect(s.as_raw_fd(), &peer_sa).context("connect to peer C")?;
         Ok(s)
     })?;
     // SAFETY: accept returned a new fd we now own.
-    let peer =
-        unsafe { OwnedFd::from_raw_fd(socket::accept(listener.as_raw_fd()).context("accept")?) };
+    let peer = unsafe { OwnedFd::from_raw_fd(socket::accept(listener.as_raw_fd()).context("accept")?) };
     let peer_id = peer_assoc_id(&peer)?;
     let mut seq = 0u64;
     let mut image_bytes = 0usize;
@@ -210,22 +240,22 @@ pub fn crate_move() -> Result<()> {
         drop(mover); // closed in repair mode: the peer hears nothing
         let to = if i % 2 == 0 { HOST_B } else { HOST_A };
         topo.remove_container(&ctr)?;
-        ctr = topo.container(to, "mover", "mover0", SVC)?;
+        ctr = topo.container(to, "mover", "mover0", v4)?;
+        if svc.is_ipv6() {
+            net::add_addr(&ctr, "eth0", &cidr)?;
+        }
         mover = net::in_netns(&ctr, move || {
             let snap = sctp_repair::Snapshot::decode(&bytes)?;
             let s = sctp_repair::restore(&snap)?;
             sctp_repair::set_mode(s.as_fd(), Mode::Off)?;
             Ok(s)
         })?;
-        net::announce(&ctr, "eth0", SVC)?;
+        net::announce(&ctr, "eth0", v4)?;
     }
     exchange(&mover, &peer, format!("m:{seq}").as_bytes())?;
     exchange(&peer, &mover, format!("p:{seq}").as_bytes())?;
-    ensure!(
-        peer_assoc_id(&peer)? == peer_id,
-        "the peer's association changed (restart)"
-    );
-    println!("  {MOVES} moves A<->B: messages flowed both ways after each, the peer's association never restarted");
+    ensure!(peer_assoc_id(&peer)? == peer_id, "the peer's association changed (restart)");
+    println!("  {MOVES} moves A<->B over {}: messages flowed both ways after each, the peer's association never restarted", if svc.is_ipv4() { "IPv4" } else { "IPv6" });
     println!("  serialised snapshot: {image_bytes} bytes");
     Ok(())
 }
