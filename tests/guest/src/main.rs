@@ -6,6 +6,7 @@ mod apps;
 mod bench;
 mod criu;
 mod net;
+mod sctp_traffic;
 mod suites;
 mod transfer;
 
@@ -67,6 +68,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
     ("sctp_repair_crate_move", sctp_repair::crate_move),
     ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
+    (
+        "sctp_repair_crate_move_streams",
+        sctp_repair::crate_move_streams,
+    ),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.
