@@ -215,7 +215,7 @@ impl Tally {
                 let contiguous = self
                     .unordered
                     .get(&stream)
-                    .is_none_or(|s| s.iter().copied().eq(0..got));
+                    .map_or(true, |s| s.iter().copied().eq(0..got));
                 if got != n || !contiguous {
                     bail!("stream {stream} unordered: {got} of {n} messages arrived");
                 }
