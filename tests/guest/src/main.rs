@@ -72,6 +72,10 @@ const TESTS: &[(&str, TestFn)] = &[
         "sctp_repair_crate_move_streams",
         sctp_repair::crate_move_streams,
     ),
+    (
+        "sctp_repair_crate_move_listener",
+        sctp_repair::crate_move_listener,
+    ),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.

@@ -451,3 +451,44 @@ pub fn stock_unsupported() -> Result<()> {
     println!("  {}", res.err().map(|e| e.to_string()).unwrap_or_default());
     Ok(())
 }
+
+/// A listening socket is captured, its netns destroyed, and re-created in
+/// a netns on host B that took over the address; a new peer connects to it.
+pub fn crate_move_listener() -> Result<()> {
+    const SVC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 21);
+    let mut topo = Topology::build()?;
+    let ctr = topo.container(HOST_A, "listener", "lsn0", SVC)?;
+    let bytes = net::in_netns(&ctr, move || {
+        let l = sctp_socket()?;
+        socket::bind(l.as_raw_fd(), &sin(SVC, 36412))?;
+        socket::listen(&l, socket::Backlog::new(16)?)?;
+        let snap = sctp_repair::capture(l.as_fd())?;
+        ensure!(
+            snap.kind == sctp_repair::Kind::Listen,
+            "captured a {:?}",
+            snap.kind
+        );
+        Ok(snap.encode())
+    })?;
+    topo.remove_container(&ctr)?;
+    let ctr = topo.container(HOST_B, "listener", "lsn0", SVC)?;
+    let listener = net::in_netns(&ctr, move || {
+        Ok(sctp_repair::restore(&sctp_repair::Snapshot::decode(
+            &bytes,
+        )?)?)
+    })?;
+    net::announce(&ctr, "eth0", SVC)?;
+    let client = net::in_netns(PEER_C, move || {
+        let s = sctp_socket()?;
+        socket::connect(s.as_raw_fd(), &sin(SVC, 36412))
+            .context("connecting to the moved listener")?;
+        Ok(s)
+    })?;
+    // SAFETY: accept returned a new fd we now own.
+    let accepted =
+        unsafe { OwnedFd::from_raw_fd(socket::accept(listener.as_raw_fd()).context("accept")?) };
+    exchange(&client, &accepted, b"S1 Setup Request")?;
+    exchange(&accepted, &client, b"S1 Setup Response")?;
+    println!("  listener moved A->B on {SVC}:36412; a new peer connected and exchanged messages");
+    Ok(())
+}
