@@ -13,11 +13,17 @@ pub enum App {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// Holds a listening one-to-one SCTP socket and waits.
+    SctpListen {
+        #[arg(long)]
+        listen: std::net::SocketAddrV4,
+    },
 }
 
 pub fn run(app: App) -> Result<()> {
     match app {
         App::TcpEcho { listen } => tcp_echo(listen),
+        App::SctpListen { listen } => sctp_listen(listen),
     }
 }
 
@@ -42,5 +48,18 @@ fn echo(mut s: TcpStream) {
                 }
             }
         }
+    }
+}
+
+fn sctp_listen(listen: std::net::SocketAddrV4) -> Result<()> {
+    use nix::sys::socket;
+    let l = crate::suites::sctp_repair::sctp_socket()?;
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&l),
+        &socket::SockaddrIn::from(listen),
+    )?;
+    socket::listen(&l, socket::Backlog::new(16)?)?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }

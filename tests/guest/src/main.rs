@@ -62,6 +62,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ("baseline_criu_check", baseline::criu_check),
     ("baseline_tcp_migrate", baseline::tcp_migrate),
     (
+        "criu_patch_offers_sctp_to_plugins",
+        baseline::criu_patch_offers_sctp_to_plugins,
+    ),
+    (
         "sctp_repair_crate_freeze_thaw",
         sctp_repair::crate_freeze_thaw,
     ),

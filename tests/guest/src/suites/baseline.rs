@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::bench::Figure;
 use crate::criu;
@@ -368,4 +368,53 @@ pub fn bench() -> Result<Vec<Figure>> {
         f("tcp_baseline.downtime", "s", m.downtime.as_secs_f64()),
         f("tcp_baseline.image_bytes", "B", m.image_bytes as f64),
     ])
+}
+
+/// Our CRIU patch routes SCTP sockets to the plugins' external-file hooks:
+/// without a plugin the dump now fails there (naming the socket's
+/// protocol) instead of in CRIU's inet code, and the process keeps running.
+pub fn criu_patch_offers_sctp_to_plugins() -> Result<()> {
+    let mut topo = Topology::build()?;
+    let ctr = topo.container(HOST_A, "sctp", "sctp0", Ipv4Addr::new(192, 0, 2, 30))?;
+    let exe = std::env::current_exe()?;
+    let mut c = net::command_in(&ctr, &exe.to_string_lossy())?;
+    c.args(["app", "sctp-listen", "--listen", "192.0.2.30:36412"])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe syscalls.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut app = c.spawn().context("starting the SCTP app")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = work_dir("criu-sctp")?;
+    let res = criu::dump(HOST_A, app.id(), &dir.join("images"), &[]);
+    let log = std::fs::read_to_string(dir.join("images/dump.log")).unwrap_or_default();
+    let alive = app.try_wait()?.is_none();
+    let _ = app.kill();
+    let _ = app.wait();
+    drop(topo);
+    ensure!(
+        res.is_err(),
+        "criu dump of an SCTP socket succeeded without a plugin"
+    );
+    ensure!(
+        !log.contains("Unsupported proto 132"),
+        "stock CRIU behaviour: the socket never reached the plugin hooks"
+    );
+    ensure!(
+        log.contains("(socket proto 132)"),
+        "the dump did not fail in the external-file path:\n{log}"
+    );
+    ensure!(alive, "the process did not survive the failed dump");
+    println!(
+        "  without a plugin: \"Can't dump file ... (socket proto 132)\"; the process kept running"
+    );
+    Ok(())
 }
