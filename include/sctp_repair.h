@@ -45,6 +45,35 @@
 /* Most duplicate TSNs an association keeps for its next SACK */
 #define SCTP_REPAIR_MAX_DUP_TSNS	16
 
+/* Repair mode: the data queues of the association of a frozen one-to-one
+ * style socket.  SCTP_REPAIR_QUEUE (an int) selects one.  Then each
+ * recvmsg(MSG_PEEK) returns its next record, a struct sctp_repair_chunk
+ * followed by the payload, and 0 at the end; a buffer too short for the
+ * record gets MSG_TRUNC and the same record again next time.  On an
+ * association created by SCTP_REPAIR_ASSOC, sendmsg() of such a record adds
+ * it to the queue, and nothing is sent or delivered before the socket
+ * leaves repair mode.
+ */
+#define SCTP_REPAIR_QUEUE	139
+
+/* SCTP_REPAIR_QUEUE values */
+#define SCTP_REPAIR_QUEUE_NONE		0
+#define SCTP_REPAIR_QUEUE_SEND_UNSENT	1	/* DATA not sent yet */
+#define SCTP_REPAIR_QUEUE_SEND_INFLIGHT	2	/* DATA sent, not acked */
+#define SCTP_REPAIR_QUEUE_RECV		3	/* not read by the user yet */
+
+/* sctp_repair_chunk src_flags */
+#define SCTP_REPAIR_CHUNK_UNORDERED	1	/* U bit */
+#define SCTP_REPAIR_CHUNK_FIRST		2	/* B bit: first fragment */
+#define SCTP_REPAIR_CHUNK_LAST		4	/* E bit: last fragment */
+#define SCTP_REPAIR_CHUNK_SACK_IMM	8	/* I bit */
+#define SCTP_REPAIR_CHUNK_HAS_MID	16	/* src_mid (and src_fsn) are set */
+#define SCTP_REPAIR_CHUNK_GAP_ACKED	32	/* in flight, in a gap ack block */
+#define SCTP_REPAIR_CHUNK_RETRANSMIT	64	/* in flight, to be retransmitted */
+#define SCTP_REPAIR_CHUNK_NOTIFICATION	128	/* received: a notification */
+#define SCTP_REPAIR_CHUNK_ORDER		256	/* received: waits for its turn */
+#define SCTP_REPAIR_CHUNK_REASM		512	/* received: waits for fragments */
+
 /* SCTP_REPAIR_ASSOC: the association of a one-to-one style socket in repair
  * mode.  All fields are in host byte order, times are in milliseconds.
  */
@@ -177,6 +206,29 @@ struct sctp_repair_tsn_map {
 	__u16	srtm_num_gaps;
 	__u32	srtm_dup_tsns[SCTP_REPAIR_MAX_DUP_TSNS];
 	struct sctp_repair_gap srtm_gaps[];
+};
+
+/* SCTP_REPAIR_QUEUE: a record of a queue, followed by its payload.
+ *
+ * SEND_UNSENT: a whole message (FIRST and LAST, no HAS_MID), or the rest of
+ *   a message partly sent, one fragment per record with its SSN or MID.
+ * SEND_INFLIGHT: a DATA chunk with its TSN, SSN or MID, FSN and flags.
+ * RECV: a message ready to be read or a NOTIFICATION, in the order the user
+ *   would read them, then the messages waiting for an earlier one (ORDER)
+ *   and the fragments waiting for the others (REASM), with their TSNs.
+ */
+struct sctp_repair_chunk {
+	__u32	src_version;		/* SCTP_REPAIR_V1 */
+	__u32	src_len;		/* this header and the payload */
+	__u32	src_flags;		/* SCTP_REPAIR_CHUNK_* */
+	__u32	src_tsn;
+	__u32	src_mid;		/* SSN, or MID with I-DATA */
+	__u32	src_fsn;		/* FSN with I-DATA */
+	__u32	src_ppid;		/* as sinfo_ppid */
+	__u32	src_context;		/* sent data: sinfo_context */
+	__u32	src_timetolive;		/* sent data: sinfo_timetolive */
+	__u16	src_sid;
+	__u16	src_pr_policy;		/* sent data: SCTP_PR_SCTP_* */
 };
 
 #endif /* EPCMIG_SCTP_REPAIR_H */
