@@ -1,9 +1,21 @@
 //! The CRIU plugin: CRIU dlopen()s this library and calls in through the
 //! descriptor `CR_PLUGIN_DESC` (the C ABI in `include/criu_plugin.h`).
 //!
-//! Hooks are added by the criu-plugin issue; this descriptor already
-//! follows CRIU's version/max_hooks rules so one build loads in CRIU 4.1.1
-//! and later releases.
+//! Where CRIU calls in:
+//! - `DUMP_EXT_FILE(fd, id)`: an inet socket CRIU does not handle itself
+//!   (with `criu-patches/` applied): if it is SCTP, freeze it (repair mode)
+//!   and write its snapshot to `epcmig-sctp-<id>.img` in the image dir;
+//! - exit of the dump: thaw what we froze unless the dumped tasks die;
+//! - `RESTORE_EXT_FILE(id)`: inside the restored task, re-create the socket
+//!   from its image, still frozen, and hand CRIU the fd;
+//! - `RESUME_DEVICES_LATE(pid)`: after the whole tree is restored and the
+//!   network unlocked, before the tasks run: thaw their SCTP sockets.
+//!
+//! A panic never crosses into CRIU: every hook body runs under
+//! `catch_unwind` and a panic becomes an error return.
+
+mod hooks;
+mod images;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
@@ -13,12 +25,6 @@ use epcmig_sys::criu_plugin as abi;
 /// Name CRIU prints for this plugin in its logs.
 const NAME: &[u8] = b"epcmig\0";
 
-extern "C" fn plugin_init(_stage: c_int) -> c_int {
-    0
-}
-
-extern "C" fn plugin_exit(_stage: c_int, _ret: c_int) {}
-
 /// Descriptor with `Sync` so it can be a `static` read by CRIU.
 #[repr(transparent)]
 pub struct Descriptor(pub abi::cr_plugin_desc_t);
@@ -27,17 +33,46 @@ pub struct Descriptor(pub abi::cr_plugin_desc_t);
 // 'static data and functions.
 unsafe impl Sync for Descriptor {}
 
+const fn hooks() -> [*mut c_void; abi::CR_PLUGIN_HOOK__MAX_4_1 as usize] {
+    let mut h = [ptr::null_mut::<c_void>(); abi::CR_PLUGIN_HOOK__MAX_4_1 as usize];
+    h[abi::CR_PLUGIN_HOOK__DUMP_EXT_FILE as usize] = hooks::dump_ext_file as *mut c_void;
+    h[abi::CR_PLUGIN_HOOK__RESTORE_EXT_FILE as usize] = hooks::restore_ext_file as *mut c_void;
+    h[abi::CR_PLUGIN_HOOK__RESUME_DEVICES_LATE as usize] =
+        hooks::resume_devices_late as *mut c_void;
+    h
+}
+
 /// The symbol CRIU looks up after dlopen().
 #[no_mangle]
 #[used]
 pub static CR_PLUGIN_DESC: Descriptor = Descriptor(abi::cr_plugin_desc_t {
     name: NAME.as_ptr() as *const c_char,
-    init: Some(plugin_init),
-    exit: Some(plugin_exit),
+    init: Some(hooks::init),
+    exit: Some(hooks::exit),
     version: abi::CRIU_PLUGIN_VERSION,
     max_hooks: abi::CR_PLUGIN_HOOK__MAX_4_1,
-    hooks: [ptr::null_mut::<c_void>(); abi::CR_PLUGIN_HOOK__MAX_4_1 as usize],
+    hooks: hooks(),
 });
+
+/// For tests and other tools: the hook numbers this plugin implements.
+pub fn implemented_hooks() -> Vec<usize> {
+    CR_PLUGIN_DESC
+        .0
+        .hooks
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.is_null())
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[allow(dead_code)]
+fn _assert_hook_types() {
+    // The C signatures of the hooks we register (criu_plugin.h).
+    let _: extern "C" fn(c_int, c_int) -> c_int = hooks::dump_ext_file;
+    let _: extern "C" fn(c_int) -> c_int = hooks::restore_ext_file;
+    let _: extern "C" fn(c_int) -> c_int = hooks::resume_devices_late;
+}
 
 #[cfg(test)]
 mod tests {
@@ -48,7 +83,8 @@ mod tests {
         let d = &CR_PLUGIN_DESC.0;
         // 0.2.0 as major << 16 | minor << 8 | sublevel.
         assert_eq!(d.version, 0x0200);
+        // No hook beyond what CRIU 4.1.1 knows, so it loads there.
         assert_eq!(d.max_hooks, 12);
-        assert!(d.hooks.iter().all(|h| h.is_null()));
+        assert_eq!(implemented_hooks(), vec![2, 3, 9]);
     }
 }

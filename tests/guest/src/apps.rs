@@ -13,6 +13,12 @@ pub enum App {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// SCTP echo server: accepts one-to-one associations and echoes every
+    /// message back.
+    SctpEcho {
+        #[arg(long)]
+        listen: std::net::SocketAddrV4,
+    },
     /// Holds a listening one-to-one SCTP socket and waits.
     SctpListen {
         #[arg(long)]
@@ -24,6 +30,7 @@ pub fn run(app: App) -> Result<()> {
     match app {
         App::TcpEcho { listen } => tcp_echo(listen),
         App::SctpListen { listen } => sctp_listen(listen),
+        App::SctpEcho { listen } => sctp_echo(listen),
     }
 }
 
@@ -61,5 +68,30 @@ fn sctp_listen(listen: std::net::SocketAddrV4) -> Result<()> {
     socket::listen(&l, socket::Backlog::new(16)?)?;
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+fn sctp_echo(listen: std::net::SocketAddrV4) -> Result<()> {
+    use nix::sys::socket;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let l = crate::suites::sctp_repair::sctp_socket()?;
+    socket::bind(l.as_raw_fd(), &socket::SockaddrIn::from(listen))?;
+    socket::listen(&l, socket::Backlog::new(16)?)?;
+    loop {
+        let Ok(fd) = socket::accept(l.as_raw_fd()) else {
+            continue;
+        };
+        // SAFETY: accept returned a new fd we own.
+        let s = unsafe { OwnedFd::from_raw_fd(fd) };
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(Some(m)) =
+                crate::sctp_traffic::recv(std::os::fd::AsFd::as_fd(&s), &mut buf)
+            {
+                if socket::send(s.as_raw_fd(), &m, socket::MsgFlags::empty()).is_err() {
+                    return;
+                }
+            }
+        });
     }
 }

@@ -35,7 +35,10 @@ impl Figure {
 
 type BenchFn = fn() -> Result<Vec<Figure>>;
 
-const BENCHES: &[(&str, BenchFn)] = &[("baseline_tcp", crate::suites::baseline::bench)];
+const BENCHES: &[(&str, BenchFn)] = &[
+    ("baseline_tcp", crate::suites::baseline::bench),
+    ("gtp", crate::suites::gtp::bench),
+];
 
 pub fn run(name: Option<&str>) -> Result<u8> {
     let chosen: Vec<_> = BENCHES

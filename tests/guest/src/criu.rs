@@ -15,7 +15,7 @@ fn log_tail(log: &Path) -> String {
     let errs: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| l.contains("Error") || l.contains("rror ("))
+        .filter(|l| l.contains("Error") || l.contains("rror (") || l.contains("epcmig:"))
         .collect();
     let pick = if errs.is_empty() {
         &lines[lines.len().saturating_sub(25)..]

@@ -71,6 +71,15 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
     ("sctp_repair_crate_move", sctp_repair::crate_move),
+    (
+        "gtp_migrate_kernel_sockets",
+        suites::gtp::gtp_migrate_kernel_sockets,
+    ),
+    (
+        "gtp_migrate_process_sockets",
+        suites::gtp::gtp_migrate_process_sockets,
+    ),
+    ("gtp_bad_input", suites::gtp::gtp_bad_input),
     ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     (
         "sctp_repair_crate_move_streams",
@@ -80,6 +89,7 @@ const TESTS: &[(&str, TestFn)] = &[
         "sctp_repair_crate_move_listener",
         sctp_repair::crate_move_listener,
     ),
+    ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.
@@ -167,28 +177,63 @@ fn all_tests() -> Vec<Test> {
     v
 }
 
-/// Runs a kernel selftest wrapper; only exit 0 passes (kselftest's skip,
-/// 4, is not a pass).
+/// Runs a kernel selftest wrapper, streaming its output, with a time
+/// limit; only exit 0 passes (kselftest's skip, 4, is not a pass).
 fn kselftest(wrapper: &std::path::Path) -> Result<()> {
+    use std::io::BufRead;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
     let dir = wrapper.parent().unwrap_or(std::path::Path::new("/"));
     // Run it by its #! line: the kernel's wrappers are bash scripts.
-    let o = std::process::Command::new(wrapper)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| anyhow::anyhow!("running {}: {e}", wrapper.display()))?;
-    for l in String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&o.stderr).lines())
-    {
-        println!("  | {l}");
+    let mut cmd = std::process::Command::new(wrapper);
+    cmd.current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    // Own process group, so a hung test can be killed with its children.
+    // SAFETY: setpgid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
     }
-    match o.status.code() {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", wrapper.display()))?;
+    let pid = child.id();
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        if let Some(out) = out {
+            for l in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                println!("  | {l}");
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() > LIMIT {
+            // SAFETY: signalling the process group we created.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            let _ = reader.join();
+            bail!(
+                "{} still running after {}s: killed",
+                wrapper.display(),
+                LIMIT.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    match status.code() {
         Some(0) => Ok(()),
         Some(4) => bail!(
             "{} skipped (kselftest exit 4): a skip is not a pass",
             wrapper.display()
         ),
-        _ => bail!("{} failed ({})", wrapper.display(), o.status),
+        _ => bail!("{} failed ({status})", wrapper.display()),
     }
 }
 

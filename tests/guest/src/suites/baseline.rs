@@ -234,7 +234,7 @@ fn start_server(ns: &str) -> Result<Child> {
     c.spawn().context("starting the echo server")
 }
 
-fn work_dir(name: &str) -> Result<PathBuf> {
+pub fn work_dir(name: &str) -> Result<PathBuf> {
     let d = PathBuf::from("/tmp/epcmig").join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d)?;

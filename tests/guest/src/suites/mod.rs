@@ -1,4 +1,6 @@
 //! The in-guest test suites, one module per area.
 
 pub mod baseline;
+pub mod gtp;
+pub mod plugin;
 pub mod sctp_repair;

@@ -249,7 +249,7 @@ impl Rig {
         let peer = unsafe {
             OwnedFd::from_raw_fd(socket::accept(listener.as_raw_fd()).context("accept")?)
         };
-        let peer_id = peer_assoc_id(&peer)?;
+        let peer_id = peer_status(&peer)?;
         Ok(Rig {
             topo,
             ctr,
@@ -297,7 +297,7 @@ impl Rig {
     /// The peer's association must be the same one, still ESTABLISHED.
     fn check_peer(&self) -> Result<()> {
         ensure!(
-            peer_assoc_id(&self.peer)? == self.peer_id,
+            peer_status(&self.peer)? == self.peer_id,
             "the peer's association changed (restart)"
         );
         Ok(())
@@ -405,7 +405,7 @@ pub fn crate_move_streams() -> Result<()> {
 }
 
 /// SCTP_STATUS of the peer's association: (assoc id, state).
-fn peer_assoc_id(s: &OwnedFd) -> Result<(i32, i32)> {
+pub fn peer_status(s: &OwnedFd) -> Result<(i32, i32)> {
     // struct sctp_status starts with sstat_assoc_id (s32), sstat_state (s32).
     let mut buf = [0u8; 256];
     let mut len = buf.len() as libc::socklen_t;

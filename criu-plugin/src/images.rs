@@ -1,0 +1,93 @@
+//! Our files in CRIU's image directory: created 0600, never following a
+//! symlink, never overwriting; the content is a `sctp-repair` snapshot
+//! (which carries its own magic, format version and checksum).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+
+/// Image file name for CRIU file id `id`.
+pub fn sctp_image_name(id: i32) -> String {
+    format!("epcmig-sctp-{id:08x}.img")
+}
+
+/// Writes `msg` to CRIU's log (its `print_on_level()` export, at error
+/// level so it shows with any -v), or to stderr outside criu.
+pub fn criu_log(msg: &str) {
+    type PrintOnLevel = unsafe extern "C" fn(libc::c_uint, *const libc::c_char, ...);
+    let name = c"print_on_level";
+    // SAFETY: dlsym on the global namespace with a NUL-terminated name.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    let line = CString::new(format!("{msg}\n").replace('\0', " ")).unwrap_or_default();
+    if sym.is_null() {
+        eprint!("{}", line.to_string_lossy());
+        return;
+    }
+    // SAFETY: criu exports print_on_level(unsigned int, const char *, ...)
+    // (criu-log.h); we pass a "%s" format and one C string.
+    unsafe {
+        let f: PrintOnLevel = std::mem::transmute::<*mut libc::c_void, PrintOnLevel>(sym);
+        f(1, c"%s".as_ptr(), line.as_ptr());
+    }
+}
+
+/// The fd of CRIU's image directory (an export of the criu binary).
+pub fn image_dir() -> std::io::Result<RawFd> {
+    type GetDir = unsafe extern "C" fn() -> libc::c_int;
+    let name = c"criu_get_image_dir";
+    // SAFETY: dlsym on the global namespace with a NUL-terminated name.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if sym.is_null() {
+        return Err(std::io::Error::other(
+            "criu_get_image_dir() not found: not running inside criu",
+        ));
+    }
+    // SAFETY: criu exports it with this C signature (criu-plugin.h).
+    let f: GetDir = unsafe { std::mem::transmute::<*mut libc::c_void, GetDir>(sym) };
+    // SAFETY: calling the criu function as declared.
+    let fd = unsafe { f() };
+    if fd < 0 {
+        return Err(std::io::Error::other("criu has no image directory open"));
+    }
+    Ok(fd)
+}
+
+fn openat(dir: RawFd, name: &str, flags: libc::c_int) -> std::io::Result<File> {
+    let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid dirfd and NUL-terminated name; the new fd is owned by
+    // the File below.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Writes a new image file (fails if it exists or is a symlink).
+pub fn write(dir: RawFd, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let mut f = openat(dir, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Reads an image file (refusing symlinks), at most `limit` bytes.
+pub fn read(dir: RawFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    let f = openat(dir, name, libc::O_RDONLY)?;
+    let mut v = Vec::new();
+    f.take(limit + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "{name} is larger than {limit} bytes"
+        )));
+    }
+    Ok(v)
+}

@@ -1,0 +1,176 @@
+//! What a capture holds: one gtp device, its sockets, addresses, routes
+//! and PDP contexts. Serialised by [`crate::format`]; shown as JSON.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+/// The two roles a gtp device plays (IFLA_GTP_ROLE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The network side (SPGW/UPF/GGSN).
+    Ggsn,
+    /// The access side (eNB/gNB/SGSN).
+    Sgsn,
+}
+
+impl Role {
+    /// Decodes IFLA_GTP_ROLE.
+    pub fn from_raw(v: u32) -> Option<Role> {
+        match v {
+            0 => Some(Role::Ggsn),
+            1 => Some(Role::Sgsn),
+            _ => None,
+        }
+    }
+
+    /// IFLA_GTP_ROLE's value.
+    pub fn raw(self) -> u32 {
+        match self {
+            Role::Ggsn => 0,
+            Role::Sgsn => 1,
+        }
+    }
+}
+
+/// The link itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub name: String,
+    pub ifindex: u32,
+    pub role: Role,
+    /// IFLA_GTP_PDP_HASHSIZE.
+    pub hash_size: u32,
+    /// IFLA_GTP_RESTART_COUNT.
+    pub restart_count: u8,
+    pub mtu: u32,
+    /// IFF_UP was set.
+    pub up: bool,
+}
+
+/// Which UDP sockets the device encapsulates with.
+///
+/// Linux 6.12 does not report a gtp device's sockets; capture finds them by
+/// matching (see [`crate::capture`]), so this is a best effort.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Sockets {
+    /// Created by the kernel (IFLA_GTP_CREATE_SOCKETS) on ports 3386 and
+    /// 2152 of `local` (the wildcard address when `None`).
+    Kernel { local: Option<IpAddr> },
+    /// Owned by a process, which passed them as IFLA_GTP_FD0 (GTPv0) and
+    /// IFLA_GTP_FD1 (GTPv1-U). The local addresses are what capture could
+    /// match (`None`: not found); restore needs the restored process's fds.
+    Process {
+        gtp0: Option<SocketAddr>,
+        gtp1u: Option<SocketAddr>,
+    },
+}
+
+/// The tunnel identifiers of a PDP context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "version", rename_all = "lowercase")]
+pub enum Tunnel {
+    /// GTPv0: tunnel id and flow label.
+    V0 { tid: u64, flow: u16 },
+    /// GTPv1-U: incoming and outgoing TEIDs.
+    V1 { i_tei: u32, o_tei: u32 },
+}
+
+/// One PDP context (GTP_CMD_NEWPDP / GETPDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Pdp {
+    #[serde(flatten)]
+    pub tunnel: Tunnel,
+    /// The peer GSN (base station / SGSN / GGSN): GTPA_PEER_ADDRESS or
+    /// GTPA_PEER_ADDR6; its family is the socket's.
+    pub peer: IpAddr,
+    /// The mobile station (UE) address: GTPA_MS_ADDRESS or GTPA_MS_ADDR6
+    /// (an IPv6 /64 prefix: the kernel keeps only the upper 64 bits
+    /// meaningful). Its family is the context's family (GTPA_FAMILY).
+    pub ms: IpAddr,
+}
+
+impl std::fmt::Display for Pdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tunnel {
+            Tunnel::V0 { tid, flow } => write!(f, "v0 tid {tid:#x} flow {flow}")?,
+            Tunnel::V1 { i_tei, o_tei } => write!(f, "v1 i_tei {i_tei:#x} o_tei {o_tei:#x}")?,
+        }
+        write!(f, " peer {} ms {}", self.peer, self.ms)
+    }
+}
+
+/// An address on the device (RTM_NEWADDR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    pub local: IpAddr,
+    pub prefix_len: u8,
+    /// IFA_ADDRESS when it differs from IFA_LOCAL (point-to-point peer).
+    pub peer: Option<IpAddr>,
+    pub scope: u8,
+    /// IFA_FLAGS.
+    pub flags: u32,
+}
+
+/// A route whose output device is the gtp device (RTM_NEWROUTE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub dst: IpAddr,
+    pub dst_len: u8,
+    pub gateway: Option<IpAddr>,
+    pub pref_src: Option<IpAddr>,
+    pub table: u32,
+    pub protocol: u8,
+    pub scope: u8,
+    /// rtm_type (RTN_UNICAST...).
+    pub kind: u8,
+    pub priority: Option<u32>,
+}
+
+/// Everything captured about one gtp device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GtpState {
+    pub device: Device,
+    pub sockets: Sockets,
+    pub addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    pub pdps: Vec<Pdp>,
+}
+
+impl GtpState {
+    /// The first pair of PDP contexts the kernel would refuse to hold side
+    /// by side (same MS address, or same TEI/TID within a version and
+    /// family), if any.
+    pub fn pdp_conflict(&self) -> Option<(Pdp, Pdp)> {
+        pdp_conflict(&self.pdps)
+    }
+}
+
+/// See [`GtpState::pdp_conflict`].
+pub fn pdp_conflict(pdps: &[Pdp]) -> Option<(Pdp, Pdp)> {
+    use std::collections::HashMap;
+    let mut by_ms: HashMap<IpAddr, Pdp> = HashMap::with_capacity(pdps.len());
+    // (is_v6, tunnel key): the kernel looks TEIs and TIDs up per family.
+    let mut by_tid: HashMap<(bool, u8, u64), Pdp> = HashMap::with_capacity(pdps.len());
+    for p in pdps {
+        if let Some(o) = by_ms.insert(p.ms, *p) {
+            return Some((o, *p));
+        }
+        let key = match p.tunnel {
+            Tunnel::V0 { tid, .. } => (p.ms.is_ipv6(), 0, tid),
+            Tunnel::V1 { i_tei, .. } => (p.ms.is_ipv6(), 1, u64::from(i_tei)),
+        };
+        if let Some(o) = by_tid.insert(key, *p) {
+            return Some((o, *p));
+        }
+    }
+    None
+}
+
+/// Peer families used by the contexts (true = IPv6).
+pub(crate) fn peer_families(pdps: &[Pdp]) -> HashSet<bool> {
+    pdps.iter().map(|p| p.peer.is_ipv6()).collect()
+}

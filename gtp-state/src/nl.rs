@@ -1,0 +1,583 @@
+//! Netlink plumbing: a blocking socket that sends requests (one, a dump, or
+//! a batch) and collects replies and acks; the `gtp` generic-netlink family
+//! messages (GTP_CMD_NEWPDP / GETPDP) on top of netlink-packet-generic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use netlink_packet_core::{
+    emit_u16, emit_u32, emit_u64, parse_u16, parse_u32, parse_u64, parse_u8, DecodeError,
+    DefaultNla, Emitable, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLM_F_ACK,
+    NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
+use netlink_sys::{protocols, Socket, SocketAddr};
+
+use crate::model::{Pdp, Tunnel};
+use crate::Error;
+
+/// Messages written in one send() when installing PDP contexts. Each ack
+/// costs the receive buffer about 1 KiB of truesize, so the batch is sized
+/// together with [`RCVBUF`].
+pub const DEFAULT_BATCH: usize = 512;
+const RCVBUF: i32 = 8 << 20;
+const RECV_BUF: usize = 1 << 20;
+
+/// A netlink socket of one protocol, connected to the kernel.
+pub(crate) struct Nl {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+fn set_int_opt(fd: i32, opt: i32, val: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt(2) with a pointer to a live i32 and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&val as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl Nl {
+    pub fn route() -> Result<Nl, Error> {
+        Nl::new(protocols::NETLINK_ROUTE)
+    }
+
+    pub fn generic() -> Result<Nl, Error> {
+        Nl::new(protocols::NETLINK_GENERIC)
+    }
+
+    fn new(proto: isize) -> Result<Nl, Error> {
+        let io = |e| Error::Io {
+            op: "opening a netlink socket",
+            source: e,
+        };
+        let mut sock = Socket::new(proto).map_err(io)?;
+        sock.bind_auto().map_err(io)?;
+        sock.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+        // Extended acks carry the kernel's error text; optional.
+        let _ = sock.set_ext_ack(true);
+        // Room for a batch of acks: SO_RCVBUFFORCE needs CAP_NET_ADMIN,
+        // plain SO_RCVBUF is capped by net.core.rmem_max.
+        let fd = sock.as_raw_fd();
+        if set_int_opt(fd, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
+            let _ = set_int_opt(fd, libc::SO_RCVBUF, RCVBUF);
+        }
+        let _ = set_int_opt(fd, libc::SO_SNDBUF, 4 << 20);
+        Ok(Nl {
+            sock,
+            seq: 1,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    /// Serialises `payload` with `flags` and a fresh sequence number onto
+    /// `out`; returns the sequence number.
+    pub fn frame<T>(&mut self, out: &mut Vec<u8>, payload: T, flags: u16) -> u32
+    where
+        T: NetlinkSerializable,
+    {
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = flags | NLM_F_REQUEST;
+        let seq = self.next_seq();
+        hdr.sequence_number = seq;
+        let mut m = NetlinkMessage::new(hdr, NetlinkPayload::InnerMessage(payload));
+        m.finalize();
+        let start = out.len();
+        out.resize(start + m.buffer_len(), 0);
+        m.serialize(&mut out[start..]);
+        seq
+    }
+
+    pub fn send(&self, bytes: &[u8], op: &'static str) -> Result<(), Error> {
+        let n = self
+            .sock
+            .send(bytes, 0)
+            .map_err(|e| Error::from_io(op, e))?;
+        if n != bytes.len() {
+            return Err(Error::Protocol(format!("{op}: short netlink send")));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram and splits it into messages.
+    fn recv<T>(&mut self, op: &'static str) -> Result<Vec<NetlinkMessage<T>>, Error>
+    where
+        T: NetlinkDeserializable,
+    {
+        self.buf.clear();
+        let n = self
+            .sock
+            .recv(&mut self.buf, libc::MSG_TRUNC)
+            .map_err(|e| Error::from_io(op, e))?;
+        if n > self.buf.len() {
+            return Err(Error::Protocol(format!("{op}: netlink reply truncated")));
+        }
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 16 <= self.buf.len() {
+            let b = &self.buf[off..];
+            let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            if len < 16 || len > b.len() {
+                return Err(Error::Protocol(format!("{op}: bad netlink message length")));
+            }
+            let m = NetlinkMessage::<T>::deserialize(&b[..len])
+                .map_err(|e| Error::Protocol(format!("{op}: {e}")))?;
+            out.push(m);
+            off += (len + 3) & !3;
+        }
+        Ok(out)
+    }
+
+    /// Sends one request and returns its replies: every message of a dump
+    /// until NLMSG_DONE, or the answer and/or ack of a plain request.
+    /// A kernel error becomes `Err` (see [`Error::from_errno`]).
+    pub fn request<T>(&mut self, payload: T, flags: u16, op: &'static str) -> Result<Vec<T>, Error>
+    where
+        T: NetlinkSerializable + NetlinkDeserializable,
+    {
+        let mut out = Vec::new();
+        let seq = self.frame(&mut out, payload, flags | NLM_F_ACK);
+        self.send(&out, op)?;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut replies = Vec::new();
+        loop {
+            for m in self.recv::<T>(op)? {
+                if m.header.sequence_number != seq {
+                    continue;
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(i) => replies.push(i),
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Error(e) => match e.code {
+                        None if !dump => return Ok(replies),
+                        None => {}
+                        Some(c) => return Err(Error::from_errno(op, -c.get())),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Sends already framed requests (one datagram) whose sequence numbers
+    /// are `seqs`, all with NLM_F_ACK, and reads every ack. Returns, for the
+    /// first failed request, its index in `seqs` and the errno.
+    pub fn batch_acks<T>(
+        &mut self,
+        framed: &[u8],
+        first_seq: u32,
+        count: usize,
+        op: &'static str,
+    ) -> Result<Option<(usize, i32)>, Error>
+    where
+        T: NetlinkDeserializable,
+    {
+        self.send(framed, op)?;
+        let mut acked = 0usize;
+        let mut first_err: Option<(usize, i32)> = None;
+        while acked < count {
+            for m in self.recv::<T>(op)? {
+                let idx = m.header.sequence_number.wrapping_sub(first_seq) as usize;
+                if idx >= count {
+                    continue;
+                }
+                if let NetlinkPayload::Error(e) = m.payload {
+                    acked += 1;
+                    if let Some(c) = e.code {
+                        if first_err.map_or(true, |(i, _)| idx < i) {
+                            first_err = Some((idx, -c.get()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(first_err)
+    }
+}
+
+// ------------------------------------------------------- gtp genl family
+
+pub(crate) const GTP_CMD_NEWPDP: u8 = 0;
+pub(crate) const GTP_CMD_GETPDP: u8 = 2;
+
+const GTPA_LINK: u16 = 1;
+const GTPA_VERSION: u16 = 2;
+const GTPA_TID: u16 = 3;
+const GTPA_PEER_ADDRESS: u16 = 4;
+const GTPA_MS_ADDRESS: u16 = 5;
+const GTPA_FLOW: u16 = 6;
+const GTPA_I_TEI: u16 = 8;
+const GTPA_O_TEI: u16 = 9;
+const GTPA_PEER_ADDR6: u16 = 11;
+const GTPA_MS_ADDR6: u16 = 12;
+const GTPA_FAMILY: u16 = 13;
+
+/// One `gtp` family attribute (include/uapi/linux/gtp.h).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GtpAttr {
+    Link(u32),
+    Version(u32),
+    Tid(u64),
+    PeerAddress(Ipv4Addr),
+    MsAddress(Ipv4Addr),
+    Flow(u16),
+    ITei(u32),
+    OTei(u32),
+    PeerAddr6(Ipv6Addr),
+    MsAddr6(Ipv6Addr),
+    Family(u8),
+    Other(DefaultNla),
+}
+
+impl Nla for GtpAttr {
+    fn value_len(&self) -> usize {
+        use GtpAttr::*;
+        match self {
+            Link(_) | Version(_) | PeerAddress(_) | MsAddress(_) | ITei(_) | OTei(_) => 4,
+            Tid(_) => 8,
+            Flow(_) => 2,
+            PeerAddr6(_) | MsAddr6(_) => 16,
+            Family(_) => 1,
+            Other(n) => n.value_len(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        use GtpAttr::*;
+        match self {
+            Link(_) => GTPA_LINK,
+            Version(_) => GTPA_VERSION,
+            Tid(_) => GTPA_TID,
+            PeerAddress(_) => GTPA_PEER_ADDRESS,
+            MsAddress(_) => GTPA_MS_ADDRESS,
+            Flow(_) => GTPA_FLOW,
+            ITei(_) => GTPA_I_TEI,
+            OTei(_) => GTPA_O_TEI,
+            PeerAddr6(_) => GTPA_PEER_ADDR6,
+            MsAddr6(_) => GTPA_MS_ADDR6,
+            Family(_) => GTPA_FAMILY,
+            Other(n) => n.kind(),
+        }
+    }
+
+    fn emit_value(&self, b: &mut [u8]) {
+        use GtpAttr::*;
+        // The emit_* helpers only fail on a short buffer, which value_len()
+        // rules out.
+        let _ = match self {
+            Link(v) | Version(v) | ITei(v) | OTei(v) => emit_u32(b, *v),
+            Tid(v) => emit_u64(b, *v),
+            Flow(v) => emit_u16(b, *v),
+            PeerAddress(a) | MsAddress(a) => {
+                b[..4].copy_from_slice(&a.octets());
+                Ok(())
+            }
+            PeerAddr6(a) | MsAddr6(a) => {
+                b[..16].copy_from_slice(&a.octets());
+                Ok(())
+            }
+            Family(v) => {
+                b[0] = *v;
+                Ok(())
+            }
+            Other(n) => {
+                n.emit_value(b);
+                Ok(())
+            }
+        };
+    }
+}
+
+fn arr<const N: usize>(p: &[u8]) -> Result<[u8; N], DecodeError> {
+    p.try_into()
+        .map_err(|_| DecodeError::from(format!("attribute of {} bytes, {N} expected", p.len())))
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for GtpAttr {
+    fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
+        let p = buf.value();
+        Ok(match buf.kind() {
+            GTPA_LINK => GtpAttr::Link(parse_u32(p)?),
+            GTPA_VERSION => GtpAttr::Version(parse_u32(p)?),
+            GTPA_TID => GtpAttr::Tid(parse_u64(p)?),
+            GTPA_PEER_ADDRESS => GtpAttr::PeerAddress(Ipv4Addr::from(arr::<4>(p)?)),
+            GTPA_MS_ADDRESS => GtpAttr::MsAddress(Ipv4Addr::from(arr::<4>(p)?)),
+            GTPA_FLOW => GtpAttr::Flow(parse_u16(p)?),
+            GTPA_I_TEI => GtpAttr::ITei(parse_u32(p)?),
+            GTPA_O_TEI => GtpAttr::OTei(parse_u32(p)?),
+            GTPA_PEER_ADDR6 => GtpAttr::PeerAddr6(Ipv6Addr::from(arr::<16>(p)?)),
+            GTPA_MS_ADDR6 => GtpAttr::MsAddr6(Ipv6Addr::from(arr::<16>(p)?)),
+            GTPA_FAMILY => GtpAttr::Family(parse_u8(p)?),
+            _ => GtpAttr::Other(DefaultNla::parse(buf)?),
+        })
+    }
+}
+
+/// A message of the `gtp` generic-netlink family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GtpMsg {
+    pub cmd: u8,
+    pub attrs: Vec<GtpAttr>,
+}
+
+impl GenlFamily for GtpMsg {
+    fn family_name() -> &'static str {
+        "gtp"
+    }
+    fn command(&self) -> u8 {
+        self.cmd
+    }
+    fn version(&self) -> u8 {
+        0
+    }
+}
+
+impl Emitable for GtpMsg {
+    fn buffer_len(&self) -> usize {
+        self.attrs.as_slice().buffer_len()
+    }
+    fn emit(&self, buffer: &mut [u8]) {
+        self.attrs.as_slice().emit(buffer)
+    }
+}
+
+impl ParseableParametrized<[u8], GenlHeader> for GtpMsg {
+    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
+        let attrs = NlasIterator::new(buf)
+            .map(|nla| nla.and_then(|nla| GtpAttr::parse(&nla)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GtpMsg {
+            cmd: header.cmd,
+            attrs,
+        })
+    }
+}
+
+/// The NEWPDP attributes of `p` on device `ifindex`.
+pub(crate) fn pdp_attrs(ifindex: u32, p: &Pdp) -> Vec<GtpAttr> {
+    let mut a = Vec::with_capacity(7);
+    a.push(GtpAttr::Link(ifindex));
+    match p.tunnel {
+        Tunnel::V0 { tid, flow } => {
+            a.push(GtpAttr::Version(0));
+            a.push(GtpAttr::Tid(tid));
+            a.push(GtpAttr::Flow(flow));
+        }
+        Tunnel::V1 { i_tei, o_tei } => {
+            a.push(GtpAttr::Version(1));
+            a.push(GtpAttr::ITei(i_tei));
+            a.push(GtpAttr::OTei(o_tei));
+        }
+    }
+    match p.peer {
+        IpAddr::V4(x) => a.push(GtpAttr::PeerAddress(x)),
+        IpAddr::V6(x) => a.push(GtpAttr::PeerAddr6(x)),
+    }
+    match p.ms {
+        IpAddr::V4(x) => {
+            a.push(GtpAttr::Family(libc::AF_INET as u8));
+            a.push(GtpAttr::MsAddress(x));
+        }
+        IpAddr::V6(x) => {
+            a.push(GtpAttr::Family(libc::AF_INET6 as u8));
+            a.push(GtpAttr::MsAddr6(x));
+        }
+    }
+    a
+}
+
+/// Decodes a GETPDP reply into (ifindex, context).
+pub(crate) fn pdp_from_attrs(attrs: &[GtpAttr]) -> Result<(u32, Pdp), Error> {
+    let (mut link, mut version, mut tid, mut flow, mut itei, mut otei) =
+        (None, None, None, None, None, None);
+    let (mut peer, mut ms) = (None, None);
+    for a in attrs {
+        match a {
+            GtpAttr::Link(v) => link = Some(*v),
+            GtpAttr::Version(v) => version = Some(*v),
+            GtpAttr::Tid(v) => tid = Some(*v),
+            GtpAttr::Flow(v) => flow = Some(*v),
+            GtpAttr::ITei(v) => itei = Some(*v),
+            GtpAttr::OTei(v) => otei = Some(*v),
+            GtpAttr::PeerAddress(x) => peer = Some(IpAddr::V4(*x)),
+            GtpAttr::PeerAddr6(x) => peer = Some(IpAddr::V6(*x)),
+            GtpAttr::MsAddress(x) => ms = Some(IpAddr::V4(*x)),
+            GtpAttr::MsAddr6(x) => ms = Some(IpAddr::V6(*x)),
+            _ => {}
+        }
+    }
+    let missing = |what: &str| Error::Protocol(format!("GETPDP reply without {what}"));
+    let tunnel = match version {
+        Some(0) => Tunnel::V0 {
+            tid: tid.ok_or_else(|| missing("GTPA_TID"))?,
+            flow: flow.ok_or_else(|| missing("GTPA_FLOW"))?,
+        },
+        Some(1) => Tunnel::V1 {
+            i_tei: itei.ok_or_else(|| missing("GTPA_I_TEI"))?,
+            o_tei: otei.ok_or_else(|| missing("GTPA_O_TEI"))?,
+        },
+        Some(v) => {
+            return Err(Error::Protocol(format!(
+                "GETPDP reply with GTP version {v}"
+            )))
+        }
+        None => return Err(missing("GTPA_VERSION")),
+    };
+    Ok((
+        link.ok_or_else(|| missing("GTPA_LINK"))?,
+        Pdp {
+            tunnel,
+            peer: peer.ok_or_else(|| missing("the peer address"))?,
+            ms: ms.ok_or_else(|| missing("the MS address"))?,
+        },
+    ))
+}
+
+/// A generic-netlink socket with the `gtp` family resolved.
+pub(crate) struct GtpNl {
+    pub nl: Nl,
+    pub family: u16,
+}
+
+impl GtpNl {
+    pub fn open() -> Result<GtpNl, Error> {
+        let mut nl = Nl::generic()?;
+        let req = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName("gtp".into())],
+        });
+        let replies = match nl.request(req, 0, "resolving the gtp genetlink family") {
+            Ok(r) => r,
+            Err(Error::Netlink { errno, .. }) if errno == libc::ENOENT => {
+                return Err(Error::NoGtpSupport)
+            }
+            Err(e) => return Err(e),
+        };
+        for r in replies {
+            for a in r.payload.nlas {
+                if let GenlCtrlAttrs::FamilyId(id) = a {
+                    return Ok(GtpNl { nl, family: id });
+                }
+            }
+        }
+        Err(Error::NoGtpSupport)
+    }
+
+    fn msg(&self, cmd: u8, attrs: Vec<GtpAttr>) -> GenlMessage<GtpMsg> {
+        let mut m = GenlMessage::from_payload(GtpMsg { cmd, attrs });
+        m.set_resolved_family_id(self.family);
+        m
+    }
+
+    /// Every PDP context of device `ifindex` (GTP_CMD_GETPDP dump; the
+    /// kernel dumps every gtp device of the netns, we keep ours).
+    pub fn dump_pdps(&mut self, ifindex: u32) -> Result<Vec<Pdp>, Error> {
+        let req = self.msg(GTP_CMD_GETPDP, vec![]);
+        let replies = self.nl.request(req, NLM_F_DUMP, "dumping PDP contexts")?;
+        let mut out = Vec::with_capacity(replies.len());
+        for r in replies {
+            let (link, pdp) = pdp_from_attrs(&r.payload.attrs)?;
+            if link == ifindex {
+                out.push(pdp);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Installs `pdps` on `ifindex`, `batch` GTP_CMD_NEWPDP messages per
+    /// send() (1 = one request and ack at a time). NLM_F_EXCL: an existing
+    /// context is never updated in place.
+    pub fn add_pdps(&mut self, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
+        let batch = batch.max(1);
+        let mut buf = Vec::with_capacity(batch * 96);
+        for chunk in pdps.chunks(batch) {
+            buf.clear();
+            let mut first = 0;
+            for (i, p) in chunk.iter().enumerate() {
+                let m = self.msg(GTP_CMD_NEWPDP, pdp_attrs(ifindex, p));
+                let seq = self.nl.frame(
+                    &mut buf,
+                    m,
+                    NLM_F_ACK | netlink_packet_core::NLM_F_EXCL | netlink_packet_core::NLM_F_CREATE,
+                );
+                if i == 0 {
+                    first = seq;
+                }
+            }
+            if let Some((idx, errno)) = self.nl.batch_acks::<GenlMessage<GtpMsg>>(
+                &buf,
+                first,
+                chunk.len(),
+                "adding PDP contexts",
+            )? {
+                let pdp = chunk.get(idx).map(|p| p.to_string()).unwrap_or_default();
+                return Err(match errno {
+                    libc::EPERM => Error::PermissionDenied("adding PDP contexts"),
+                    libc::EEXIST => Error::PdpConflict(format!("{pdp} exists")),
+                    _ => Error::PdpRejected {
+                        pdp,
+                        source: std::io::Error::from_raw_os_error(errno),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pdp_attrs_round_trip() {
+        let pdps = [
+            Pdp {
+                tunnel: Tunnel::V1 { i_tei: 1, o_tei: 2 },
+                peer: "192.0.2.3".parse().unwrap(),
+                ms: "10.45.0.1".parse().unwrap(),
+            },
+            Pdp {
+                tunnel: Tunnel::V0 { tid: 99, flow: 7 },
+                peer: "2001:db8::3".parse().unwrap(),
+                ms: "2001:db8:45:1::".parse().unwrap(),
+            },
+        ];
+        for p in pdps {
+            let m = GtpMsg {
+                cmd: GTP_CMD_NEWPDP,
+                attrs: pdp_attrs(5, &p),
+            };
+            let mut b = vec![0u8; m.buffer_len()];
+            m.emit(&mut b);
+            let back = GtpMsg::parse_with_param(
+                &b,
+                GenlHeader {
+                    cmd: GTP_CMD_NEWPDP,
+                    version: 0,
+                },
+            )
+            .unwrap();
+            assert_eq!(pdp_from_attrs(&back.attrs).unwrap(), (5, p));
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Re-creating a gtp device and its PDP contexts in a netns.
+
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+use netlink_packet_route::link::{GtpRole, InfoGtp};
+
+use crate::model::{pdp_conflict, GtpState, Pdp, Role, Sockets, Tunnel};
+use crate::netns::Netns;
+use crate::nl::{GtpNl, Nl, DEFAULT_BATCH};
+use crate::rt::{self, LinkSel, NewGtp};
+use crate::Error;
+
+/// Where the restored device's UDP sockets come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SocketSource {
+    /// As captured: kernel-created sockets are re-created on the recorded
+    /// local address; process-owned ones need [`SocketSource::Fds`].
+    #[default]
+    AsCaptured,
+    /// Kernel-created (IFLA_GTP_CREATE_SOCKETS) on `local` (wildcard if
+    /// None), whatever the capture says.
+    Kernel { local: Option<IpAddr> },
+    /// The restored process's UDP sockets (fds of this process): `fd0` for
+    /// GTPv0 (may be absent), `fd1` for GTPv1-U. Passed as IFLA_GTP_FD0/1.
+    Fds {
+        fd0: Option<RawFd>,
+        fd1: Option<RawFd>,
+    },
+}
+
+/// How to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    pub sockets: SocketSource,
+    /// GTP_CMD_NEWPDP messages written per send() (1: one request and ack
+    /// at a time, the baseline).
+    pub batch: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            sockets: SocketSource::AsCaptured,
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// The IFLA_GTP_* socket attributes, after checking they can carry the
+/// contexts.
+fn socket_attrs(st: &GtpState, src: &SocketSource) -> Result<Vec<InfoGtp>, Error> {
+    let kernel = |local: Option<IpAddr>| {
+        let mut v = vec![InfoGtp::CreateSockets(true)];
+        match local {
+            Some(IpAddr::V4(a)) => v.push(InfoGtp::Local(a)),
+            Some(IpAddr::V6(a)) => v.push(InfoGtp::Local6(a)),
+            None => {}
+        }
+        (v, true, true, local.is_some_and(|l| l.is_ipv6()))
+    };
+    let (attrs, has0, has1, v6) = match src {
+        SocketSource::AsCaptured => match &st.sockets {
+            Sockets::Kernel { local } => kernel(*local),
+            Sockets::Process { gtp0, gtp1u } => {
+                return Err(Error::NeedsSocketFds(format!(
+                    "{} used process-owned sockets (GTPv0 {}, GTPv1-U {}): restore needs the restored process's fds (--fd0/--fd1), or kernel-created sockets (--kernel-sockets)",
+                    st.device.name,
+                    gtp0.map(|a| a.to_string()).unwrap_or_else(|| "none found".into()),
+                    gtp1u.map(|a| a.to_string()).unwrap_or_else(|| "none found".into()),
+                )))
+            }
+        },
+        SocketSource::Kernel { local } => kernel(*local),
+        SocketSource::Fds { fd0, fd1 } => {
+            if fd0.is_none() && fd1.is_none() {
+                return Err(Error::Invalid("no socket fd given".into()));
+            }
+            let mut v = Vec::new();
+            for (fd, mk) in [(fd0, InfoGtp::Fd0 as fn(u32) -> InfoGtp), (fd1, InfoGtp::Fd1)] {
+                if let Some(fd) = fd {
+                    let fd = u32::try_from(*fd)
+                        .map_err(|_| Error::Invalid(format!("bad fd {fd}")))?;
+                    v.push(mk(fd));
+                }
+            }
+            // The socket family decides the peer family; check it below
+            // against the contexts only when we know it.
+            let v6 = st.pdps.first().is_some_and(|p| p.peer.is_ipv6());
+            (v, fd0.is_some(), fd1.is_some(), v6)
+        }
+    };
+    for p in &st.pdps {
+        match p.tunnel {
+            Tunnel::V0 { .. } if !has0 => {
+                return Err(Error::Invalid(format!("{p} needs a GTPv0 socket (fd0)")))
+            }
+            Tunnel::V1 { .. } if !has1 => {
+                return Err(Error::Invalid(format!("{p} needs a GTPv1-U socket (fd1)")))
+            }
+            _ => {}
+        }
+        if p.peer.is_ipv6() != v6 {
+            return Err(Error::Invalid(format!(
+                "{p}: peer family differs from the sockets' ({})",
+                if v6 { "IPv6" } else { "IPv4" }
+            )));
+        }
+    }
+    Ok(attrs)
+}
+
+/// Re-creates `st` in netns `ns`: the device with the same name and
+/// ifindex, its PDP contexts (in batches), MTU and state, addresses, routes.
+///
+/// Refused before anything changes if the name or ifindex is taken, a
+/// route exists, the contexts conflict with each other, or the sockets
+/// cannot carry them. If a later step fails the device is deleted again.
+pub fn restore(ns: &Netns, st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
+    let st = st.clone();
+    let opts = opts.clone();
+    ns.run(move || restore_here(&st, &opts))
+}
+
+/// [`restore`] in the calling thread's netns.
+pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
+    let d = &st.device;
+    if let Some((a, b)) = pdp_conflict(&st.pdps) {
+        return Err(Error::PdpConflict(format!("{a} and {b}")));
+    }
+    let sockets = socket_attrs(st, &opts.sockets)?;
+
+    // Check first: nothing is changed unless everything can be made.
+    let mut nl = Nl::route()?;
+    let mut gtp = GtpNl::open()?;
+    if rt::get_link(&mut nl, LinkSel::Name(&d.name))?.is_some() {
+        return Err(Error::NameTaken(d.name.clone()));
+    }
+    if let Some(l) = rt::get_link(&mut nl, LinkSel::Index(d.ifindex))? {
+        return Err(Error::IfindexTaken {
+            ifindex: d.ifindex,
+            name: l.name,
+        });
+    }
+    if !st.routes.is_empty() {
+        let existing = rt::dump_routes(&mut nl, None)?;
+        for r in &st.routes {
+            if existing.iter().any(|e| rt::same_slot(e, r)) {
+                return Err(Error::RouteConflict(format!(
+                    "{}/{} (table {}) exists in the target",
+                    r.dst, r.dst_len, r.table
+                )));
+            }
+        }
+    }
+
+    let role = match d.role {
+        Role::Ggsn => GtpRole::Ggsn,
+        Role::Sgsn => GtpRole::Sgsn,
+    };
+    match rt::create_gtp(
+        &mut nl,
+        &NewGtp {
+            name: &d.name,
+            ifindex: d.ifindex,
+            role,
+            hash_size: d.hash_size,
+            restart_count: d.restart_count,
+            sockets,
+        },
+    ) {
+        Ok(()) => {}
+        // Taken between the check and the creation.
+        Err(Error::Netlink { errno, .. }) if errno == libc::EEXIST => {
+            return Err(Error::NameTaken(d.name.clone()))
+        }
+        Err(e) => return Err(e),
+    }
+    let res = fill(&mut nl, &mut gtp, st, opts.batch);
+    if let Err(e) = res {
+        return match rt::del_link(&mut nl, d.ifindex) {
+            Ok(()) => Err(e),
+            Err(c) => Err(Error::CleanupFailed {
+                error: Box::new(e),
+                cleanup: Box::new(c),
+            }),
+        };
+    }
+    Ok(())
+}
+
+/// Everything after the link exists.
+fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, batch: usize) -> Result<(), Error> {
+    let d = &st.device;
+    match rt::get_link(nl, LinkSel::Name(&d.name))? {
+        Some(l) if l.ifindex == d.ifindex => {}
+        Some(l) => {
+            // Not ours to keep: delete by the index it got.
+            let _ = rt::del_link(nl, l.ifindex);
+            return Err(Error::Protocol(format!(
+                "the kernel gave {} ifindex {} instead of {}",
+                d.name, l.ifindex, d.ifindex
+            )));
+        }
+        None => {
+            return Err(Error::Protocol(format!(
+                "{} vanished after creation",
+                d.name
+            )))
+        }
+    }
+    gtp.add_pdps(d.ifindex, &st.pdps, batch)?;
+    rt::set_link(nl, d.ifindex, d.mtu, d.up)?;
+    for a in &st.addresses {
+        rt::add_address(nl, d.ifindex, a)?;
+    }
+    for r in &st.routes {
+        rt::add_route(nl, d.ifindex, r)?;
+    }
+    Ok(())
+}
+
+/// Installs `pdps` on the existing gtp device `ifindex` in `ns`, `batch`
+/// per send(). For setting up a device made by something else (tests, an
+/// eNB emulator); restore uses the same path.
+pub fn add_pdps(ns: &Netns, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
+    let pdps = pdps.to_vec();
+    ns.run(move || {
+        let mut g = GtpNl::open()?;
+        g.add_pdps(ifindex, &pdps, batch)
+    })
+}
+
+/// Deletes the gtp device `dev` in `ns` (its contexts go with it).
+/// Refuses a device that is not a gtp device.
+pub fn delete_device(ns: &Netns, dev: &str) -> Result<(), Error> {
+    let dev = dev.to_string();
+    ns.run(move || {
+        let mut nl = Nl::route()?;
+        let l = rt::get_link(&mut nl, LinkSel::Name(&dev))?
+            .ok_or_else(|| Error::NoSuchDevice(dev.clone()))?;
+        if l.kind.as_deref() != Some("gtp") {
+            return Err(Error::NotGtp {
+                name: dev,
+                kind: l.kind.unwrap_or_else(|| "none".into()),
+            });
+        }
+        rt::del_link(&mut nl, l.ifindex)
+    })
+}

@@ -1,0 +1,1039 @@
+//! gtp-state in the guest: an SPGW netns with gtp0 (role ggsn) and 1,000
+//! PDP contexts (GTPv1 IPv4, GTPv1 IPv6, GTPv0), an eNB on peer C with a
+//! gtp device in role sgsn and the UEs behind it, an SGi host behind the
+//! SPGW (masquerade on SGi). UE traffic flows; the SPGW's gtp state is
+//! captured, its netns destroyed, a new one takes over its addresses and
+//! the state is restored there; every tunnel must carry traffic again and
+//! the re-captured table must equal the original.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use gtp_state::{
+    Device, Error, GtpState, Netns, Pdp, RestoreOptions, Role, SocketSource, Sockets, Tunnel,
+};
+
+use crate::bench::Figure;
+use crate::net::{self, ip, Topology, HOST_A, HOST_B, PEER_C};
+
+const SGI_NS: &str = "epc-sgi";
+const SPGW_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const ENB_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+const SGI_HOST4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const SGI_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 2);
+const ECHO_PORT: u16 = 7777;
+const GTP0_INDEX: u32 = 4242;
+const N_UES: usize = 1000;
+
+/// One UE: the SPGW's context, and the address the UE sends from.
+#[derive(Clone, Copy)]
+struct Ue {
+    spgw: Pdp,
+    addr: IpAddr,
+}
+
+impl Ue {
+    /// The eNB's mirror of the SPGW context.
+    fn enb(&self) -> Pdp {
+        Pdp {
+            tunnel: match self.spgw.tunnel {
+                Tunnel::V1 { i_tei, o_tei } => Tunnel::V1 {
+                    i_tei: o_tei,
+                    o_tei: i_tei,
+                },
+                v0 => v0,
+            },
+            peer: IpAddr::V4(SPGW_ADDR),
+            ms: self.spgw.ms,
+        }
+    }
+}
+
+/// `n` UEs: k%3 == 0 GTPv1 IPv4, 1 GTPv1 IPv6, 2 GTPv0 IPv4.
+fn ues(n: usize) -> Vec<Ue> {
+    (0..n as u32)
+        .map(|k| {
+            let peer = IpAddr::V4(ENB_ADDR);
+            match k % 3 {
+                0 => {
+                    let a = IpAddr::V4(Ipv4Addr::from(0x0a2d_0000 + k + 1));
+                    Ue {
+                        spgw: Pdp {
+                            tunnel: Tunnel::V1 {
+                                i_tei: 0x0010_0000 + k,
+                                o_tei: 0x0020_0000 + k,
+                            },
+                            peer,
+                            ms: a,
+                        },
+                        addr: a,
+                    }
+                }
+                1 => {
+                    let hi = (k >> 16) as u16;
+                    let lo = k as u16;
+                    Ue {
+                        spgw: Pdp {
+                            tunnel: Tunnel::V1 {
+                                i_tei: 0x0010_0000 + k,
+                                o_tei: 0x0020_0000 + k,
+                            },
+                            peer,
+                            ms: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x45 + hi, lo, 0, 0, 0, 0)),
+                        },
+                        addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x45 + hi, lo, 0, 0, 0, 1)),
+                    }
+                }
+                _ => {
+                    let a = IpAddr::V4(Ipv4Addr::from(0x0a2f_0000 + k + 1));
+                    Ue {
+                        spgw: Pdp {
+                            tunnel: Tunnel::V0 {
+                                tid: 0x1000_0000_0000 + u64::from(k),
+                                flow: k as u16,
+                            },
+                            peer,
+                            ms: a,
+                        },
+                        addr: a,
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+fn sh_in(ns: &str, program: &str, args: &[&str]) -> Result<()> {
+    let o = net::command_in(ns, program)?
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !o.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn ns_path(ns: &str) -> Netns {
+    Netns::named(ns)
+}
+
+/// The SGi host: a netns with a UDP echo server, cabled to an SPGW.
+fn sgi_host() -> Result<()> {
+    let _ = ip(&["netns", "del", SGI_NS]);
+    ip(&["netns", "add", SGI_NS])?;
+    ip(&["-n", SGI_NS, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Cables SPGW netns `spgw` to the SGi host (sgi0 198.51.100.1 and
+/// 2001:db8:51::1), forwarding on, masquerade out of sgi0.
+fn cable_spgw(spgw: &str) -> Result<()> {
+    ip(&[
+        "-n", spgw, "link", "add", "name", "sgi0", "type", "veth", "peer", "name", "sgi-host",
+        "netns", SGI_NS,
+    ])?;
+    ip(&["-n", spgw, "addr", "add", "198.51.100.1/24", "dev", "sgi0"])?;
+    ip(&[
+        "-n",
+        spgw,
+        "addr",
+        "add",
+        "2001:db8:51::1/64",
+        "dev",
+        "sgi0",
+        "nodad",
+    ])?;
+    ip(&["-n", spgw, "link", "set", "sgi0", "up"])?;
+    let _ = ip(&[
+        "-n",
+        SGI_NS,
+        "addr",
+        "add",
+        "198.51.100.2/24",
+        "dev",
+        "sgi-host",
+    ]);
+    let _ = ip(&[
+        "-n",
+        SGI_NS,
+        "addr",
+        "add",
+        "2001:db8:51::2/64",
+        "dev",
+        "sgi-host",
+        "nodad",
+    ]);
+    ip(&["-n", SGI_NS, "link", "set", "sgi-host", "up"])?;
+    sh_in(spgw, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    sh_in(spgw, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    let script = "/tmp/gtp-nat.nft";
+    std::fs::write(
+        script,
+        "table inet nat {\n chain post {\n  type nat hook postrouting priority 100;\n  oifname \"sgi0\" masquerade\n }\n}\n",
+    )?;
+    sh_in(spgw, "nft", &["-f", script])?;
+    Ok(())
+}
+
+/// The eNB on peer C: gtp1 in role sgsn, the UEs' addresses local, the
+/// SGi networks routed into the tunnel, and the mirror contexts.
+fn enb(ues: &[Ue]) -> Result<()> {
+    ip(&[
+        "-n", PEER_C, "link", "add", "gtp1", "type", "gtp", "role", "sgsn", "hsize", "4096",
+    ])?;
+    ip(&["-n", PEER_C, "link", "set", "gtp1", "up"])?;
+    for r in ["10.45.0.0/16", "10.47.0.0/16"] {
+        ip(&["-n", PEER_C, "route", "add", "local", r, "dev", "lo"])?;
+    }
+    ip(&[
+        "-n",
+        PEER_C,
+        "-6",
+        "route",
+        "add",
+        "local",
+        "2001:db8:45::/48",
+        "dev",
+        "lo",
+    ])?;
+    // Bind to UE addresses covered by the local routes (IPv4 allows it
+    // already; IPv6 needs non-local bind).
+    sh_in(PEER_C, "sysctl", &["-qw", "net.ipv6.ip_nonlocal_bind=1"])?;
+    ip(&[
+        "-n",
+        PEER_C,
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "dev",
+        "gtp1",
+    ])?;
+    ip(&[
+        "-n",
+        PEER_C,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:51::/64",
+        "dev",
+        "gtp1",
+    ])?;
+    let st = gtp_state::capture(&ns_path(PEER_C), "gtp1").context("capturing the eNB's gtp1")?;
+    let pdps: Vec<Pdp> = ues.iter().map(Ue::enb).collect();
+    gtp_state::add_pdps(&ns_path(PEER_C), st.device.ifindex, &pdps, 256)
+        .context("adding the eNB's contexts")?;
+    Ok(())
+}
+
+/// The SPGW's routes and address on gtp0 (the UE pools).
+fn spgw_gtp_routes(spgw: &str) -> Result<()> {
+    ip(&["-n", spgw, "addr", "add", "10.46.255.254/32", "dev", "gtp0"])?;
+    ip(&["-n", spgw, "link", "set", "gtp0", "up"])?;
+    ip(&["-n", spgw, "route", "add", "10.45.0.0/16", "dev", "gtp0"])?;
+    ip(&["-n", spgw, "route", "add", "10.47.0.0/16", "dev", "gtp0"])?;
+    ip(&[
+        "-n",
+        spgw,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:45::/48",
+        "dev",
+        "gtp0",
+    ])?;
+    Ok(())
+}
+
+/// A UDP echo server in the SGi host until dropped.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start() -> Result<Echo> {
+        let file = net::ns_file(SGI_NS)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (s2, c2) = (stop.clone(), count.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let sock = nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    // [::]:7777, dual stack.
+                    UdpSocket::bind(SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                        ECHO_PORT,
+                    ))
+                    .map_err(anyhow::Error::from)
+                });
+            let sock = match sock {
+                Ok(s) => {
+                    let _ = tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    c2.fetch_add(1, Ordering::Relaxed);
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        });
+        rx.recv().context("echo server thread")??;
+        Ok(Echo {
+            stop,
+            count,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sgi_for(a: &IpAddr) -> SocketAddr {
+    match a {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(SGI_HOST4), ECHO_PORT),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(SGI_HOST6), ECHO_PORT),
+    }
+}
+
+/// Sends one UDP datagram from every UE address (through the eNB's
+/// tunnel, its TEID chosen by the UE address) to the SGi echo server and
+/// waits for the echo (back through the SPGW's context for that UE).
+/// Returns the UEs that never got an answer after `rounds` tries.
+fn udp_per_ue(ues: &[Ue], rounds: usize) -> Result<Vec<usize>> {
+    let ues: Vec<Ue> = ues.to_vec();
+    net::in_netns(PEER_C, move || {
+        let mut missing: Vec<usize> = (0..ues.len()).collect();
+        for _ in 0..rounds {
+            let mut still = Vec::new();
+            for chunk in missing.chunks(200) {
+                let mut socks = Vec::with_capacity(chunk.len());
+                for &k in chunk {
+                    let s = UdpSocket::bind(SocketAddr::new(ues[k].addr, 0))
+                        .with_context(|| format!("binding UE {}", ues[k].addr))?;
+                    s.send_to(format!("ue {k}").as_bytes(), sgi_for(&ues[k].addr))
+                        .with_context(|| format!("sending from UE {}", ues[k].addr))?;
+                    socks.push((k, s));
+                }
+                let deadline = Instant::now() + Duration::from_secs(3);
+                for (k, s) in socks {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                    let mut buf = [0u8; 64];
+                    let want = format!("ue {k}");
+                    match s.recv(&mut buf) {
+                        Ok(n) if &buf[..n] == want.as_bytes() => {}
+                        _ => still.push(k),
+                    }
+                }
+            }
+            missing = still;
+            if missing.is_empty() {
+                break;
+            }
+        }
+        Ok(missing)
+    })
+}
+
+/// Pings the SGi host from a sample of UE addresses, all at once.
+fn ping_sample(ues: &[Ue], n: usize) -> Result<()> {
+    let step = (ues.len() / n).max(1);
+    let mut kids = Vec::new();
+    for (k, ue) in ues.iter().enumerate().step_by(step).take(n) {
+        let dst = sgi_for(&ue.addr).ip().to_string();
+        let mut c = net::command_in(PEER_C, "ping")?;
+        if ue.addr.is_ipv6() {
+            c.arg("-6");
+        }
+        c.args(["-c", "2", "-i", "0.3", "-W", "5", "-I"])
+            .arg(ue.addr.to_string())
+            .arg(&dst)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        kids.push((k, ue.addr, c.spawn().context("spawning ping")?));
+    }
+    let mut failed = Vec::new();
+    let total = kids.len();
+    for (k, a, mut c) in kids {
+        if !c.wait()?.success() {
+            failed.push(format!("{k} ({a})"));
+        }
+    }
+    ensure!(
+        failed.is_empty(),
+        "ping failed from {} of {total} UEs: {}",
+        failed.len(),
+        failed.join(", ")
+    );
+    println!("  ping: {total} sampled UEs reach the SGi host");
+    Ok(())
+}
+
+/// A UDP stream from one UE while `f` runs: (sent, echoed).
+fn with_stream<T>(ue: Ue, f: impl FnOnce() -> Result<T>) -> Result<(T, usize, usize)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let h = std::thread::spawn(move || -> Result<(usize, usize)> {
+        let file = net::ns_file(PEER_C)?;
+        use std::os::fd::AsFd;
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let s = UdpSocket::bind(SocketAddr::new(ue.addr, 0))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let (mut sent, mut got) = (0, 0);
+        let mut buf = [0u8; 64];
+        while !s2.load(Ordering::Relaxed) || sent < 20 {
+            s.send_to(format!("stream {sent}").as_bytes(), sgi_for(&ue.addr))?;
+            sent += 1;
+            if s.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok((sent, got))
+    });
+    let r = f();
+    stop.store(true, Ordering::Relaxed);
+    let (sent, got) = h
+        .join()
+        .map_err(|_| anyhow::anyhow!("stream thread panicked"))??;
+    Ok((r?, sent, got))
+}
+
+fn check_traffic(ues: &[Ue], what: &str) -> Result<()> {
+    let t = Instant::now();
+    let missing = udp_per_ue(ues, 3)?;
+    ensure!(
+        missing.is_empty(),
+        "{what}: {} of {} tunnels carried no UDP round trip (first: {})",
+        missing.len(),
+        ues.len(),
+        missing
+            .iter()
+            .take(10)
+            .map(|k| ues[*k].spgw.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    println!(
+        "  {what}: UDP round trip through every one of {} tunnels ({:.2}s)",
+        ues.len(),
+        t.elapsed().as_secs_f64()
+    );
+    ping_sample(ues, 60)
+}
+
+/// Sorts what the kernel dumps in no particular order.
+fn normalised(mut s: GtpState) -> GtpState {
+    s.pdps.sort();
+    s.addresses.sort_by_key(|a| format!("{a:?}"));
+    s.routes.sort_by_key(|r| format!("{r:?}"));
+    s
+}
+
+fn compare(a: &GtpState, b: &GtpState) -> Result<()> {
+    let (a, b) = (normalised(a.clone()), normalised(b.clone()));
+    ensure!(
+        a.device == b.device,
+        "device differs: {:?} vs {:?}",
+        a.device,
+        b.device
+    );
+    ensure!(
+        a.sockets == b.sockets,
+        "sockets differ: {:?} vs {:?}",
+        a.sockets,
+        b.sockets
+    );
+    ensure!(
+        a.addresses == b.addresses,
+        "addresses differ: {:?} vs {:?}",
+        a.addresses,
+        b.addresses
+    );
+    ensure!(
+        a.routes == b.routes,
+        "routes differ: {:?} vs {:?}",
+        a.routes,
+        b.routes
+    );
+    ensure!(
+        a.pdps.len() == b.pdps.len(),
+        "{} vs {} PDP contexts",
+        a.pdps.len(),
+        b.pdps.len()
+    );
+    for (x, y) in a.pdps.iter().zip(&b.pdps) {
+        ensure!(x == y, "PDP context differs: {x} vs {y}");
+    }
+    Ok(())
+}
+
+fn gtp_bin() -> std::path::PathBuf {
+    crate::vm_dir()
+        .parent()
+        .map(|t| t.join("debug").join("gtp-state"))
+        .unwrap_or_default()
+}
+
+/// Runs the CLI; returns (success, stdout, stderr).
+fn cli(args: &[&str]) -> Result<(bool, String, String)> {
+    let o = Command::new(gtp_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", gtp_bin().display()))?;
+    Ok((
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    ))
+}
+
+/// UDP sockets bound to 3386 and 2152 in netns `ns`, as an SPGW process
+/// (OAI, OsmoGGSN via libgtpnl) holds them.
+fn process_sockets(ns: &str) -> Result<(OwnedFd, OwnedFd)> {
+    net::in_netns(ns, || {
+        let s0 = UdpSocket::bind("0.0.0.0:3386").context("binding 3386")?;
+        let s1 = UdpSocket::bind("0.0.0.0:2152").context("binding 2152")?;
+        Ok((OwnedFd::from(s0), OwnedFd::from(s1)))
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Kernel,
+    Process,
+}
+
+fn migrate(mode: Mode) -> Result<()> {
+    let mut topo = Topology::build()?;
+    sgi_host()?;
+    let _sgi = scopeguard(SGI_NS);
+    let ues = ues(N_UES);
+    let spgw = topo.container(HOST_A, "spgw", "veth-spgw", SPGW_ADDR)?;
+    cable_spgw(&spgw)?;
+
+    // The SPGW's gtp0, made as the SPGW would.
+    let mut held = None;
+    match mode {
+        Mode::Kernel => {
+            // iproute2 creates it with IFLA_GTP_CREATE_SOCKETS.
+            ip(&[
+                "-n",
+                &spgw,
+                "link",
+                "add",
+                "gtp0",
+                "index",
+                &GTP0_INDEX.to_string(),
+                "type",
+                "gtp",
+                "role",
+                "ggsn",
+                "hsize",
+                "2048",
+                "restart_count",
+                "7",
+            ])?;
+        }
+        Mode::Process => {
+            let (s0, s1) = process_sockets(&spgw)?;
+            let dev = GtpState {
+                device: Device {
+                    name: "gtp0".into(),
+                    ifindex: GTP0_INDEX,
+                    role: Role::Ggsn,
+                    hash_size: 2048,
+                    restart_count: 7,
+                    mtu: 1500,
+                    up: false,
+                },
+                sockets: Sockets::Process {
+                    gtp0: None,
+                    gtp1u: None,
+                },
+                addresses: vec![],
+                routes: vec![],
+                pdps: vec![],
+            };
+            let opts = RestoreOptions {
+                sockets: SocketSource::Fds {
+                    fd0: Some(s0.as_raw_fd()),
+                    fd1: Some(s1.as_raw_fd()),
+                },
+                ..Default::default()
+            };
+            gtp_state::restore(&ns_path(&spgw), &dev, &opts)
+                .context("creating gtp0 on process-owned sockets")?;
+            held = Some((s0, s1));
+        }
+    }
+    spgw_gtp_routes(&spgw)?;
+    let pdps: Vec<Pdp> = ues.iter().map(|u| u.spgw).collect();
+    gtp_state::add_pdps(&ns_path(&spgw), GTP0_INDEX, &pdps, 256).context("adding contexts")?;
+    enb(&ues)?;
+    let _echo = Echo::start()?;
+    check_traffic(&ues, "before")?;
+
+    // Capture while a UE streams.
+    let file = "/tmp/gtp-spgw.bin";
+    let t = Instant::now();
+    let (orig, sent, got) = with_stream(ues[0], || {
+        if mode == Mode::Kernel {
+            let (ok, _, err) = cli(&["capture", "--netns", &spgw, "--dev", "gtp0", "-o", file])?;
+            ensure!(ok, "gtp-state capture failed: {err}");
+            print!("  cli: {err}");
+            Ok(gtp_state::format::decode(&std::fs::read(file)?)?)
+        } else {
+            let st = gtp_state::capture(&ns_path(&spgw), "gtp0")?;
+            std::fs::write(file, gtp_state::format::encode(&st)?)?;
+            Ok(st)
+        }
+    })?;
+    println!(
+        "  captured {} contexts in {:.3}s ({} bytes, sockets {:?}); stream during capture: {got}/{sent} echoed",
+        orig.pdps.len(),
+        t.elapsed().as_secs_f64(),
+        std::fs::metadata(file)?.len(),
+        orig.sockets
+    );
+    ensure!(got > 0, "the UDP stream saw no echo during capture");
+    ensure!(
+        orig.pdps.len() == N_UES,
+        "captured {} contexts",
+        orig.pdps.len()
+    );
+    ensure!(
+        orig.device.role == Role::Ggsn
+            && orig.device.hash_size == 2048
+            && orig.device.restart_count == 7
+    );
+    match (mode, &orig.sockets) {
+        (Mode::Kernel, Sockets::Kernel { local: None }) => {}
+        (
+            Mode::Process,
+            Sockets::Process {
+                gtp0: Some(a),
+                gtp1u: Some(b),
+            },
+        ) if a.port() == 3386 && b.port() == 2152 => {}
+        (_, s) => bail!("socket mode not recognised: {s:?}"),
+    }
+    ensure!(orig.routes.len() == 3, "captured routes: {:?}", orig.routes);
+    ensure!(
+        orig.addresses.len() == 1,
+        "captured addresses: {:?}",
+        orig.addresses
+    );
+
+    // The SPGW goes away (its process's sockets with it).
+    drop(held);
+    if mode == Mode::Process {
+        // Each PDP context holds a reference on its process-owned socket,
+        // and the socket on its netns: a netns whose gtp device still has
+        // contexts on such sockets is never freed (6.12). The source side
+        // must delete the device (as an orchestrator would after the dump).
+        gtp_state::delete_device(&ns_path(&spgw), "gtp0")?;
+    }
+    topo.remove_container(&spgw)?;
+    let spgw2 = topo.container(HOST_B, "spgw2", "veth-spgw2", SPGW_ADDR)?;
+    cable_spgw(&spgw2)?;
+    net::announce(&spgw2, "eth0", SPGW_ADDR)?;
+    let _ = ip(&["-n", PEER_C, "neigh", "flush", "dev", "eth0"]);
+
+    let t = Instant::now();
+    let mut held2 = None;
+    match mode {
+        Mode::Kernel => {
+            let (ok, _, err) = cli(&["restore", "--netns", &spgw2, "-i", file])?;
+            ensure!(ok, "gtp-state restore failed: {err}");
+        }
+        Mode::Process => {
+            let (s0, s1) = process_sockets(&spgw2)?;
+            let opts = RestoreOptions {
+                sockets: SocketSource::Fds {
+                    fd0: Some(s0.as_raw_fd()),
+                    fd1: Some(s1.as_raw_fd()),
+                },
+                ..Default::default()
+            };
+            let back = gtp_state::format::decode(&std::fs::read(file)?)?;
+            gtp_state::restore(&ns_path(&spgw2), &back, &opts)?;
+            held2 = Some((s0, s1));
+        }
+    }
+    println!("  restored in {:.3}s", t.elapsed().as_secs_f64());
+    let again = gtp_state::capture(&ns_path(&spgw2), "gtp0")?;
+    compare(&orig, &again)?;
+    println!(
+        "  re-captured table equals the original field for field ({} contexts)",
+        again.pdps.len()
+    );
+    check_traffic(&ues, "after restore")?;
+    println!(
+        "  the SGi echo server answered {} datagrams in all",
+        _echo.count.load(Ordering::Relaxed)
+    );
+    drop(held2);
+    Ok(())
+}
+
+/// Removes a netns on drop.
+struct NsGuard(&'static str);
+fn scopeguard(ns: &'static str) -> NsGuard {
+    NsGuard(ns)
+}
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", self.0]).output();
+    }
+}
+
+pub fn gtp_migrate_kernel_sockets() -> Result<()> {
+    migrate(Mode::Kernel)
+}
+
+pub fn gtp_migrate_process_sockets() -> Result<()> {
+    migrate(Mode::Process)
+}
+
+/// `ip -o link` of a netns: to check that a refused restore changed
+/// nothing.
+fn links(ns: &str) -> Result<String> {
+    let o = Command::new("ip").args(["-n", ns, "-o", "link"]).output()?;
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn small_state() -> GtpState {
+    let ues = ues(30);
+    GtpState {
+        device: Device {
+            name: "gtp0".into(),
+            ifindex: GTP0_INDEX,
+            role: Role::Ggsn,
+            hash_size: 1024,
+            restart_count: 0,
+            mtu: 1500,
+            up: true,
+        },
+        sockets: Sockets::Kernel { local: None },
+        addresses: vec![],
+        routes: vec![],
+        pdps: ues.iter().map(|u| u.spgw).collect(),
+    }
+}
+
+fn expect(what: &str, r: Result<(), Error>, ok: impl Fn(&Error) -> bool) -> Result<()> {
+    match r {
+        Err(e) if ok(&e) => {
+            println!("  {what}: {e}");
+            Ok(())
+        }
+        other => bail!("{what}: unexpected {other:?}"),
+    }
+}
+
+pub fn gtp_bad_input() -> Result<()> {
+    let ns = "epc-gtp-bad";
+    let _ = ip(&["netns", "del", ns]);
+    ip(&["netns", "add", ns])?;
+    let _g = NsGuard(ns);
+    ip(&["-n", ns, "link", "add", "dum0", "type", "dummy"])?;
+    let n = ns_path(ns);
+
+    expect(
+        "no such device",
+        gtp_state::capture(&n, "nope").map(|_| ()),
+        |e| matches!(e, Error::NoSuchDevice(_)),
+    )?;
+    expect(
+        "not a gtp device",
+        gtp_state::capture(&n, "dum0").map(|_| ()),
+        |e| matches!(e, Error::NotGtp { kind, .. } if kind == "dummy"),
+    )?;
+    expect(
+        "no such netns",
+        gtp_state::capture(&Netns::named("epc-none"), "gtp0").map(|_| ()),
+        |e| matches!(e, Error::Netns { .. }),
+    )?;
+
+    // Corrupt files, through the CLI.
+    let good = gtp_state::format::encode(&small_state())?;
+    let mut bad = good.clone();
+    bad[40] ^= 0x10;
+    std::fs::write("/tmp/gtp-corrupt.bin", &bad)?;
+    std::fs::write("/tmp/gtp-trunc.bin", &good[..good.len() / 2])?;
+    for f in ["/tmp/gtp-corrupt.bin", "/tmp/gtp-trunc.bin"] {
+        let before = links(ns)?;
+        let (ok, _, err) = cli(&["restore", "--netns", ns, "-i", f])?;
+        ensure!(
+            !ok && err.contains("corrupt"),
+            "restore of {f}: ok={ok} {err}"
+        );
+        ensure!(links(ns)? == before, "the netns changed");
+        println!("  cli: {}", err.trim());
+    }
+    let (ok, out, err) = cli(&["show", "-i", "/tmp/gtp-corrupt.bin"])?;
+    ensure!(!ok && out.is_empty(), "show of a corrupt file: {err}");
+    let (ok, _, err) = cli(&[
+        "capture",
+        "--netns",
+        ns,
+        "--dev",
+        "dum0",
+        "-o",
+        "/tmp/x.bin",
+    ])?;
+    ensure!(
+        !ok && err.contains("not a gtp device"),
+        "cli capture of dum0: {err}"
+    );
+    println!("  cli: {}", err.trim());
+
+    // Name and ifindex taken: refused, nothing changed.
+    let st = small_state();
+    ip(&["-n", ns, "link", "add", "gtp0", "type", "dummy"])?;
+    let before = links(ns)?;
+    expect(
+        "name taken",
+        gtp_state::restore(&n, &st, &RestoreOptions::default()),
+        |e| matches!(e, Error::NameTaken(_)),
+    )?;
+    ensure!(links(ns)? == before, "the netns changed");
+    ip(&["-n", ns, "link", "del", "gtp0"])?;
+    ip(&[
+        "-n",
+        ns,
+        "link",
+        "add",
+        "dum1",
+        "index",
+        &GTP0_INDEX.to_string(),
+        "type",
+        "dummy",
+    ])?;
+    let before = links(ns)?;
+    expect(
+        "ifindex taken",
+        gtp_state::restore(&n, &st, &RestoreOptions::default()),
+        |e| matches!(e, Error::IfindexTaken { .. }),
+    )?;
+    ensure!(links(ns)? == before, "the netns changed");
+    ip(&["-n", ns, "link", "del", "dum1"])?;
+
+    // PDP conflict within the capture: refused before anything is made.
+    let mut dup = small_state();
+    let mut p = dup.pdps[0];
+    p.tunnel = Tunnel::V1 {
+        i_tei: 0xdead,
+        o_tei: 1,
+    };
+    dup.pdps.push(p);
+    let before = links(ns)?;
+    expect(
+        "PDP conflict",
+        gtp_state::restore(&n, &dup, &RestoreOptions::default()),
+        |e| matches!(e, Error::PdpConflict(_)),
+    )?;
+    ensure!(links(ns)? == before, "the netns changed");
+
+    // The kernel refuses a context midway (an IPv6 MS address with its
+    // lower 64 bits set): the half-made device is removed.
+    let mut mid = small_state();
+    mid.pdps.push(Pdp {
+        tunnel: Tunnel::V1 {
+            i_tei: 0xbeef,
+            o_tei: 2,
+        },
+        peer: IpAddr::V4(ENB_ADDR),
+        ms: "2001:db8:99::5".parse()?,
+    });
+    expect(
+        "refused midway",
+        gtp_state::restore(&n, &mid, &RestoreOptions::default()),
+        |e| matches!(e, Error::PdpRejected { .. }),
+    )?;
+    ensure!(
+        links(ns)? == before,
+        "a half-made device is left: {}",
+        links(ns)?
+    );
+
+    // Process-owned sockets without fds.
+    let mut proc_st = small_state();
+    proc_st.sockets = Sockets::Process {
+        gtp0: None,
+        gtp1u: None,
+    };
+    expect(
+        "no fds",
+        gtp_state::restore(&n, &proc_st, &RestoreOptions::default()),
+        |e| matches!(e, Error::NeedsSocketFds(_)),
+    )?;
+
+    // Without CAP_NET_ADMIN (a thread with uid 65534, raw syscall so only
+    // this thread changes).
+    ip(&[
+        "-n", ns, "link", "add", "gtpx", "type", "gtp", "role", "ggsn",
+    ])?;
+    let before = links(ns)?;
+    let st2 = small_state();
+    let res = std::thread::spawn(move || {
+        // SAFETY: changes only this thread's credentials.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        if rc != 0 {
+            return Err(anyhow::anyhow!(
+                "setresuid: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let a = gtp_state::capture(&Netns::named("epc-gtp-bad"), "gtpx").map(|_| ());
+        let b = gtp_state::capture(&Netns::Current, "lo").map(|_| ());
+        let c = gtp_state::restore(
+            &Netns::named("epc-gtp-bad"),
+            &st2,
+            &RestoreOptions::default(),
+        );
+        Ok((a, b, c))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    let perm = |e: &Error| matches!(e, Error::PermissionDenied(_));
+    expect("unprivileged capture", res.0, perm)?;
+    expect("unprivileged restore", res.2, perm)?;
+    // In its own netns, lo is not gtp: that is found out first.
+    expect("unprivileged capture of lo", res.1, |e| {
+        matches!(e, Error::NotGtp { .. })
+    })?;
+    ensure!(links(ns)? == before, "the netns changed");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ bench
+
+fn bench_ns() -> Result<(String, NsGuard)> {
+    let ns = "epc-gtp-bench";
+    let _ = ip(&["netns", "del", ns]);
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    Ok((ns.to_string(), NsGuard(ns)))
+}
+
+/// Capture and restore of 1k, 10k and 100k contexts; restore against the
+/// same contexts added one request+ack at a time.
+pub fn bench() -> Result<Vec<Figure>> {
+    let mut figs = Vec::new();
+    let (ns, _g) = bench_ns()?;
+    let n = ns_path(&ns);
+    for count in [1_000usize, 10_000, 100_000] {
+        let ues = ues(count);
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "gtp0",
+            "index",
+            &GTP0_INDEX.to_string(),
+            "type",
+            "gtp",
+            "role",
+            "ggsn",
+            "hsize",
+            "16384",
+        ])?;
+        let pdps: Vec<Pdp> = ues.iter().map(|u| u.spgw).collect();
+        gtp_state::add_pdps(&n, GTP0_INDEX, &pdps, gtp_state::DEFAULT_BATCH)?;
+        let t = Instant::now();
+        let st = gtp_state::capture(&n, "gtp0")?;
+        let capture = t.elapsed().as_secs_f64();
+        ensure!(st.pdps.len() == count, "captured {}", st.pdps.len());
+        let t = Instant::now();
+        let bytes = gtp_state::format::encode(&st)?;
+        let encode = t.elapsed().as_secs_f64();
+        let empty = gtp_state::format::encode(&GtpState {
+            pdps: vec![],
+            ..st.clone()
+        })?;
+        let per = (bytes.len() - empty.len()) as f64 / count as f64;
+
+        gtp_state::delete_device(&n, "gtp0")?;
+        let t = Instant::now();
+        gtp_state::restore(&n, &st, &RestoreOptions::default())?;
+        let restore = t.elapsed().as_secs_f64();
+        gtp_state::delete_device(&n, "gtp0")?;
+        let t = Instant::now();
+        gtp_state::restore(
+            &n,
+            &st,
+            &RestoreOptions {
+                batch: 1,
+                ..Default::default()
+            },
+        )?;
+        let one_by_one = t.elapsed().as_secs_f64();
+        let again = gtp_state::capture(&n, "gtp0")?;
+        ensure!(again.pdps.len() == count, "restored {}", again.pdps.len());
+        gtp_state::delete_device(&n, "gtp0")?;
+
+        let k = if count >= 1000 {
+            format!("{}k", count / 1000)
+        } else {
+            count.to_string()
+        };
+        let f = |name: String, unit: &str, value: f64, baseline: Option<f64>| Figure {
+            name,
+            unit: unit.into(),
+            value,
+            baseline,
+            ratio: baseline.map(|b| if value > 0.0 { b / value } else { 0.0 }),
+        };
+        figs.push(f(format!("gtp.capture_{k}"), "s", capture, None));
+        figs.push(f(format!("gtp.encode_{k}"), "s", encode, None));
+        figs.push(f(
+            format!("gtp.restore_{k}"),
+            "s",
+            restore,
+            Some(one_by_one),
+        ));
+        figs.push(Figure {
+            name: format!("gtp.bytes_per_pdp_{k}"),
+            unit: "B".into(),
+            value: per,
+            baseline: Some(64.0),
+            ratio: Some(per / 64.0),
+        });
+    }
+    Ok(figs)
+}
