@@ -26,6 +26,32 @@ pub enum App {
     },
 }
 
+/// Starts `epcmig-guest app ARGS` in netns `ns` as a container's process
+/// would run: its own session (CRIU dumps a tree that owns its session, no
+/// --shell-job), stdio on /dev/null, and no other inherited fd (the guest
+/// shell leaves console ports open, which CRIU cannot dump).
+pub fn spawn_in(ns: &str, args: &[&str]) -> Result<std::process::Child> {
+    use std::process::Stdio;
+    let exe = std::env::current_exe()?;
+    let mut c = crate::net::command_in(ns, &exe.to_string_lossy())?;
+    c.arg("app")
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe syscalls.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    c.spawn()
+        .with_context(|| format!("starting app {}", args.join(" ")))
+}
+
 pub fn run(app: App) -> Result<()> {
     match app {
         App::TcpEcho { listen } => tcp_echo(listen),

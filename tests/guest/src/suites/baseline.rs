@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -213,25 +213,7 @@ impl Client {
 }
 
 fn start_server(ns: &str) -> Result<Child> {
-    let exe = std::env::current_exe()?;
-    let mut c = net::command_in(ns, &exe.to_string_lossy())?;
-    c.args(["app", "tcp-echo", "--listen", &format!("0.0.0.0:{PORT}")])
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // Own session: CRIU dumps a tree whose session it owns, no --shell-job.
-    // No inherited fds beyond stdio: the guest shell leaves its console
-    // ports open, and CRIU cannot dump those.
-    // SAFETY: setsid and close_range are async-signal-safe syscalls.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    c.spawn().context("starting the echo server")
+    crate::apps::spawn_in(ns, &["tcp-echo", "--listen", &format!("0.0.0.0:{PORT}")])
 }
 
 pub fn work_dir(name: &str) -> Result<PathBuf> {
@@ -376,22 +358,7 @@ pub fn bench() -> Result<Vec<Figure>> {
 pub fn criu_patch_offers_sctp_to_plugins() -> Result<()> {
     let mut topo = Topology::build()?;
     let ctr = topo.container(HOST_A, "sctp", "sctp0", Ipv4Addr::new(192, 0, 2, 30))?;
-    let exe = std::env::current_exe()?;
-    let mut c = net::command_in(&ctr, &exe.to_string_lossy())?;
-    c.args(["app", "sctp-listen", "--listen", "192.0.2.30:36412"])
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe syscalls.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let mut app = c.spawn().context("starting the SCTP app")?;
+    let mut app = crate::apps::spawn_in(&ctr, &["sctp-listen", "--listen", "192.0.2.30:36412"])?;
     std::thread::sleep(Duration::from_millis(500));
     let dir = work_dir("criu-sctp")?;
     let res = criu::dump(HOST_A, app.id(), &dir.join("images"), &[]);

@@ -3,7 +3,6 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -22,28 +21,6 @@ fn plugin_dir() -> String {
         .join("criu")
         .to_string_lossy()
         .into_owned()
-}
-
-/// Starts `epcmig-guest app ARGS` in netns `ns`, in its own session and
-/// with no fds beyond stdio, as a container's process would be.
-pub fn spawn_app(ns: &str, args: &[&str]) -> Result<std::process::Child> {
-    let exe = std::env::current_exe()?;
-    let mut c = net::command_in(ns, &exe.to_string_lossy())?;
-    c.arg("app")
-        .args(args)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe syscalls.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    c.spawn().context("starting the app")
 }
 
 fn connect_from_c(to: SocketAddrV4) -> Result<OwnedFd> {
@@ -95,7 +72,7 @@ pub fn sctp_mme_migrate() -> Result<()> {
     let mut topo = Topology::build()?;
     let ctr = topo.container(HOST_A, "mme", "mme0", MME)?;
     let listen = format!("{MME}:{S1AP_PORT}");
-    let mut app = spawn_app(&ctr, &["sctp-echo", "--listen", &listen])?;
+    let mut app = crate::apps::spawn_in(&ctr, &["sctp-echo", "--listen", &listen])?;
     let enb = connect_from_c(SocketAddrV4::new(MME, S1AP_PORT))?;
     let (mut sent, mut tally) = (Sent::default(), Tally::default());
     echo_round(&enb, &mut sent, &mut tally, 30)?;
