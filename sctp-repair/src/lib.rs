@@ -13,12 +13,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use epcmig_sys::sctp_repair as uapi;
 
 mod capture;
+mod queues;
 mod restore;
 pub mod snapshot;
 mod sockopt;
 mod state;
 
 pub use capture::capture;
+pub use queues::QueueRecord;
 pub use restore::{restore, restore_onto};
 pub use snapshot::{FormatError, Kind, Snapshot, SockOpt};
 pub use state::AssocInfo;

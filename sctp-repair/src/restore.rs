@@ -166,6 +166,7 @@ pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
                 &snap.tsn_map,
                 "setsockopt(SCTP_REPAIR_TSN_MAP)",
             )?;
+            crate::queues::write_all(sock, &snap.queues)?;
             apply_sctp_sockopts(sock, snap)
         }
     }

@@ -33,9 +33,11 @@
 //! | 5 | streams | `struct sctp_repair_streams` + records |
 //! | 6 | TSN map | `struct sctp_repair_tsn_map` + gap blocks |
 //! | 7 | socket options | count u16, then per option: level i32, name i32, length u16, value |
+//! | 8 | queued data | count u32, then per record: queue u8 (1 unsent, 2 in flight, 3 received), length u32, `struct sctp_repair_chunk` + payload |
 //!
 //! Sections 1, 2 are critical and required; 3–6 are critical and required
-//! for an established socket; 7 is optional.
+//! for an established socket; 7 is optional; 8 is critical when present
+//! (a reader that dropped it would lose data).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
@@ -54,6 +56,7 @@ mod section {
     pub const STREAMS: u16 = 5;
     pub const TSN_MAP: u16 = 6;
     pub const SOCKOPTS: u16 = 7;
+    pub const QUEUES: u16 = 8;
 }
 
 /// Why a byte string is not a snapshot we can use.
@@ -124,6 +127,8 @@ pub struct Snapshot {
     pub tsn_map: Vec<u8>,
     /// Socket options that shape behaviour, replayed after the state.
     pub sockopts: Vec<SockOpt>,
+    /// Queued data: unsent, in flight, received but not read.
+    pub queues: Vec<crate::QueueRecord>,
 }
 
 fn put_section(out: &mut Vec<u8>, ty: u16, flags: u16, payload: &[u8]) {
@@ -256,6 +261,18 @@ impl Snapshot {
             count += 1;
         }
 
+        if !self.queues.is_empty() {
+            let mut qs = Vec::new();
+            qs.extend_from_slice(&(self.queues.len() as u32).to_le_bytes());
+            for r in &self.queues {
+                qs.push(r.queue);
+                qs.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+                qs.extend_from_slice(&r.data);
+            }
+            put_section(&mut body, section::QUEUES, CRITICAL, &qs);
+            count += 1;
+        }
+
         let mut out = Vec::with_capacity(body.len() + 24);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -310,6 +327,7 @@ impl Snapshot {
         let mut local_addrs: Option<Vec<SocketAddr>> = None;
         let (mut assoc, mut paths, mut streams, mut tsn_map) = (None, None, None, None);
         let mut sockopts = Vec::new();
+        let mut queues: Vec<crate::QueueRecord> = Vec::new();
         let mut seen = Vec::new();
         for _ in 0..count {
             let ty = r.u16("section type")?;
@@ -364,6 +382,32 @@ impl Snapshot {
                         sockopts.push(SockOpt { level, name, value });
                     }
                 }
+                section::QUEUES => {
+                    let n = p.u32("record count")?;
+                    for _ in 0..n {
+                        let queue = p.u8("record queue")?;
+                        if !(1..=3).contains(&queue) {
+                            return Err(FormatError::BadSection {
+                                section: "queued data",
+                                reason: format!("unknown queue {queue}"),
+                            });
+                        }
+                        let len = p.u32("record length")? as usize;
+                        let data = p.take(len, "record")?;
+                        if len < crate::queues::RECORD_HDR
+                            || crate::queues::record_len(data) != Some(len)
+                        {
+                            return Err(FormatError::BadSection {
+                                section: "queued data",
+                                reason: format!("record of {len} bytes"),
+                            });
+                        }
+                        queues.push(crate::QueueRecord {
+                            queue,
+                            data: data.to_vec(),
+                        });
+                    }
+                }
                 other if flags & CRITICAL != 0 => {
                     return Err(FormatError::UnknownCriticalSection(other))
                 }
@@ -394,6 +438,7 @@ impl Snapshot {
             streams: Vec::new(),
             tsn_map: Vec::new(),
             sockopts,
+            queues,
         };
         if kind == Kind::Established {
             snap.assoc = assoc.ok_or(FormatError::MissingSection("association"))?;
@@ -409,6 +454,14 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(payload: usize) -> Vec<u8> {
+        let len = crate::queues::RECORD_HDR + payload;
+        let mut r = vec![7u8; len];
+        r[..4].copy_from_slice(&1u32.to_ne_bytes());
+        r[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
+        r
+    }
 
     fn sample() -> Snapshot {
         let mut assoc = vec![0u8; crate::state::ASSOC_SIZE];
@@ -437,6 +490,16 @@ mod tests {
                 name: 3,
                 value: vec![1, 0, 0, 0],
             }],
+            queues: vec![
+                crate::QueueRecord {
+                    queue: 2,
+                    data: record(5),
+                },
+                crate::QueueRecord {
+                    queue: 3,
+                    data: record(0),
+                },
+            ],
         }
     }
 
@@ -451,6 +514,7 @@ mod tests {
             paths: vec![],
             streams: vec![],
             tsn_map: vec![],
+            queues: vec![],
             ..sample()
         };
         assert_eq!(Snapshot::decode(&l.encode()), Ok(l));

@@ -63,7 +63,13 @@ fn crc32(b: &[u8]) -> u32 {
 }
 
 /// Sends one message on `stream` (unordered if asked) with SCTP_SNDINFO.
-pub fn send(sock: BorrowedFd<'_>, stream: u16, unordered: bool, msg: &[u8]) -> std::io::Result<()> {
+pub fn send(
+    sock: BorrowedFd<'_>,
+    stream: u16,
+    unordered: bool,
+    msg: &[u8],
+    flags: libc::c_int,
+) -> std::io::Result<()> {
     // struct sctp_sndinfo { u16 sid; u16 flags; u32 ppid; u32 context; s32 assoc_id; }
     let mut info = [0u8; 16];
     info[0..2].copy_from_slice(&stream.to_ne_bytes());
@@ -91,7 +97,7 @@ pub fn send(sock: BorrowedFd<'_>, stream: u16, unordered: bool, msg: &[u8]) -> s
         std::ptr::copy_nonoverlapping(info.as_ptr(), libc::CMSG_DATA(cm), info.len());
     }
     // SAFETY: `mh` points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &mh, 0) };
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &mh, flags) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -106,6 +112,15 @@ pub fn send(sock: BorrowedFd<'_>, stream: u16, unordered: bool, msg: &[u8]) -> s
 
 /// Receives one whole message (or None on timeout / would-block).
 pub fn recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
+    recv_flags(sock, buf, 0)
+}
+
+/// [`recv`] with recvmsg flags (e.g. MSG_DONTWAIT).
+pub fn recv_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    flags: libc::c_int,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut msg = Vec::new();
     loop {
         let mut iov = libc::iovec {
@@ -117,7 +132,7 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<Option<V
         mh.msg_iov = &mut iov;
         mh.msg_iovlen = 1;
         // SAFETY: `mh` points at `buf`, live for the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, 0) };
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if matches!(
@@ -240,16 +255,38 @@ pub struct Sent {
 impl Sent {
     /// Sends message number `i` of a deterministic mix over `streams`.
     pub fn send_next(&mut self, sock: BorrowedFd<'_>, streams: u16, i: u64) -> Result<()> {
+        self.try_send_next(sock, streams, i, 0).map(|_| ())
+    }
+
+    /// Like `send_next` with sendmsg `flags`; Ok(false) if the socket
+    /// would block (nothing sent, the same message is tried next time).
+    pub fn try_send_next(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        streams: u16,
+        i: u64,
+        flags: libc::c_int,
+    ) -> Result<bool> {
         let stream = (i % u64::from(streams)) as u16;
         let unordered = i % 5 == 3;
         let len = SIZES[(i as usize / streams as usize) % SIZES.len()].max(HDR);
         let seq = *self.next.get(&(stream, unordered)).unwrap_or(&0);
         let m = build(stream, unordered, seq, len);
-        send(sock, stream, unordered, &m)
-            .with_context(|| format!("send stream {stream} seq {seq}"))?;
+        match send(sock, stream, unordered, &m, flags) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e).with_context(|| format!("send stream {stream} seq {seq}")),
+        }
         self.next.insert((stream, unordered), seq + 1);
         self.count += 1;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -492,3 +492,143 @@ pub fn crate_move_listener() -> Result<()> {
     println!("  listener moved A->B on {SVC}:36412; a new peer connected and exchanged messages");
     Ok(())
 }
+
+/// NOT YET REGISTERED in the suite: it fails today (an association moved
+/// under traffic is sometimes aborted after the restore, or a queue record
+/// is refused with EINVAL after ~10 moves); see the SCTP repair issue.
+///
+/// Continuous traffic both ways (8 streams, ordered and unordered, 1 to
+/// 9000 bytes) while the mover's association is moved A→B→A… `MOVES`
+/// times; each move catches data unsent, in flight and unread, carried by
+/// the crate in the snapshot's queues. At the end every message arrived
+/// exactly once, in order per stream, intact, and the peer's association
+/// is the one it always had.
+#[allow(dead_code)]
+pub fn crate_move_under_traffic() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const MOVES: usize = 100;
+    const STREAMS: u16 = 8;
+    let mut rig = Rig::new(
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20)),
+        IpAddr::V4(net::host_addr(PEER_C)),
+    )?;
+    let shared = Arc::new(Mutex::new(std::mem::replace(
+        &mut rig.mover,
+        sctp_socket()?,
+    )));
+    let peer = Arc::new(std::mem::replace(&mut rig.peer, sctp_socket()?));
+    set_rcvtimeo(&peer, Duration::from_millis(200))?;
+    let tv = nix::sys::time::TimeVal::new(0, 200_000);
+    socket::setsockopt(&*peer, socket::sockopt::SendTimeout, &tv)?;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Mover -> peer.
+    let (s1, st1) = (shared.clone(), stop.clone());
+    let up_writer = std::thread::spawn(move || -> Result<Sent> {
+        let mut sent = Sent::default();
+        while !st1.load(Ordering::SeqCst) {
+            let ok = {
+                let g = s1.lock().unwrap_or_else(|p| p.into_inner());
+                sent.try_send_next(g.as_fd(), STREAMS, sent.count, libc::MSG_DONTWAIT)?
+            };
+            std::thread::sleep(Duration::from_millis(if ok { 2 } else { 5 }));
+        }
+        Ok(sent)
+    });
+    let (p1, st2) = (peer.clone(), stop.clone());
+    let up_reader = std::thread::spawn(move || -> Result<Tally> {
+        let mut t = Tally::default();
+        let mut buf = vec![0u8; 65536];
+        let mut idle = 0;
+        // After stop, read until 3 s pass with nothing new.
+        while !st2.load(Ordering::SeqCst) || idle < 15 {
+            match sctp_traffic::recv(p1.as_fd(), &mut buf)? {
+                Some(m) => {
+                    t.check(&m);
+                    idle = 0;
+                }
+                None => idle += 1,
+            }
+        }
+        Ok(t)
+    });
+    // Peer -> mover.
+    let (p2, st3) = (peer.clone(), stop.clone());
+    let down_writer = std::thread::spawn(move || -> Result<Sent> {
+        let mut sent = Sent::default();
+        while !st3.load(Ordering::SeqCst) {
+            // Blocks up to 200 ms while the mover is frozen and the
+            // window fills; the same message is tried again then.
+            sent.try_send_next(p2.as_fd(), STREAMS, sent.count, 0)?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(sent)
+    });
+    let (s2, st4) = (shared.clone(), stop.clone());
+    let down_reader = std::thread::spawn(move || -> Result<Tally> {
+        let mut t = Tally::default();
+        let mut buf = vec![0u8; 65536];
+        let mut idle = 0;
+        while !st4.load(Ordering::SeqCst) || idle < 3000 {
+            let m = {
+                let g = s2.lock().unwrap_or_else(|p| p.into_inner());
+                sctp_traffic::recv_flags(g.as_fd(), &mut buf, libc::MSG_DONTWAIT)?
+            };
+            match m {
+                Some(m) => {
+                    t.check(&m);
+                    idle = 0;
+                }
+                None => {
+                    idle += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        Ok(t)
+    });
+
+    let mut result = Ok(());
+    for _ in 0..MOVES {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+        rig.mover = std::mem::replace(&mut *g, sctp_socket()?);
+        if let Err(e) = rig.move_once() {
+            result = Err(e);
+            break;
+        }
+        *g = std::mem::replace(&mut rig.mover, sctp_socket()?);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let join = |h: std::thread::JoinHandle<Result<Sent>>| {
+        h.join().map_err(|_| anyhow::anyhow!("thread panicked"))?
+    };
+    let up = join(up_writer);
+    let down = join(down_writer);
+    let at_peer = up_reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread panicked"))?;
+    let at_mover = down_reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread panicked"))?;
+    // The first failure in time order is the interesting one: a failed
+    // move, then the writers, then the readers.
+    result.with_context(|| format!("move {}", rig.moves + 1))?;
+    let up = up.context("mover writer")?;
+    let down = down.context("peer writer")?;
+    let at_peer = at_peer.context("peer reader")?;
+    let at_mover = at_mover.context("mover reader")?;
+    at_peer.complete(&up.next).context("mover -> peer")?;
+    at_mover.complete(&down.next).context("peer -> mover")?;
+    rig.peer = Arc::try_unwrap(peer).map_err(|_| anyhow::anyhow!("peer socket still shared"))?;
+    rig.check_peer()?;
+    println!(
+        "  {} moves under traffic: {} messages ({} bytes) mover->peer and {} ({} bytes) peer->mover, \\
+         8 streams, ordered and unordered, 1..9000 bytes: none lost, duplicated, reordered or corrupt; \\
+         the peer's association never restarted",
+        rig.moves, at_peer.received, at_peer.bytes, at_mover.received, at_mover.bytes
+    );
+    Ok(())
+}
