@@ -80,7 +80,6 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::gtp::gtp_migrate_process_sockets,
     ),
     ("gtp_bad_input", suites::gtp::gtp_bad_input),
-    ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     (
         "sctp_repair_crate_move_streams",
         sctp_repair::crate_move_streams,
