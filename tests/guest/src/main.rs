@@ -88,7 +88,6 @@ const TESTS: &[(&str, TestFn)] = &[
         "sctp_repair_crate_move_listener",
         sctp_repair::crate_move_listener,
     ),
-    ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.
