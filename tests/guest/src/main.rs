@@ -71,6 +71,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
     ("sctp_repair_crate_move", sctp_repair::crate_move),
+    ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
     (
         "gtp_migrate_kernel_sockets",
         suites::gtp::gtp_migrate_kernel_sockets,

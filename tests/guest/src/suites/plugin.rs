@@ -63,16 +63,11 @@ fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result
     tally.complete(&sent.next)
 }
 
-/// NOT REGISTERED in the suite for now: it passed in about half of the
-/// runs; otherwise the restore fails with EINVAL from SCTP_REPAIR_ASSOC
-/// (see the criu-plugin issue's note).
-///
 /// MME-like: an SCTP server in its own netns on host A with a base-station
 /// peer on C. `criu dump --lib` on A, images over the A–B link, `criu
 /// restore --lib` on B: the association carries on (same association at
 /// the peer, messages echoed with their sequence), and a new peer can
 /// connect to the restored listener.
-#[allow(dead_code)]
 pub fn sctp_mme_migrate() -> Result<()> {
     let mut topo = Topology::build()?;
     let ctr = topo.container(HOST_A, "mme", "mme0", MME)?;
