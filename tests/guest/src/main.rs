@@ -71,6 +71,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
     ("sctp_repair_crate_move", sctp_repair::crate_move),
+    ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
     (
         "gtp_migrate_kernel_sockets",

@@ -225,3 +225,35 @@ pub fn announce(ns: &str, dev: &str, addr: Ipv4Addr) -> Result<()> {
     });
     Ok(())
 }
+
+/// Drops every packet entering netns `ns` (as CRIU's network lock does), so
+/// a host that holds an address but not yet (or no longer) the association
+/// does not answer the peer with an ABORT.
+pub fn lock(ns: &str) -> Result<()> {
+    nft(ns, "add table inet epcmig_lock\nadd chain inet epcmig_lock input { type filter hook input priority -300; policy drop; }\n")
+}
+
+/// Removes [`lock`].
+pub fn unlock(ns: &str) -> Result<()> {
+    nft(ns, "delete table inet epcmig_lock\n")
+}
+
+fn nft(ns: &str, script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = command_in(ns, "nft")?
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let o = child.wait_with_output()?;
+    if !o.status.success() {
+        bail!("nft in {ns}: {}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
