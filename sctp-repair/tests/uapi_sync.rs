@@ -125,26 +125,9 @@ fn structs_match_the_kernel_patch() {
     }
 }
 
-/// What the series adds to include/uapi/linux/sctp.h.
+/// The defines the series adds to include/uapi/linux/sctp.h.
 fn kernel_uapi() -> BTreeMap<String, u64> {
-    let dir = root().join("kernel-patches");
-    let series = std::fs::read_to_string(dir.join("series")).expect("kernel-patches/series");
-    let mut m = BTreeMap::new();
-    for name in series
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-    {
-        let body = std::fs::read_to_string(dir.join(name)).expect("patch listed in series");
-        // Only the hunks of the uapi header count.
-        for file in body
-            .split("\ndiff --git ")
-            .filter(|f| f.starts_with("a/include/uapi/linux/sctp.h"))
-        {
-            m.extend(defines(file, true));
-        }
-    }
-    m
+    defines(&kernel_uapi_text(), false)
 }
 
 #[test]
