@@ -214,8 +214,10 @@ struct sctp_repair_tsn_map {
  *   a message partly sent, one fragment per record with its SSN or MID.
  * SEND_INFLIGHT: a DATA chunk with its TSN, SSN or MID, FSN and flags.
  * RECV: a message ready to be read or a NOTIFICATION, in the order the user
- *   would read them, then the messages waiting for an earlier one (ORDER)
- *   and the fragments waiting for the others (REASM), with their TSNs.
+ *   would read them (a message delivered partially is in pieces, the first
+ *   with FIRST, the last with LAST), then the messages waiting for an
+ *   earlier one (ORDER) and the fragments waiting for the others (REASM),
+ *   with their TSNs.
  */
 struct sctp_repair_chunk {
 	__u32	src_version;		/* SCTP_REPAIR_V1 */

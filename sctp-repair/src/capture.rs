@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
 
 use epcmig_sys::sctp_repair as uapi;
 
@@ -123,6 +124,41 @@ fn capture_sockopts(sock: BorrowedFd<'_>) -> Vec<SockOpt> {
     v
 }
 
+/// Freezes `sock` (unless it is listening or already frozen) and captures
+/// it, leaving it frozen. A partial delivery or a request waiting for its
+/// answer cannot be captured ([`Error::Busy`]) but completes if the
+/// association runs for a moment, so the socket is thawed and the capture
+/// tried again, with a growing pause, for up to `patience`. A socket that
+/// was frozen by the caller is never thawed here.
+pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
+    let deadline = Instant::now() + patience;
+    let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+        .map_err(|e| classify("getsockopt(SO_ACCEPTCONN)", e))?
+        != 0;
+    let ours = !listening && crate::mode(sock)? == Mode::Off;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if ours {
+            crate::set_mode(sock, Mode::On)?;
+        }
+        match capture(sock) {
+            Err(Error::Busy) if ours && Instant::now() < deadline => {
+                crate::set_mode(sock, Mode::Off)?;
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => {
+                if ours {
+                    // Best effort: the capture error is the one to report.
+                    let _ = crate::set_mode(sock, Mode::Off);
+                }
+                return Err(e);
+            }
+            Ok(snap) => return Ok(snap),
+        }
+    }
+}
+
 /// Reads the complete state of `sock`, which must be in repair mode
 /// (ESTABLISHED) or listening. The socket is left as it was.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
@@ -194,9 +230,7 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         &v1,
     )
     .map_err(os("getsockopt(SCTP_REPAIR_TSN_MAP)"))?;
-    // Queued data is not captured yet: see `crate::queues` (the kernel side
-    // works, the move under traffic does not pass yet).
-    let queues = Vec::new();
+    let queues = crate::queues::read_all(sock)?;
     let snap = Snapshot {
         kind: Kind::Established,
         family,

@@ -19,7 +19,7 @@ pub mod snapshot;
 mod sockopt;
 mod state;
 
-pub use capture::capture;
+pub use capture::{capture, freeze_and_capture};
 pub use queues::QueueRecord;
 pub use restore::{restore, restore_onto};
 pub use snapshot::{FormatError, Kind, Snapshot, SockOpt};
@@ -45,8 +45,11 @@ pub enum Error {
     /// one-to-one sockets.
     #[error("SCTP repair mode supports one-to-one (SOCK_STREAM) sockets only")]
     NotOneToOne,
-    /// The association is in a handshake or shutdown and cannot be frozen.
-    #[error("the association is in a handshake or shutdown; only ESTABLISHED, LISTEN or fresh sockets can enter repair mode")]
+    /// Something is in progress that a snapshot cannot hold: a handshake
+    /// or shutdown (repair mode refused), or an ASCONF, stream reset or
+    /// partial delivery (capture refused). It completes once the socket
+    /// runs again; [`freeze_and_capture`] retries for that reason.
+    #[error("the association is busy (handshake, shutdown, ASCONF, stream reset or partial delivery in progress); only a settled ESTABLISHED association, a listener or a fresh socket can be frozen and captured")]
     Busy,
     /// Capturing an association needs the socket in repair mode first.
     #[error("the socket is not in repair mode; freeze it before capturing")]

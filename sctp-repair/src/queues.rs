@@ -1,12 +1,6 @@
 //! The association's data queues (kernel SCTP_REPAIR_QUEUE): read record
 //! by record with recvmsg(MSG_PEEK) on a frozen socket, written back with
 //! one sendmsg() per record on a restored one before it is thawed.
-//!
-//! Not wired into `capture` yet: with queues captured, a restore through
-//! CRIU was refused (EINVAL on SCTP_REPAIR_ASSOC) and moves under traffic
-//! were sometimes aborted by the peer; until that is understood a snapshot
-//! carries no queued data (the format and `restore` already handle it).
-#![allow(dead_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -90,6 +90,10 @@ const TESTS: &[(&str, TestFn)] = &[
         "sctp_repair_crate_move_listener",
         sctp_repair::crate_move_listener,
     ),
+    (
+        "sctp_repair_crate_move_under_traffic",
+        sctp_repair::crate_move_under_traffic,
+    ),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.

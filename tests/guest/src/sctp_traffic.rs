@@ -156,10 +156,75 @@ pub fn recv_flags(
                 "association closed",
             ));
         }
+        if mh.msg_flags & libc::MSG_NOTIFICATION != 0 {
+            // Only association events are subscribed to (see `watch`):
+            // every one of them is a failure of the migration.
+            return Err(std::io::Error::other(describe_notification(
+                &buf[..n as usize],
+            )));
+        }
         msg.extend_from_slice(&buf[..n as usize]);
         if mh.msg_flags & libc::MSG_EOR != 0 {
             return Ok(Some(msg));
         }
+    }
+}
+
+/// Subscribes `sock` to association change and remote error events, so
+/// that a COMM_LOST, RESTART, SHUTDOWN or ABORT reaches the reader as an
+/// error naming it instead of a silent close.
+pub fn watch(sock: BorrowedFd<'_>) -> std::io::Result<()> {
+    // struct sctp_event { sctp_assoc_t se_assoc_id; u16 se_type; u8 se_on; }
+    const SCTP_EVENT: libc::c_int = 127;
+    for ty in [SCTP_ASSOC_CHANGE, SCTP_REMOTE_ERROR] {
+        let mut ev = [0u8; 8];
+        ev[4..6].copy_from_slice(&ty.to_ne_bytes());
+        ev[6] = 1;
+        // SAFETY: valid fd; `ev` is a complete struct sctp_event.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_SCTP,
+                SCTP_EVENT,
+                ev.as_ptr().cast(),
+                ev.len() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+const SCTP_ASSOC_CHANGE: u16 = 0x8001;
+const SCTP_REMOTE_ERROR: u16 = 0x8003;
+
+/// A notification in words: its type and, for an association change, the
+/// state (COMM_LOST, RESTART...) and the error cause.
+pub fn describe_notification(n: &[u8]) -> String {
+    let u16_at = |at: usize| n.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    match u16_at(0) {
+        Some(SCTP_ASSOC_CHANGE) => {
+            let state = match u16_at(8) {
+                Some(0) => "COMM_UP",
+                Some(1) => "COMM_LOST",
+                Some(2) => "RESTART",
+                Some(3) => "SHUTDOWN_COMP",
+                Some(4) => "CANT_STR_ASSOC",
+                _ => "unknown state",
+            };
+            format!(
+                "SCTP_ASSOC_CHANGE {state}, error cause {}",
+                u16_at(10).unwrap_or(0)
+            )
+        }
+        Some(SCTP_REMOTE_ERROR) => format!(
+            "SCTP_REMOTE_ERROR, cause {}",
+            u16_at(8).map_or(0, u16::from_be)
+        ),
+        Some(t) => format!("SCTP notification {t:#x}"),
+        None => "short SCTP notification".to_string(),
     }
 }
 
