@@ -379,30 +379,33 @@ pub fn gtp_table(n: u32) -> GtpState {
             flags: 0x80,
         }],
         routes: vec![
-            Route {
-                dst: ip("10.46.0.0"),
-                dst_len: 16,
-                gateway: None,
-                pref_src: Some(ip("10.45.0.1")),
-                table: 254,
-                protocol: 4,
-                scope: 253,
-                kind: 1,
-                priority: None,
-            },
-            Route {
-                dst: ip("2001:db8:45::"),
-                dst_len: 48,
-                gateway: None,
-                pref_src: None,
-                table: 254,
-                protocol: 3,
-                scope: 0,
-                kind: 1,
-                priority: Some(1024),
-            },
+            // The UE pools behind the tunnel: a kernel route (scope link)
+            // and a static one with a metric.
+            route("10.46.0.0", 16, Some("10.45.0.1"), 2, 253, None),
+            route("2001:db8:45::", 48, None, 4, 0, Some(1024)),
         ],
         pdps,
+    }
+}
+
+fn route(
+    dst: &str,
+    dst_len: u8,
+    pref_src: Option<&str>,
+    protocol: u8,
+    scope: u8,
+    priority: Option<u32>,
+) -> Route {
+    Route {
+        dst: ip(dst),
+        dst_len,
+        gateway: None,
+        pref_src: pref_src.map(ip),
+        table: 254, // main
+        protocol,
+        scope,
+        kind: 1, // RTN_UNICAST
+        priority,
     }
 }
 
