@@ -47,6 +47,8 @@ pub enum ImageError {
     Gtp(#[from] gtp_state::FormatError),
     #[error("{path}: {size} bytes, over the {MAX_IMAGE}-byte limit")]
     TooLarge { path: PathBuf, size: u64 },
+    #[error("{0}: not a regular file")]
+    NotAFile(PathBuf),
     #[error("{0}: a symlink in the image directory; not followed")]
     Symlink(PathBuf),
     #[error("{path}: {source}")]
@@ -193,25 +195,32 @@ fn truncation(kind: &'static str, data: &[u8]) -> Option<ImageError> {
     (at + CRC > have).then(|| truncated(at + CRC))
 }
 
-/// Reads a file of at most [`MAX_IMAGE`] bytes; `nofollow` refuses a
-/// symlink as the last component (as the plugin does in the image dir).
+/// Reads a regular file of at most [`MAX_IMAGE`] bytes; `nofollow`
+/// refuses a symlink as the last component (as the plugin does in the
+/// image dir).
 fn read_file(path: &Path, nofollow: bool) -> Result<Vec<u8>, ImageError> {
     let io = |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
+    // O_NONBLOCK: opening a FIFO planted in the directory must not hang.
+    let mut flags = libc::O_NONBLOCK;
     if nofollow {
-        opts.custom_flags(libc::O_NOFOLLOW);
+        flags |= libc::O_NOFOLLOW;
     }
+    opts.read(true).custom_flags(flags);
     let f = match opts.open(path) {
         Err(e) if nofollow && e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(ImageError::Symlink(path.to_path_buf()))
         }
         r => r.map_err(io)?,
     };
-    let size = f.metadata().map_err(io)?.len();
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(ImageError::NotAFile(path.to_path_buf()));
+    }
+    let size = meta.len();
     if size > MAX_IMAGE {
         return Err(ImageError::TooLarge {
             path: path.to_path_buf(),

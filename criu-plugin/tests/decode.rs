@@ -251,6 +251,29 @@ fn symlink_in_image_directory_is_not_followed() {
 }
 
 #[test]
+fn fifo_or_device_is_refused_without_blocking() {
+    let dir = scratch("fifo");
+    write_samples(&dir);
+    let fifo = dir.join("epcmig-sctp-00000042.img");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let o = run(&[&dir]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("epcmig-sctp-00000042.img: not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        stdout_json(&o).as_array().map(Vec::len),
+        Some(samples::all().len())
+    );
+    let o = run(&[Path::new("/dev/zero")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/dev/zero: not a regular file"));
+}
+
+#[test]
 fn one_bad_file_in_a_directory_fails_the_run_but_not_the_others() {
     let dir = scratch("mixed");
     write_samples(&dir);

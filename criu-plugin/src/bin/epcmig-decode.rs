@@ -36,7 +36,10 @@ fn json(path: &Path, img: &Image) -> Value {
 fn report(e: &ImageError, path: &Path) {
     match e {
         // These name the path themselves.
-        ImageError::Io { .. } | ImageError::TooLarge { .. } | ImageError::Symlink(_) => {
+        ImageError::Io { .. }
+        | ImageError::TooLarge { .. }
+        | ImageError::Symlink(_)
+        | ImageError::NotAFile(_) => {
             eprintln!("epcmig-decode: {e}")
         }
         _ => eprintln!("epcmig-decode: {}: {e}", path.display()),
