@@ -83,7 +83,7 @@ for t in "${targets[@]}"; do
 	if ((rc != 0 || ${#found[@]} > 0)) || [[ -z $execs ]]; then
 		failed=$((failed + 1))
 		echo "fuzz: $t FAILED (exit $rc):" >&2
-		grep -E -m 8 'panicked at|ERROR: |SUMMARY: |deadly signal|out-of-memory|TIMEOUT|error(\[|:)' \
+		grep -E -A1 -m 8 'panicked at|ERROR: |SUMMARY: |deadly signal|out-of-memory|TIMEOUT|error(\[|:)' \
 			"$logs/$t.log" >&2 || grep -v '^#[0-9]' "$logs/$t.log" | tail -n 30 >&2
 		for f in "${found[@]}"; do
 			echo "fuzz: reproduce: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t ${f#fuzz/})" >&2

@@ -38,7 +38,25 @@ pub fn sctp_snapshot(data: &[u8]) {
             Ok(&bytes[..])
         );
         let _ = snap.assoc_info();
-        let _ = snap.to_json().to_string();
+        check_json(&snap);
+    }
+}
+
+/// A decoded snapshot passed the structural checks, so its JSON view must
+/// read every kernel structure: a blob shown raw means the decoder and
+/// the view disagree on the layout (as they did on the TSN map's gap
+/// count).
+fn check_json(snap: &Snapshot) {
+    let j = snap.to_json();
+    for blob in ["association", "paths", "streams", "tsn_map"] {
+        assert!(
+            j.get(blob).is_none_or(|b| b.get("raw").is_none()),
+            "{blob} of a decoded snapshot shown raw: {}",
+            j[blob]
+        );
+    }
+    if let Some(queues) = j["queues"].as_array() {
+        assert!(queues.iter().all(|q| q.get("raw").is_none()));
     }
 }
 
@@ -74,6 +92,9 @@ pub fn plugin_image(data: &[u8]) {
         match Image::decode(&bytes) {
             Ok(again) => assert_eq!(again, img),
             Err(e) => panic!("re-encoded {} image refused: {e}", img.kind()),
+        }
+        if let Image::Sctp(snap) = &img {
+            check_json(snap);
         }
         let _ = img.to_json(Some("fuzz")).to_string();
     }
