@@ -57,6 +57,15 @@ fn expect_refused(name: &str, bytes: &[u8], cause: &str) {
     assert!(err.contains(name), "{name}: {err:?} does not name the file");
 }
 
+/// Runs the decoder on an image directory with one bad entry; expects exit
+/// 1, `cause` on stderr and `printed` documents still on stdout.
+fn expect_dir_refusal(dir: &Path, cause: &str, printed: usize) {
+    let o = run(&[dir]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(cause), "{}", stderr(&o));
+    assert_eq!(stdout_json(&o).as_array().map(Vec::len), Some(printed));
+}
+
 fn sctp_sample() -> Vec<u8> {
     samples::sctp_established_v4().encode()
 }
@@ -234,16 +243,12 @@ fn symlink_in_image_directory_is_not_followed() {
     let target = dir.join("elsewhere");
     std::fs::write(&target, sctp_sample()).expect("w");
     std::os::unix::fs::symlink(&target, dir.join("epcmig-sctp-00000099.img")).expect("symlink");
-    let o = run(&[&dir]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("epcmig-sctp-00000099.img: a symlink"),
-        "{}",
-        stderr(&o)
-    );
     // The others are still printed, and the link's target by its own magic.
-    let arr = stdout_json(&o);
-    assert_eq!(arr.as_array().map(Vec::len), Some(samples::all().len() + 1));
+    expect_dir_refusal(
+        &dir,
+        "epcmig-sctp-00000099.img: a symlink",
+        samples::all().len() + 1,
+    );
     let r = decode_dir(&dir).expect("dir");
     assert!(r
         .iter()
@@ -257,16 +262,10 @@ fn fifo_or_device_is_refused_without_blocking() {
     let fifo = dir.join("epcmig-sctp-00000042.img");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
-    let o = run(&[&dir]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("epcmig-sctp-00000042.img: not a regular file"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(
-        stdout_json(&o).as_array().map(Vec::len),
-        Some(samples::all().len())
+    expect_dir_refusal(
+        &dir,
+        "epcmig-sctp-00000042.img: not a regular file",
+        samples::all().len(),
     );
     let o = run(&[Path::new("/dev/zero")]);
     assert_eq!(o.status.code(), Some(1));
@@ -278,12 +277,10 @@ fn one_bad_file_in_a_directory_fails_the_run_but_not_the_others() {
     let dir = scratch("mixed");
     write_samples(&dir);
     std::fs::write(dir.join("epcmig-sctp-000000ff.img"), b"garbage!").expect("w");
-    let o = run(&[&dir]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("epcmig-sctp-000000ff.img: unknown magic"));
-    assert_eq!(
-        stdout_json(&o).as_array().map(Vec::len),
-        Some(samples::all().len())
+    expect_dir_refusal(
+        &dir,
+        "epcmig-sctp-000000ff.img: unknown magic",
+        samples::all().len(),
     );
 }
 
