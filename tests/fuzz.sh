@@ -58,7 +58,7 @@ if ! (cd fuzz && cargo fuzz build --sanitizer "$sanitizer") >"$logs/build.log" 2
 	echo "fuzz: the targets do not build" >&2
 	exit 1
 fi
-stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -n 1; }
+final_stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -n 1; }
 
 passed=0 failed=0 total=0
 for t in "${targets[@]}"; do
@@ -73,8 +73,8 @@ for t in "${targets[@]}"; do
 		"${limit[@]}" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10) \
 		>"$logs/$t.log" 2>&1 || rc=$?
 	secs=$(($(date +%s) - start))
-	execs=$(stat number_of_executed_units "$logs/$t.log")
-	rate=$(stat average_exec_per_sec "$logs/$t.log")
+	execs=$(final_stat number_of_executed_units "$logs/$t.log")
+	rate=$(final_stat average_exec_per_sec "$logs/$t.log")
 	mapfile -t found < <(find "fuzz/artifacts/$t" -type f -newer "$marker" | sort)
 	corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
 	printf 'fuzz: %-14s %12s execs  %2d crashes  %8s exec/s  %4d s  corpus %d\n' \
