@@ -79,9 +79,16 @@ pub fn write(dir: RawFd, name: &str, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Reads an image file (refusing symlinks), at most `limit` bytes.
+/// Reads an image file (refusing symlinks and anything but a regular
+/// file: a FIFO planted in the image dir must not block the restore), at
+/// most `limit` bytes.
 pub fn read(dir: RawFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
-    let f = openat(dir, name, libc::O_RDONLY)?;
+    let f = openat(dir, name, libc::O_RDONLY | libc::O_NONBLOCK)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{name} is not a regular file"
+        )));
+    }
     let mut v = Vec::new();
     f.take(limit + 1).read_to_end(&mut v)?;
     if v.len() as u64 > limit {
@@ -90,4 +97,35 @@ pub fn read(dir: RawFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn read_refuses_symlinks_fifos_and_oversized_files() {
+        let dir = std::env::temp_dir().join(format!("epcmig-images-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let d = File::open(&dir).expect("open dir");
+        let fd = d.as_raw_fd();
+        write(fd, "a.img", b"12345").expect("write");
+        assert_eq!(read(fd, "a.img", 5).expect("read"), b"12345");
+        assert!(read(fd, "a.img", 4).is_err(), "over the limit");
+        assert!(write(fd, "a.img", b"x").is_err(), "overwrote");
+        std::os::unix::fs::symlink(dir.join("a.img"), dir.join("l.img")).expect("symlink");
+        let e = read(fd, "l.img", 10).expect_err("followed a symlink");
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        let fifo = dir.join("f.img");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let e = read(fd, "f.img", 10).expect_err("read a FIFO");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -14,8 +14,11 @@
 //! A panic never crosses into CRIU: every hook body runs under
 //! `catch_unwind` and a panic becomes an error return.
 
+pub mod decode;
 mod hooks;
 mod images;
+#[doc(hidden)]
+pub mod samples;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;

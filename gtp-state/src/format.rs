@@ -51,7 +51,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::model::{Address, Device, GtpState, Pdp, Role, Route, Sockets, Tunnel};
 
-const MAGIC: &[u8; 8] = b"GTPSTATE";
+/// The first 8 bytes of every capture file.
+pub const MAGIC: &[u8; 8] = b"GTPSTATE";
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
 const CRITICAL: u16 = 1;

@@ -13,6 +13,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use epcmig_sys::sctp_repair as uapi;
 
 mod capture;
+#[cfg(feature = "serde")]
+mod json;
 mod queues;
 mod restore;
 pub mod snapshot;

@@ -41,7 +41,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
-const MAGIC: &[u8; 8] = b"SCTPSNAP";
+/// The first 8 bytes of every snapshot.
+pub const MAGIC: &[u8; 8] = b"SCTPSNAP";
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
 const CRITICAL: u16 = 1;
@@ -452,7 +453,7 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn record(payload: usize) -> Vec<u8> {
@@ -463,7 +464,7 @@ mod tests {
         r
     }
 
-    fn sample() -> Snapshot {
+    pub(crate) fn sample() -> Snapshot {
         let mut assoc = vec![0u8; crate::state::ASSOC_SIZE];
         assoc[..4].copy_from_slice(&1u32.to_ne_bytes());
         let mut paths = vec![0u8; crate::state::PATHS_HDR + crate::state::PATH_SIZE];

@@ -1,7 +1,7 @@
 //! Typed views of the kernel's repair blobs (`include/sctp_repair.h`), and
 //! the structural checks a snapshot must pass before it reaches the kernel.
 
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use epcmig_sys::sctp_repair as uapi;
@@ -76,9 +76,18 @@ pub(crate) fn check_blobs(s: &Snapshot) -> Result<(), FormatError> {
             format!("{} bytes do not hold {out}/{inc} streams", s.streams.len()),
         ));
     }
-    let gaps_at = TSN_MAP_SIZE - 2 - 2 - 4 * uapi::SCTP_REPAIR_MAX_DUP_TSNS as usize;
-    let gaps =
-        ne_u16(&s.tsn_map, gaps_at).ok_or_else(|| bad("TSN map", "too short".into()))? as usize;
+    let field = |at| ne_u16(&s.tsn_map, at).ok_or_else(|| bad("TSN map", "too short".into()));
+    let dups = field(offset_of!(uapi::sctp_repair_tsn_map, srtm_num_dups))? as usize;
+    if dups > uapi::SCTP_REPAIR_MAX_DUP_TSNS as usize {
+        return Err(bad(
+            "TSN map",
+            format!(
+                "{dups} duplicate TSNs, at most {} fit",
+                uapi::SCTP_REPAIR_MAX_DUP_TSNS
+            ),
+        ));
+    }
+    let gaps = field(offset_of!(uapi::sctp_repair_tsn_map, srtm_num_gaps))? as usize;
     if s.tsn_map.len() != TSN_MAP_SIZE + gaps * GAP_SIZE {
         return Err(bad(
             "TSN map",
@@ -178,5 +187,44 @@ mod tests {
             size_of::<uapi::sockaddr_storage>(),
             size_of::<libc::sockaddr_storage>()
         );
+    }
+
+    /// A TSN map with its gap blocks (and duplicate TSNs) after it.
+    fn with_tsn_map(dups: u16, gaps: u16) -> Snapshot {
+        let mut s = crate::snapshot::tests::sample();
+        let mut t = vec![0u8; TSN_MAP_SIZE + usize::from(gaps) * GAP_SIZE];
+        t[..4].copy_from_slice(&uapi::SCTP_REPAIR_V1.to_ne_bytes());
+        let at = offset_of!(uapi::sctp_repair_tsn_map, srtm_num_dups);
+        t[at..at + 2].copy_from_slice(&dups.to_ne_bytes());
+        let at = offset_of!(uapi::sctp_repair_tsn_map, srtm_num_gaps);
+        t[at..at + 2].copy_from_slice(&gaps.to_ne_bytes());
+        s.tsn_map = t;
+        s
+    }
+
+    /// Regression: the gap count was read from srtm_num_dups, so a TSN map
+    /// with gaps and no duplicates (or the reverse) was refused as corrupt.
+    #[test]
+    fn gap_blocks_are_counted_by_num_gaps() {
+        for (dups, gaps) in [(0, 0), (0, 2), (1, 0), (1, 2), (16, 3)] {
+            let s = with_tsn_map(dups, gaps);
+            assert_eq!(check_blobs(&s), Ok(()), "{dups} dups, {gaps} gaps");
+            assert_eq!(Snapshot::decode(&s.encode()), Ok(s));
+        }
+        let mut s = with_tsn_map(0, 2);
+        s.tsn_map.truncate(TSN_MAP_SIZE + GAP_SIZE);
+        assert!(check_blobs(&s).is_err());
+    }
+
+    #[test]
+    fn too_many_duplicate_tsns_are_refused() {
+        let s = with_tsn_map(17, 0);
+        assert!(matches!(
+            check_blobs(&s),
+            Err(FormatError::BadSection {
+                section: "TSN map",
+                ..
+            })
+        ));
     }
 }
