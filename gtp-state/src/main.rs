@@ -119,8 +119,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 path: output.display().to_string(),
                 source: e,
             })?;
+            let how = match st.sockets_found.by {
+                gtp_state::FoundBy::Kernel => "named by the kernel",
+                gtp_state::FoundBy::Ports => "guessed from the GTP ports",
+                gtp_state::FoundBy::Unknown => "not found",
+            };
             eprintln!(
-                "captured {} (ifindex {}): {} PDP contexts, {} addresses, {} routes, {} bytes",
+                "captured {} (ifindex {}): {} PDP contexts, {} addresses, {} routes, {} bytes; sockets {how}",
                 st.device.name,
                 st.device.ifindex,
                 st.pdps.len(),

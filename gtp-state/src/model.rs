@@ -69,6 +69,57 @@ pub enum Sockets {
     },
 }
 
+/// How capture identified the device's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoundBy {
+    /// Not looked for (a state made by hand, or read from a capture that
+    /// does not say).
+    #[default]
+    Unknown,
+    /// The kernel named them: IFLA_GTP_SOCK0_INODE and
+    /// IFLA_GTP_SOCK1U_INODE in the link info (kernel-patches/0011).
+    Kernel,
+    /// Guessed from the UDP sockets on the GTP ports (a kernel without
+    /// that report; see [`crate::sockets`]).
+    Ports,
+}
+
+/// Which of a device's two sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GtpSocket {
+    /// GTPv0 (IFLA_GTP_FD0, port 3386).
+    Gtp0,
+    /// GTPv1-U (IFLA_GTP_FD1, port 2152).
+    Gtp1u,
+}
+
+/// A process file descriptor holding a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FdOwner {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// One socket of the device as capture found it: its inode number and,
+/// for a process-owned socket, the first process fd holding it (what a
+/// checkpoint of that process maps to the restored process's fd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SocketId {
+    pub which: GtpSocket,
+    pub inode: u64,
+    pub owner: Option<FdOwner>,
+}
+
+/// Where the device's sockets are, as found at capture time. Not part of
+/// what is restored (inodes and pids differ on the target).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct SocketsFound {
+    pub by: FoundBy,
+    pub sockets: Vec<SocketId>,
+}
+
 /// The tunnel identifiers of a PDP context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(tag = "version", rename_all = "lowercase")]
@@ -135,6 +186,8 @@ pub struct Route {
 pub struct GtpState {
     pub device: Device,
     pub sockets: Sockets,
+    /// How the sockets were found and which they are (capture only).
+    pub sockets_found: SocketsFound,
     pub addresses: Vec<Address>,
     pub routes: Vec<Route>,
     pub pdps: Vec<Pdp>,
@@ -200,7 +253,6 @@ pub fn pdp_conflict(pdps: &[Pdp]) -> Option<(Pdp, Pdp)> {
 pub(crate) fn peer_families(pdps: &[Pdp]) -> HashSet<bool> {
     pdps.iter().map(|p| p.peer.is_ipv6()).collect()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
