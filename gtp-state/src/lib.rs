@@ -40,7 +40,7 @@ pub use model::{
 };
 pub use netns::Netns;
 pub use nl::DEFAULT_BATCH;
-pub use restore::{add_pdps, delete_device, restore, RestoreOptions, SocketSource};
+pub use restore::{add_pdps, delete_device, restore, RestoreOptions, SocketSource, MAX_HASH_SIZE};
 
 /// Errors from capturing or restoring gtp state.
 #[derive(Debug, thiserror::Error)]

@@ -998,6 +998,33 @@ pub fn gtp_bad_input() -> Result<()> {
     ensure!(links(ns)? == before, "the netns changed");
     ip(&["-n", ns, "link", "del", "dum1"])?;
 
+    // A hash size chosen at restore: the rest as captured.
+    let resized = RestoreOptions {
+        hash_size: Some(4096),
+        ..Default::default()
+    };
+    gtp_state::restore(&n, &small_state(), &resized).context("restore with --hash-size")?;
+    let back = gtp_state::capture(&n, "gtp0")?;
+    ensure!(
+        back.device.hash_size == 4096 && back.pdps.len() == small_state().pdps.len(),
+        "restored with hash size {} and {} contexts",
+        back.device.hash_size,
+        back.pdps.len()
+    );
+    gtp_state::delete_device(&n, "gtp0")?;
+    expect(
+        "hash size 0",
+        gtp_state::restore(
+            &n,
+            &small_state(),
+            &RestoreOptions {
+                hash_size: Some(0),
+                ..Default::default()
+            },
+        ),
+        |e| matches!(e, Error::Invalid(_)),
+    )?;
+
     // PDP conflict within the capture: refused before anything is made.
     let mut dup = small_state();
     let mut p = dup.pdps[0];
