@@ -1,5 +1,6 @@
 //! Reading a gtp device and its PDP contexts out of a netns.
 
+use netlink_packet_core::{DefaultNla, Nla};
 use netlink_packet_route::link::InfoGtp;
 
 use crate::model::{peer_families, Device, GtpState, Role};
@@ -8,8 +9,24 @@ use crate::nl::{GtpNl, Nl};
 use crate::rt::{self, LinkSel};
 use crate::{sockets, Error};
 
-/// Captures device `dev` in netns `ns`: link, sockets (best effort, see
-/// [`crate::sockets`]), addresses, routes through it and every PDP context.
+/// IFLA_GTP_SOCK0_INODE and IFLA_GTP_SOCK1U_INODE (u32, read-only): the
+/// inodes of the device's GTPv0 and GTPv1-U sockets (kernel-patches/0011).
+const IFLA_GTP_SOCK0_INODE: u16 = 9;
+const IFLA_GTP_SOCK1U_INODE: u16 = 10;
+
+/// A u32 attribute's value; None if it is not 4 bytes long.
+fn nla_u32(n: &DefaultNla) -> Option<u64> {
+    if n.value_len() != 4 {
+        return None;
+    }
+    let mut b = [0u8; 4];
+    n.emit_value(&mut b);
+    Some(u64::from(u32::from_ne_bytes(b)))
+}
+
+/// Captures device `dev` in netns `ns`: link, sockets (as the kernel
+/// names them, else guessed: see [`crate::sockets`]), addresses, routes
+/// through it and every PDP context.
 ///
 /// Needs CAP_NET_ADMIN in `ns` (the gtp family's GETPDP is admin-only) and
 /// CAP_SYS_ADMIN to enter another netns.
@@ -30,11 +47,15 @@ pub fn capture_here(dev: &str) -> Result<GtpState, Error> {
         });
     }
     let (mut role, mut hash_size, mut restart_count) = (None, 1024, 0);
+    let (mut inode0, mut inode1u) = (None, None);
     for g in &link.gtp {
         match g {
             InfoGtp::Role(r) => role = Role::from_raw(u32::from(*r)),
             InfoGtp::PdpHashsize(h) => hash_size = *h,
             InfoGtp::RestartCount(c) => restart_count = *c,
+            // Not known to netlink-packet-route yet (kernel-patches/0011).
+            InfoGtp::Other(n) if n.kind() == IFLA_GTP_SOCK0_INODE => inode0 = nla_u32(n),
+            InfoGtp::Other(n) if n.kind() == IFLA_GTP_SOCK1U_INODE => inode1u = nla_u32(n),
             _ => {}
         }
     }
@@ -50,7 +71,7 @@ pub fn capture_here(dev: &str) -> Result<GtpState, Error> {
     } else {
         None
     };
-    let sockets = sockets::find_here(v6);
+    let (sockets, sockets_found) = sockets::find_here((inode0, inode1u), v6);
     Ok(GtpState {
         device: Device {
             name: link.name,
@@ -62,6 +83,7 @@ pub fn capture_here(dev: &str) -> Result<GtpState, Error> {
             up: link.up,
         },
         sockets,
+        sockets_found,
         addresses,
         routes,
         pdps,

@@ -30,8 +30,12 @@
 //! | 4 | routes | count u16, then per route: dst `addr`, dst_len u8, gateway `addr?`, pref_src `addr?`, table u32, protocol u8, scope u8, type u8, has_priority u8, [priority u32] |
 //! | 5 | PDP contexts | count u32, then per context a record (below) |
 //!
-//! All five are critical; 1, 2 and 5 are required (3 and 4 are empty when
-//! absent).
+//! | 6 | sockets found | found_by u8 (0 unknown, 1 named by the kernel, 2 guessed from the ports), count u8 (0..2), then per socket: which u8 (0 GTPv0, 1 GTPv1-U), inode u64, has_owner u8, [pid u32, fd u32] |
+//!
+//! Sections 1 to 5 are critical; 1, 2 and 5 are required (3 and 4 are
+//! empty when absent). Section 6 (what capture found out about the
+//! sockets, not needed to restore) is optional and not critical: it is
+//! written only when capture found something.
 //!
 //! A PDP record is 17 to 35 bytes (an IPv4 GTPv1 context, the common case,
 //! is 17):
@@ -49,7 +53,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::model::{Address, Device, GtpState, Pdp, Role, Route, Sockets, Tunnel};
+use crate::model::{
+    Address, Device, FdOwner, FoundBy, GtpSocket, GtpState, Pdp, Role, Route, SocketId, Sockets,
+    SocketsFound, Tunnel,
+};
 
 /// The first 8 bytes of every capture file.
 pub const MAGIC: &[u8; 8] = b"GTPSTATE";
@@ -68,6 +75,7 @@ mod section {
     pub const ADDRESSES: u16 = 3;
     pub const ROUTES: u16 = 4;
     pub const PDPS: u16 = 5;
+    pub const SOCKETS_FOUND: u16 = 6;
 }
 
 const TAG_V1: u8 = 1;
@@ -150,10 +158,19 @@ fn put_sockaddr_opt(out: &mut Vec<u8>, a: Option<&SocketAddr>) {
 }
 
 fn put_section(out: &mut Vec<u8>, ty: u16, payload: &[u8]) -> Result<(), FormatError> {
+    put_section_flags(out, ty, CRITICAL, payload)
+}
+
+fn put_section_flags(
+    out: &mut Vec<u8>,
+    ty: u16,
+    flags: u16,
+    payload: &[u8],
+) -> Result<(), FormatError> {
     let len = u32::try_from(payload.len())
         .map_err(|_| FormatError::Unencodable(format!("section {ty} too large")))?;
     out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(&CRITICAL.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(payload);
     Ok(())
@@ -202,7 +219,9 @@ pub fn encode(s: &GtpState) -> Result<Vec<u8>, FormatError> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&5u32.to_le_bytes());
+    let found = &s.sockets_found;
+    let with_found = *found != SocketsFound::default();
+    out.extend_from_slice(&(5 + u32::from(with_found)).to_le_bytes());
 
     let d = &s.device;
     let name = d.name.as_bytes();
@@ -282,6 +301,37 @@ pub fn encode(s: &GtpState) -> Result<Vec<u8>, FormatError> {
         put_pdp(&mut p, pdp);
     }
     put_section(&mut out, section::PDPS, &p)?;
+
+    if with_found {
+        p.clear();
+        p.push(match found.by {
+            FoundBy::Unknown => 0,
+            FoundBy::Kernel => 1,
+            FoundBy::Ports => 2,
+        });
+        if found.sockets.len() > 2 {
+            return Err(FormatError::Unencodable(
+                "more than two sockets found".into(),
+            ));
+        }
+        p.push(found.sockets.len() as u8);
+        for id in &found.sockets {
+            p.push(match id.which {
+                GtpSocket::Gtp0 => 0,
+                GtpSocket::Gtp1u => 1,
+            });
+            p.extend_from_slice(&id.inode.to_le_bytes());
+            match id.owner {
+                Some(o) => {
+                    p.push(1);
+                    p.extend_from_slice(&o.pid.to_le_bytes());
+                    p.extend_from_slice(&o.fd.to_le_bytes());
+                }
+                None => p.push(0),
+            }
+        }
+        put_section_flags(&mut out, section::SOCKETS_FOUND, 0, &p)?;
+    }
 
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -415,6 +465,48 @@ fn decode_sockets(b: &[u8]) -> Result<Sockets, FormatError> {
     };
     r.end(S)?;
     Ok(s)
+}
+
+fn decode_sockets_found(b: &[u8]) -> Result<SocketsFound, FormatError> {
+    const S: &str = "sockets found";
+    let mut r = Reader { buf: b };
+    let by = match r.u8("found by")? {
+        0 => FoundBy::Unknown,
+        1 => FoundBy::Kernel,
+        2 => FoundBy::Ports,
+        v => return Err(bad(S, format!("unknown way of finding sockets {v}"))),
+    };
+    let n = r.u8("socket count")?;
+    if n > 2 {
+        return Err(bad(S, format!("{n} sockets, at most 2")));
+    }
+    let mut sockets = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        let which = match r.u8("which socket")? {
+            0 => GtpSocket::Gtp0,
+            1 => GtpSocket::Gtp1u,
+            v => return Err(bad(S, format!("unknown socket kind {v}"))),
+        };
+        if sockets.iter().any(|s: &SocketId| s.which == which) {
+            return Err(bad(S, "a socket appears twice"));
+        }
+        let inode = r.u64("inode")?;
+        let owner = match r.u8("has owner")? {
+            0 => None,
+            1 => Some(FdOwner {
+                pid: r.u32("owner pid")?,
+                fd: r.u32("owner fd")?,
+            }),
+            v => return Err(bad(S, format!("bad owner flag {v}"))),
+        };
+        sockets.push(SocketId {
+            which,
+            inode,
+            owner,
+        });
+    }
+    r.end(S)?;
+    Ok(SocketsFound { by, sockets })
 }
 
 fn decode_addresses(b: &[u8]) -> Result<Vec<Address>, FormatError> {
@@ -579,6 +671,7 @@ pub fn decode(buf: &[u8]) -> Result<GtpState, FormatError> {
     let count = r.u32("section count")?;
 
     let (mut device, mut sockets, mut addrs, mut routes, mut pdps) = (None, None, None, None, None);
+    let mut found = None;
     for _ in 0..count {
         let ty = r.u16("section type")?;
         let flags = r.u16("section flags")?;
@@ -590,6 +683,7 @@ pub fn decode(buf: &[u8]) -> Result<GtpState, FormatError> {
             section::ADDRESSES => set_once(&mut addrs, decode_addresses(payload)?, ty)?,
             section::ROUTES => set_once(&mut routes, decode_routes(payload)?, ty)?,
             section::PDPS => set_once(&mut pdps, decode_pdps(payload)?, ty)?,
+            section::SOCKETS_FOUND => set_once(&mut found, decode_sockets_found(payload)?, ty)?,
             _ if flags & CRITICAL != 0 => return Err(FormatError::UnknownCriticalSection(ty)),
             _ => {}
         }
@@ -603,6 +697,7 @@ pub fn decode(buf: &[u8]) -> Result<GtpState, FormatError> {
     Ok(GtpState {
         device: device.ok_or(FormatError::MissingSection("device"))?,
         sockets: sockets.ok_or(FormatError::MissingSection("sockets"))?,
+        sockets_found: found.unwrap_or_default(),
         addresses: addrs.unwrap_or_default(),
         routes: routes.unwrap_or_default(),
         pdps: pdps.ok_or(FormatError::MissingSection("PDP contexts"))?,
@@ -664,6 +759,14 @@ mod tests {
             sockets: Sockets::Process {
                 gtp0: Some("192.0.2.10:3386".parse().unwrap()),
                 gtp1u: None,
+            },
+            sockets_found: SocketsFound {
+                by: FoundBy::Kernel,
+                sockets: vec![SocketId {
+                    which: GtpSocket::Gtp0,
+                    inode: 77,
+                    owner: Some(FdOwner { pid: 10, fd: 3 }),
+                }],
             },
             addresses: vec![Address {
                 local: "10.45.0.1".parse().unwrap(),
@@ -758,6 +861,28 @@ mod tests {
     }
 
     #[test]
+    fn sockets_found_is_optional() {
+        // Without it (what an older writer makes): decodes, found unknown.
+        let mut s = sample(3);
+        s.sockets_found = SocketsFound::default();
+        let b = encode(&s).unwrap();
+        assert_eq!(decode(&b).unwrap(), s);
+        // With it, in full, and the section is not critical.
+        let s = sample(3);
+        let b = encode(&s).unwrap();
+        assert_eq!(decode(&b).unwrap(), s);
+        let i = b.len() - 4 - 20 - 8;
+        assert_eq!(&b[i..i + 4], &[6, 0, 0, 0]);
+        // A bad value in it is still refused.
+        let mut bad = b.clone();
+        bad[i + 8] = 9;
+        let n = bad.len() - 4;
+        let crc = crc32fast::hash(&bad[..n]);
+        bad[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(FormatError::BadSection { .. })));
+    }
+
+    #[test]
     fn unknown_sections() {
         let s = sample(2);
         let b = encode(&s).unwrap();
@@ -804,7 +929,8 @@ mod tests {
 
     #[test]
     fn recomputed_checksum_still_validates_fields() {
-        let s = sample(0);
+        let mut s = sample(0);
+        s.sockets_found = SocketsFound::default();
         let mut b = encode(&s).unwrap();
         // Set a reserved PDP tag bit in the only record (v1, IPv6 peer,
         // whole IPv6 MS: 41 bytes) and fix the CRC.

@@ -34,10 +34,13 @@ pub mod sockets;
 
 pub use capture::capture;
 pub use format::FormatError;
-pub use model::{Address, Device, GtpState, Pdp, Role, Route, Sockets, Tunnel};
+pub use model::{
+    Address, Device, FdOwner, FoundBy, GtpSocket, GtpState, Pdp, Role, Route, SocketId, Sockets,
+    SocketsFound, Tunnel,
+};
 pub use netns::Netns;
 pub use nl::DEFAULT_BATCH;
-pub use restore::{add_pdps, delete_device, restore, RestoreOptions, SocketSource};
+pub use restore::{add_pdps, delete_device, restore, RestoreOptions, SocketSource, MAX_HASH_SIZE};
 
 /// Errors from capturing or restoring gtp state.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,7 @@ mod tests {
                 up: true,
             },
             sockets: Sockets::Kernel { local: None },
+            sockets_found: SocketsFound::default(),
             addresses: vec![],
             routes: vec![],
             pdps: vec![Pdp {

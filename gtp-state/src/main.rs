@@ -75,6 +75,12 @@ enum Cmd {
         /// PDP contexts per netlink send().
         #[arg(long, default_value_t = gtp_state::DEFAULT_BATCH)]
         batch: usize,
+        /// PDP hash size of the re-created device (default: as captured),
+        /// e.g. to size it for the table when the original used the
+        /// kernel's default.
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(gtp_state::MAX_HASH_SIZE)))]
+        hash_size: Option<u32>,
     },
     /// Print a capture file (or a live device) as JSON.
     Show {
@@ -119,8 +125,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 path: output.display().to_string(),
                 source: e,
             })?;
+            let how = match st.sockets_found.by {
+                gtp_state::FoundBy::Kernel => "named by the kernel",
+                gtp_state::FoundBy::Ports => "guessed from the GTP ports",
+                gtp_state::FoundBy::Unknown => "not found",
+            };
             eprintln!(
-                "captured {} (ifindex {}): {} PDP contexts, {} addresses, {} routes, {} bytes",
+                "captured {} (ifindex {}): {} PDP contexts, {} addresses, {} routes, {} bytes; sockets {how}",
                 st.device.name,
                 st.device.ifindex,
                 st.pdps.len(),
@@ -137,6 +148,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             kernel_sockets,
             local,
             batch,
+            hash_size,
         } => {
             let st = read(&input)?;
             let sockets = if fd0.is_some() || fd1.is_some() {
@@ -150,7 +162,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 SocketSource::AsCaptured
             };
-            restore(&ns.ns(), &st, &RestoreOptions { sockets, batch })?;
+            let opts = RestoreOptions {
+                sockets,
+                batch,
+                hash_size,
+            };
+            restore(&ns.ns(), &st, &opts)?;
             eprintln!(
                 "restored {} (ifindex {}): {} PDP contexts",
                 st.device.name,

@@ -69,6 +69,57 @@ pub enum Sockets {
     },
 }
 
+/// How capture identified the device's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoundBy {
+    /// Not looked for (a state made by hand, or read from a capture that
+    /// does not say).
+    #[default]
+    Unknown,
+    /// The kernel named them: IFLA_GTP_SOCK0_INODE and
+    /// IFLA_GTP_SOCK1U_INODE in the link info (kernel-patches/0011).
+    Kernel,
+    /// Guessed from the UDP sockets on the GTP ports (a kernel without
+    /// that report; see [`crate::sockets`]).
+    Ports,
+}
+
+/// Which of a device's two sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GtpSocket {
+    /// GTPv0 (IFLA_GTP_FD0, port 3386).
+    Gtp0,
+    /// GTPv1-U (IFLA_GTP_FD1, port 2152).
+    Gtp1u,
+}
+
+/// A process file descriptor holding a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FdOwner {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// One socket of the device as capture found it: its inode number and,
+/// for a process-owned socket, the first process fd holding it (what a
+/// checkpoint of that process maps to the restored process's fd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SocketId {
+    pub which: GtpSocket,
+    pub inode: u64,
+    pub owner: Option<FdOwner>,
+}
+
+/// Where the device's sockets are, as found at capture time. Not part of
+/// what is restored (inodes and pids differ on the target).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct SocketsFound {
+    pub by: FoundBy,
+    pub sockets: Vec<SocketId>,
+}
+
 /// The tunnel identifiers of a PDP context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(tag = "version", rename_all = "lowercase")]
@@ -135,6 +186,8 @@ pub struct Route {
 pub struct GtpState {
     pub device: Device,
     pub sockets: Sockets,
+    /// How the sockets were found and which they are (capture only).
+    pub sockets_found: SocketsFound,
     pub addresses: Vec<Address>,
     pub routes: Vec<Route>,
     pub pdps: Vec<Pdp>,
@@ -150,27 +203,89 @@ impl GtpState {
 }
 
 /// See [`GtpState::pdp_conflict`].
+///
+/// Sorts keys instead of hashing them: a restore checks every context
+/// first, and this is several times cheaper for 100k contexts.
 pub fn pdp_conflict(pdps: &[Pdp]) -> Option<(Pdp, Pdp)> {
-    use std::collections::HashMap;
-    let mut by_ms: HashMap<IpAddr, Pdp> = HashMap::with_capacity(pdps.len());
-    // (is_v6, tunnel key): the kernel looks TEIs and TIDs up per family.
-    let mut by_tid: HashMap<(bool, u8, u64), Pdp> = HashMap::with_capacity(pdps.len());
-    for p in pdps {
-        if let Some(o) = by_ms.insert(p.ms, *p) {
-            return Some((o, *p));
-        }
-        let key = match p.tunnel {
-            Tunnel::V0 { tid, .. } => (p.ms.is_ipv6(), 0, tid),
-            Tunnel::V1 { i_tei, .. } => (p.ms.is_ipv6(), 1, u64::from(i_tei)),
-        };
-        if let Some(o) = by_tid.insert(key, *p) {
-            return Some((o, *p));
-        }
+    // (key, index); ties sort by index, so the first two of a run of
+    // equal keys are the earliest pair claiming that key.
+    fn first_dup<K: Ord + Copy>(mut keys: Vec<(K, usize)>) -> Option<(usize, usize)> {
+        keys.sort_unstable();
+        keys.windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| (w[0].1, w[1].1))
+            .min_by_key(|&(_, later)| later)
     }
-    None
+    let ms_key = |p: &Pdp| match p.ms {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    };
+    // The kernel looks TEIs and TIDs up per version and family.
+    let tid_key = |p: &Pdp| {
+        let fam = u128::from(p.ms.is_ipv6()) << 80;
+        match p.tunnel {
+            Tunnel::V0 { tid, .. } => fam | u128::from(tid),
+            Tunnel::V1 { i_tei, .. } => fam | 1 << 72 | u128::from(i_tei),
+        }
+    };
+    let by_ms = first_dup(
+        pdps.iter()
+            .enumerate()
+            .map(|(i, p)| (ms_key(p), i))
+            .collect(),
+    );
+    let by_tid = first_dup(
+        pdps.iter()
+            .enumerate()
+            .map(|(i, p)| (tid_key(p), i))
+            .collect(),
+    );
+    // The pair completed earliest; on a tie the MS address is reported.
+    let (a, b) = match (by_ms, by_tid) {
+        (Some(m), Some(t)) if t.1 < m.1 => t,
+        (Some(m), _) => m,
+        (None, t) => t?,
+    };
+    Some((pdps[a], pdps[b]))
 }
 
 /// Peer families used by the contexts (true = IPv6).
 pub(crate) fn peer_families(pdps: &[Pdp]) -> HashSet<bool> {
     pdps.iter().map(|p| p.peer.is_ipv6()).collect()
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1(i_tei: u32, ms: &str) -> Pdp {
+        Pdp {
+            tunnel: Tunnel::V1 { i_tei, o_tei: 1 },
+            peer: "192.0.2.3".parse().unwrap(),
+            ms: ms.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn conflicts_are_found_and_the_earliest_reported() {
+        let ok = [v1(1, "10.0.0.1"), v1(2, "::a00:1"), v1(1, "2001:db8::")];
+        assert_eq!(pdp_conflict(&ok), None);
+        // Same TEI within a family, then (later) the same MS address.
+        let bad = [
+            v1(1, "10.0.0.1"),
+            v1(2, "10.0.0.2"),
+            v1(1, "10.0.0.3"),
+            v1(3, "10.0.0.2"),
+        ];
+        assert_eq!(pdp_conflict(&bad), Some((bad[0], bad[2])));
+        let bad = [v1(1, "10.0.0.1"), v1(2, "10.0.0.1"), v1(2, "10.0.0.3")];
+        assert_eq!(pdp_conflict(&bad), Some((bad[0], bad[1])));
+        // Same MS address and same TEI at once: the MS address.
+        let bad = [v1(1, "10.0.0.1"), v1(1, "10.0.0.1")];
+        assert_eq!(pdp_conflict(&bad), Some((bad[0], bad[1])));
+        let v0 = Pdp {
+            tunnel: Tunnel::V0 { tid: 1, flow: 0 },
+            ..v1(0, "10.0.0.9")
+        };
+        assert_eq!(pdp_conflict(&[v1(1, "10.0.0.1"), v0]), None);
+    }
 }

@@ -78,6 +78,10 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::gtp::gtp_migrate_kernel_sockets,
     ),
     (
+        "gtp_sockets_named_by_kernel",
+        suites::gtp::gtp_sockets_named_by_kernel,
+    ),
+    (
         "gtp_migrate_process_sockets",
         suites::gtp::gtp_migrate_process_sockets,
     ),
@@ -260,6 +264,10 @@ const STOCK_TESTS: &[(&str, TestFn)] = &[
     (
         "stock_sctp_repair_unsupported",
         sctp_repair::stock_unsupported,
+    ),
+    (
+        "stock_gtp_sockets_guessed",
+        suites::gtp::stock_gtp_sockets_guessed,
     ),
 ];
 

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use gtp_state::{
-    Device, Error, GtpState, Netns, Pdp, RestoreOptions, Role, SocketSource, Sockets, Tunnel,
+    Device, Error, FdOwner, FoundBy, GtpSocket, GtpState, Netns, Pdp, RestoreOptions, Role,
+    SocketSource, Sockets, SocketsFound, Tunnel,
 };
 
 use crate::bench::Figure;
@@ -530,6 +531,40 @@ fn process_sockets(ns: &str) -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
+/// What capture found about the sockets: found `by` as expected, both
+/// sockets named, and owned by this process's fds `held` (process-owned
+/// sockets) or by no process (kernel-created ones).
+fn check_sockets_found(
+    f: &SocketsFound,
+    by: FoundBy,
+    held: Option<&(OwnedFd, OwnedFd)>,
+) -> Result<()> {
+    ensure!(f.by == by, "sockets found by {:?}, not {by:?}", f.by);
+    ensure!(f.sockets.len() == 2, "sockets found: {f:?}");
+    let me = std::process::id();
+    for id in &f.sockets {
+        let want = held.map(|(s0, s1)| {
+            let fd = match id.which {
+                GtpSocket::Gtp0 => s0.as_raw_fd(),
+                GtpSocket::Gtp1u => s1.as_raw_fd(),
+            };
+            FdOwner {
+                pid: me,
+                fd: fd as u32,
+            }
+        });
+        ensure!(
+            id.owner == want,
+            "{:?} socket (inode {}): owner {:?}, expected {want:?}",
+            id.which,
+            id.inode,
+            id.owner
+        );
+    }
+    println!("  sockets found by {by:?}: {:?}", f.sockets);
+    Ok(())
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Kernel,
@@ -583,6 +618,7 @@ fn migrate(mode: Mode) -> Result<()> {
                     gtp0: None,
                     gtp1u: None,
                 },
+                sockets_found: Default::default(),
                 addresses: vec![],
                 routes: vec![],
                 pdps: vec![],
@@ -639,6 +675,7 @@ fn migrate(mode: Mode) -> Result<()> {
             && orig.device.hash_size == 2048
             && orig.device.restart_count == 7
     );
+    check_sockets_found(&orig.sockets_found, FoundBy::Kernel, held.as_ref())?;
     match (mode, &orig.sockets) {
         (Mode::Kernel, Sockets::Kernel { local: None }) => {}
         (
@@ -709,6 +746,114 @@ fn migrate(mode: Mode) -> Result<()> {
     Ok(())
 }
 
+/// A gtp device `gtp0` in `ns` on the given sockets of this process.
+fn device_on_fds(ns: &str, s0: &OwnedFd, s1: &OwnedFd) -> Result<()> {
+    let dev = GtpState {
+        device: Device {
+            name: "gtp0".into(),
+            ifindex: GTP0_INDEX,
+            role: Role::Ggsn,
+            hash_size: 1024,
+            restart_count: 0,
+            mtu: 1500,
+            up: false,
+        },
+        sockets: Sockets::Process {
+            gtp0: None,
+            gtp1u: None,
+        },
+        sockets_found: Default::default(),
+        addresses: vec![],
+        routes: vec![],
+        pdps: vec![],
+    };
+    let opts = RestoreOptions {
+        sockets: SocketSource::Fds {
+            fd0: Some(s0.as_raw_fd()),
+            fd1: Some(s1.as_raw_fd()),
+        },
+        ..Default::default()
+    };
+    gtp_state::restore(&ns_path(ns), &dev, &opts)?;
+    Ok(())
+}
+
+/// A netns with lo up, removed on drop.
+fn scratch_ns(ns: &'static str) -> Result<NsGuard> {
+    let _ = ip(&["netns", "del", ns]);
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    Ok(NsGuard(ns))
+}
+
+/// With the kernel naming a device's sockets, capture finds a process's
+/// sockets on ports other than the GTP ones, and is not fooled by a
+/// socket of the same process on port 2152 that the device does not use
+/// (the port guess would take that one).
+pub fn gtp_sockets_named_by_kernel() -> Result<()> {
+    let ns = "epc-gtp-socks";
+    let _g = scratch_ns(ns)?;
+    let (s0, s1, decoy) = net::in_netns(ns, || {
+        let s0 = UdpSocket::bind("127.0.0.1:40386").context("binding 40386")?;
+        let s1 = UdpSocket::bind("127.0.0.1:40152").context("binding 40152")?;
+        let decoy = UdpSocket::bind("0.0.0.0:2152").context("binding 2152")?;
+        Ok((OwnedFd::from(s0), OwnedFd::from(s1), decoy))
+    })?;
+    device_on_fds(ns, &s0, &s1)?;
+    let held = (s0, s1);
+    let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
+    check_sockets_found(&st.sockets_found, FoundBy::Kernel, Some(&held))?;
+    ensure!(
+        st.sockets
+            == Sockets::Process {
+                gtp0: Some("127.0.0.1:40386".parse()?),
+                gtp1u: Some("127.0.0.1:40152".parse()?),
+            },
+        "sockets: {:?}",
+        st.sockets
+    );
+    drop(decoy);
+    gtp_state::delete_device(&ns_path(ns), "gtp0")?;
+    Ok(())
+}
+
+/// On a kernel that does not name a device's sockets (stock 6.12),
+/// capture falls back to the GTP ports, in both socket modes.
+pub fn stock_gtp_sockets_guessed() -> Result<()> {
+    let ns = "epc-gtp-stock";
+    let _g = scratch_ns(ns)?;
+    ip(&[
+        "-n", ns, "link", "add", "gtp0", "type", "gtp", "role", "ggsn",
+    ])?;
+    let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
+    check_sockets_found(&st.sockets_found, FoundBy::Ports, None)?;
+    ensure!(
+        st.sockets == Sockets::Kernel { local: None },
+        "kernel-created sockets taken for {:?}",
+        st.sockets
+    );
+    gtp_state::delete_device(&ns_path(ns), "gtp0")?;
+
+    let (s0, s1) = process_sockets(ns)?;
+    device_on_fds(ns, &s0, &s1)?;
+    let held = (s0, s1);
+    let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
+    check_sockets_found(&st.sockets_found, FoundBy::Ports, Some(&held))?;
+    ensure!(
+        matches!(
+            st.sockets,
+            Sockets::Process {
+                gtp0: Some(a),
+                gtp1u: Some(b)
+            } if a.port() == 3386 && b.port() == 2152
+        ),
+        "process-owned sockets taken for {:?}",
+        st.sockets
+    );
+    gtp_state::delete_device(&ns_path(ns), "gtp0")?;
+    Ok(())
+}
+
 /// Removes a netns on drop.
 struct NsGuard(&'static str);
 fn scopeguard(ns: &'static str) -> NsGuard {
@@ -748,6 +893,7 @@ fn small_state() -> GtpState {
             up: true,
         },
         sockets: Sockets::Kernel { local: None },
+        sockets_found: Default::default(),
         addresses: vec![],
         routes: vec![],
         pdps: ues.iter().map(|u| u.spgw).collect(),
@@ -852,6 +998,33 @@ pub fn gtp_bad_input() -> Result<()> {
     ensure!(links(ns)? == before, "the netns changed");
     ip(&["-n", ns, "link", "del", "dum1"])?;
 
+    // A hash size chosen at restore: the rest as captured.
+    let resized = RestoreOptions {
+        hash_size: Some(4096),
+        ..Default::default()
+    };
+    gtp_state::restore(&n, &small_state(), &resized).context("restore with --hash-size")?;
+    let back = gtp_state::capture(&n, "gtp0")?;
+    ensure!(
+        back.device.hash_size == 4096 && back.pdps.len() == small_state().pdps.len(),
+        "restored with hash size {} and {} contexts",
+        back.device.hash_size,
+        back.pdps.len()
+    );
+    gtp_state::delete_device(&n, "gtp0")?;
+    expect(
+        "hash size 0",
+        gtp_state::restore(
+            &n,
+            &small_state(),
+            &RestoreOptions {
+                hash_size: Some(0),
+                ..Default::default()
+            },
+        ),
+        |e| matches!(e, Error::Invalid(_)),
+    )?;
+
     // PDP conflict within the capture: refused before anything is made.
     let mut dup = small_state();
     let mut p = dup.pdps[0];
@@ -882,7 +1055,7 @@ pub fn gtp_bad_input() -> Result<()> {
     expect(
         "refused midway",
         gtp_state::restore(&n, &mid, &RestoreOptions::default()),
-        |e| matches!(e, Error::PdpRejected { .. }),
+        |e| matches!(e, Error::PdpRejected { pdp, .. } if pdp.contains("2001:db8:99::5")),
     )?;
     ensure!(
         links(ns)? == before,
