@@ -102,10 +102,14 @@ struct sctp_repair_assoc {
 	__u32	sra_peer_initial_tsn;
 	__u32	sra_peer_ctsn;		/* last TSN received in sequence */
 	__u32	sra_last_ecne_tsn;
-	/* Receive windows: ours now, ours last advertised, the peer's */
+	/* Receive windows: ours now, ours last advertised, the peer's; what
+	 * we received beyond ours, and what buffer pressure withholds of it
+	 */
 	__u32	sra_rwnd;
 	__u32	sra_a_rwnd;
 	__u32	sra_peer_rwnd;
+	__u32	sra_rwnd_over;
+	__u32	sra_rwnd_press;
 	/* ADD-IP serial numbers: our next one, the peer's last one */
 	__u32	sra_addip_serial;
 	__u32	sra_peer_addip_serial;

@@ -8,7 +8,10 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, SocketAddr};
 
 use epcmig_sys::sctp_repair as uapi;
-use gtp_state::{Address, Device, GtpState, Pdp, Role, Route, Sockets, Tunnel};
+use gtp_state::{
+    Address, Device, FdOwner, FoundBy, GtpSocket, GtpState, Pdp, Role, Route, SocketId, Sockets,
+    SocketsFound, Tunnel,
+};
 use sctp_repair::{Kind, QueueRecord, Snapshot, SockOpt};
 
 use crate::decode::Image;
@@ -370,6 +373,23 @@ pub fn gtp_table(n: u32) -> GtpState {
         sockets: Sockets::Process {
             gtp0: Some(addr("192.0.2.10:3386")),
             gtp1u: Some(addr("192.0.2.10:2152")),
+        },
+        // As the kernel reports them (kernel-patches/0011), held by the
+        // SPGW's fds 5 and 6.
+        sockets_found: SocketsFound {
+            by: FoundBy::Kernel,
+            sockets: vec![
+                SocketId {
+                    which: GtpSocket::Gtp0,
+                    inode: 40_001,
+                    owner: Some(FdOwner { pid: 4242, fd: 5 }),
+                },
+                SocketId {
+                    which: GtpSocket::Gtp1u,
+                    inode: 40_002,
+                    owner: Some(FdOwner { pid: 4242, fd: 6 }),
+                },
+            ],
         },
         addresses: vec![Address {
             local: ip("10.45.0.1"),

@@ -161,7 +161,7 @@ fn association(b: &[u8]) -> Value {
         sra_initial_tsn, sra_next_tsn, sra_ctsn_ack_point, sra_adv_peer_ack_point,
         sra_highest_sacked, sra_last_cwr_tsn,
         sra_peer_initial_tsn, sra_peer_ctsn, sra_last_ecne_tsn,
-        sra_rwnd, sra_a_rwnd, sra_peer_rwnd,
+        sra_rwnd, sra_a_rwnd, sra_peer_rwnd, sra_rwnd_over, sra_rwnd_press,
         sra_addip_serial, sra_peer_addip_serial,
         sra_strreset_outseq, sra_strreset_inseq, sra_strreset_result,
         sra_strreset_enable, sra_dscp, sra_addip_disabled_mask,
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(j["association"]["strreset_result"], json!([0, 0]));
         // Every field of struct sctp_repair_assoc, plus the flag names.
         let assoc = j["association"].as_object().expect("object");
-        assert_eq!(assoc.len(), 51);
+        assert_eq!(assoc.len(), 53);
         assert_eq!(j["paths"]["count"], 1);
         assert_eq!(j["paths"]["paths"][0]["primary"], false);
         assert_eq!(j["streams"]["streams"], json!([]));

@@ -179,7 +179,7 @@ mod tests {
     fn sizes_match_the_uapi_comments() {
         // The kernel patch documents these sizes; a mismatch means the
         // header and bindgen disagree with it.
-        assert_eq!(ASSOC_SIZE, 304);
+        assert_eq!(ASSOC_SIZE, 312);
         assert_eq!(PATH_SIZE, 200);
         assert_eq!(STREAM_SIZE, 20);
         assert_eq!(TSN_MAP_SIZE, 80);

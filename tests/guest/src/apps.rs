@@ -14,7 +14,7 @@ pub enum App {
         listen: SocketAddr,
     },
     /// SCTP echo server: accepts one-to-one associations and echoes every
-    /// message back.
+    /// message back, on the stream (and ordered or not) it came on.
     SctpEcho {
         #[arg(long)]
         listen: std::net::SocketAddrV4,
@@ -111,10 +111,10 @@ fn sctp_echo(listen: std::net::SocketAddrV4) -> Result<()> {
         let s = unsafe { OwnedFd::from_raw_fd(fd) };
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
-            while let Ok(Some(m)) =
-                crate::sctp_traffic::recv(std::os::fd::AsFd::as_fd(&s), &mut buf)
-            {
-                if socket::send(s.as_raw_fd(), &m, socket::MsgFlags::empty()).is_err() {
+            let fd = std::os::fd::AsFd::as_fd(&s);
+            while let Ok(Some(m)) = crate::sctp_traffic::recv(fd, &mut buf) {
+                let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
+                if crate::sctp_traffic::send(fd, stream, unordered, &m, 0).is_err() {
                     return;
                 }
             }

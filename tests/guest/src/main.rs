@@ -95,6 +95,10 @@ const TESTS: &[(&str, TestFn)] = &[
         sctp_repair::crate_move_listener,
     ),
     (
+        "sctp_repair_crate_move_multihomed",
+        sctp_repair::crate_move_multihomed,
+    ),
+    (
         "sctp_repair_crate_move_under_traffic",
         sctp_repair::crate_move_under_traffic,
     ),
@@ -280,6 +284,37 @@ fn stock_kernel_is_unpatched() -> Result<()> {
     Ok(())
 }
 
+/// The longest a guest test may take: a hung test fails the run (with the
+/// summary line the host expects) instead of hanging it.
+const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// Runs `f`, catching panics; if it outlives [`TEST_LIMIT`], reports it as
+/// failed and ends the guest run (a thread cannot be stopped).
+fn with_watchdog(
+    name: &str,
+    passed: usize,
+    failed: usize,
+    f: &(dyn Fn() -> Result<()> + std::panic::RefUnwindSafe),
+) -> std::thread::Result<Result<()>> {
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::channel::<()>();
+    let owned = name.to_string();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TEST_LIMIT) {
+            println!(
+                "test {owned} ... FAILED ({}s)\n  error: still running after {} s: hung",
+                TEST_LIMIT.as_secs(),
+                TEST_LIMIT.as_secs()
+            );
+            println!("guest: {passed} passed, {} failed", failed + 1);
+            std::process::exit(1);
+        }
+    });
+    let res = std::panic::catch_unwind(f);
+    let _ = tx.send(());
+    res
+}
+
 fn run_tests(filter: Option<&str>, stock: bool) -> Result<u8> {
     println!("guest: kernel {}", uname_r());
     let all = if stock { stock_tests() } else { all_tests() };
@@ -299,7 +334,7 @@ fn run_tests(filter: Option<&str>, stock: bool) -> Result<u8> {
     for (name, f) in chosen {
         println!("test {name} ...");
         let t = Instant::now();
-        let res = std::panic::catch_unwind(f);
+        let res = with_watchdog(name, passed, failed, f.as_ref());
         let secs = t.elapsed().as_secs_f64();
         match res {
             Ok(Ok(())) => {

@@ -45,6 +45,15 @@ pub fn build(stream: u16, unordered: bool, seq: u64, len: usize) -> Vec<u8> {
     m
 }
 
+/// The stream and unordered flag a message of [`build`] says it was sent
+/// with (an echo server answers the same way).
+pub fn route(m: &[u8]) -> Option<(u16, bool)> {
+    if m.len() < HDR || m[0..4] != MAGIC.to_le_bytes() {
+        return None;
+    }
+    Some((u16::from_le_bytes([m[4], m[5]]), m[6] != 0))
+}
+
 fn crc32(b: &[u8]) -> u32 {
     // Bitwise CRC-32 (IEEE); payloads are small and this keeps the test
     // free of extra dependencies.
@@ -111,63 +120,74 @@ pub fn send(
 }
 
 /// Receives one whole message (or None on timeout / would-block).
-pub fn recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
+pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<Option<Vec<u8>>> {
     recv_flags(sock, buf, 0)
 }
 
 /// [`recv`] with recvmsg flags (e.g. MSG_DONTWAIT).
 pub fn recv_flags(
     sock: BorrowedFd<'_>,
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
     flags: libc::c_int,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut msg = Vec::new();
     loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: zeroed msghdr is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        // SAFETY: `mh` points at `buf`, live for the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) && msg.is_empty()
-            {
-                return Ok(None);
+        match recv_piece(sock, buf, flags)? {
+            None if msg.is_empty() => return Ok(None),
+            None => continue, // rest of a partially delivered message
+            Some((n, eor)) => {
+                msg.extend_from_slice(&buf[..n]);
+                if eor {
+                    return Ok(Some(msg));
+                }
             }
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                continue; // rest of a partially delivered message
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "association closed",
-            ));
-        }
-        if mh.msg_flags & libc::MSG_NOTIFICATION != 0 {
-            // Only association events are subscribed to (see `watch`):
-            // every one of them is a failure of the migration.
-            return Err(std::io::Error::other(describe_notification(
-                &buf[..n as usize],
-            )));
-        }
-        msg.extend_from_slice(&buf[..n as usize]);
-        if mh.msg_flags & libc::MSG_EOR != 0 {
-            return Ok(Some(msg));
         }
     }
+}
+
+/// One recvmsg(): the bytes it put in `buf` and whether they end a message
+/// (MSG_EOR), or None on timeout / would-block. A reader that keeps the
+/// pieces itself can read part of a message from one socket and the rest
+/// from the socket it was moved to.
+pub fn recv_piece(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> std::io::Result<Option<(usize, bool)>> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: zeroed msghdr is valid.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    // SAFETY: `mh` points at `buf`, live for the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "association closed",
+        ));
+    }
+    if mh.msg_flags & libc::MSG_NOTIFICATION != 0 {
+        // Only association events are subscribed to (see `watch`): every
+        // one of them is a failure of the migration.
+        return Err(std::io::Error::other(describe_notification(
+            &buf[..n as usize],
+        )));
+    }
+    Ok(Some((n as usize, mh.msg_flags & libc::MSG_EOR != 0)))
 }
 
 /// Subscribes `sock` to association change and remote error events, so

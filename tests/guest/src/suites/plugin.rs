@@ -3,6 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -23,11 +25,15 @@ fn plugin_dir() -> String {
         .into_owned()
 }
 
+/// Streams the eNBs use (the echo server answers on the same one).
+const STREAMS: u16 = 4;
+
 fn connect_from_c(to: SocketAddrV4) -> Result<OwnedFd> {
     net::in_netns(PEER_C, move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let s = crate::suites::sctp_repair::sctp_socket()?;
+            crate::suites::sctp_repair::set_streams(&s, STREAMS)?;
             match socket::connect(s.as_raw_fd(), &SockaddrIn::from(to)) {
                 Ok(()) => return Ok(s),
                 Err(e) if Instant::now() > deadline => {
@@ -42,8 +48,7 @@ fn connect_from_c(to: SocketAddrV4) -> Result<OwnedFd> {
 fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result<()> {
     for _ in 0..n {
         let i = sent.count;
-        // One stream: the echo server answers on stream 0.
-        sent.send_next(s.as_fd(), 1, i)?;
+        sent.send_next(s.as_fd(), STREAMS, i)?;
     }
     let mut buf = vec![0u8; 65536];
     let tv = nix::sys::time::TimeVal::new(0, 200_000);
@@ -63,20 +68,106 @@ fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result
     tally.complete(&sent.next)
 }
 
-/// MME-like: an SCTP server in its own netns on host A with a base-station
-/// peer on C. `criu dump --lib` on A, images over the A–B link, `criu
-/// restore --lib` on B: the association carries on (same association at
-/// the peer, messages echoed with their sequence), and a new peer can
-/// connect to the restored listener.
+/// A base station streaming numbered messages to the MME on several
+/// streams, ordered and unordered, and checking the echoes, until told to
+/// stop. Any association event (COMM_LOST, RESTART, ABORT) fails it.
+struct Enb {
+    sock: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<Result<Sent>>,
+    reader: std::thread::JoinHandle<Result<(Tally, Duration)>>,
+}
+
+impl Enb {
+    fn start(sock: OwnedFd) -> Result<Enb> {
+        sctp_traffic::watch(sock.as_fd())?;
+        let tv = nix::sys::time::TimeVal::new(0, 200_000);
+        socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &tv)?;
+        socket::setsockopt(&sock, socket::sockopt::SendTimeout, &tv)?;
+        let sock = Arc::new(sock);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (sock.clone(), stop.clone());
+        let writer = std::thread::spawn(move || -> Result<Sent> {
+            let mut sent = Sent::default();
+            while !st.load(Ordering::SeqCst) {
+                // Blocks up to 200 ms while the MME is frozen and the
+                // window fills; the same message is tried again then.
+                sent.try_send_next(s.as_fd(), STREAMS, sent.count, 0)?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(sent)
+        });
+        let (s, st) = (sock.clone(), stop.clone());
+        let reader = std::thread::spawn(move || -> Result<(Tally, Duration)> {
+            let mut t = Tally::default();
+            let mut buf = vec![0u8; 65536];
+            let (mut last, mut gap) = (Instant::now(), Duration::ZERO);
+            let mut idle = 0;
+            // After stop, read until 3 s pass with nothing new.
+            while !st.load(Ordering::SeqCst) || idle < 15 {
+                match sctp_traffic::recv(s.as_fd(), &mut buf)? {
+                    Some(m) => {
+                        t.check(&m);
+                        gap = gap.max(last.elapsed());
+                        last = Instant::now();
+                        idle = 0;
+                    }
+                    None => idle += 1,
+                }
+            }
+            Ok((t, gap))
+        });
+        Ok(Enb {
+            sock,
+            stop,
+            writer,
+            reader,
+        })
+    }
+
+    /// Stops the traffic, waits for the last echoes; the messages sent and
+    /// the longest time without an echo (the downtime this eNB saw).
+    fn finish(self) -> Result<(Tally, Duration)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = self
+            .writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("eNB writer panicked"))?
+            .context("eNB writer")?;
+        let (tally, gap) = self
+            .reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("eNB reader panicked"))?
+            .context("eNB reader")?;
+        tally.complete(&sent.next)?;
+        ensure!(
+            Arc::strong_count(&self.sock) == 1,
+            "eNB socket still shared"
+        );
+        Ok((tally, gap))
+    }
+}
+
+/// MME-like: an SCTP server (listener and accepted associations) in its
+/// own netns on host A, with two base-station peers on C streaming
+/// numbered messages on 4 streams, ordered and unordered, 1 to 9000 bytes,
+/// the whole time. `criu dump --lib` on A, images over the A–B link, `criu
+/// restore --lib` on B: every message echoed once, in order per stream,
+/// intact; no association event at any peer (same associations); and a new
+/// peer can connect to the restored listener.
 pub fn sctp_mme_migrate() -> Result<()> {
     let mut topo = Topology::build()?;
     let ctr = topo.container(HOST_A, "mme", "mme0", MME)?;
     let listen = format!("{MME}:{S1AP_PORT}");
     let mut app = crate::apps::spawn_in(&ctr, &["sctp-echo", "--listen", &listen])?;
-    let enb = connect_from_c(SocketAddrV4::new(MME, S1AP_PORT))?;
-    let (mut sent, mut tally) = (Sent::default(), Tally::default());
-    echo_round(&enb, &mut sent, &mut tally, 30)?;
-    let before = crate::suites::sctp_repair::peer_status(&enb)?;
+    let to = SocketAddrV4::new(MME, S1AP_PORT);
+    let (e1, e2) = (connect_from_c(to)?, connect_from_c(to)?);
+    let before = [
+        crate::suites::sctp_repair::peer_status(&e1)?,
+        crate::suites::sctp_repair::peer_status(&e2)?,
+    ];
+    let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
+    std::thread::sleep(Duration::from_secs(1));
 
     let dir = crate::suites::baseline::work_dir("plugin-mme")?;
     let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
@@ -92,20 +183,27 @@ pub fn sctp_mme_migrate() -> Result<()> {
     )?;
     let result = (|| -> Result<()> {
         net::announce(&format!("/proc/{pid}/ns/net"), "eth0", MME)?;
-        echo_round(&enb, &mut sent, &mut tally, 30)?;
-        ensure!(
-            crate::suites::sctp_repair::peer_status(&enb)? == before,
-            "the base station's association changed"
-        );
-        let enb2 = connect_from_c(SocketAddrV4::new(MME, S1AP_PORT))?;
-        let (mut s2, mut t2) = (Sent::default(), Tally::default());
-        echo_round(&enb2, &mut s2, &mut t2, 5)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let enb3 = connect_from_c(to)?;
+        let (mut s3, mut t3) = (Sent::default(), Tally::default());
+        echo_round(&enb3, &mut s3, &mut t3, 5)?;
+        let after = [
+            crate::suites::sctp_repair::peer_status(&enb1.sock)?,
+            crate::suites::sctp_repair::peer_status(&enb2.sock)?,
+        ];
+        ensure!(after == before, "a base station's association changed");
+        let (t1, gap1) = enb1.finish().context("eNB 1")?;
+        let (t2, gap2) = enb2.finish().context("eNB 2")?;
         println!(
-            "  checkpoint {:.2}s, transfer {:.2}s ({bytes} bytes), restore {:.2}s; {} messages echoed, 0 lost; same association at the base station; a new base station connected",
+            "  checkpoint {:.2}s, transfer {:.2}s ({bytes} bytes), restore {:.2}s; \
+             {} + {} messages echoed on {STREAMS} streams while migrating, 0 lost, duplicated or reordered; \
+             longest silence seen by an eNB {:.2}s; same associations; a new eNB connected",
             checkpoint.as_secs_f64(),
             transfer.as_secs_f64(),
             restore.as_secs_f64(),
-            tally.received
+            t1.received,
+            t2.received,
+            gap1.max(gap2).as_secs_f64()
         );
         Ok(())
     })();

@@ -219,7 +219,14 @@ struct Rig {
     moves: usize,
     snapshot_bytes: usize,
     caught: Caught,
+    /// Multi-homed: the mover also has [`MH_SVC2`], the peer [`MH_PEER2`].
+    second: bool,
 }
+
+/// Second addresses of a multi-homed association, on another subnet of
+/// the same LAN: the mover's and the peer's.
+const MH_SVC2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+const MH_PEER2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 
 /// How many moves caught data in each queue (from the snapshots).
 #[derive(Default, Debug)]
@@ -251,16 +258,31 @@ impl Caught {
 
 impl Rig {
     fn new(svc: IpAddr, c: IpAddr) -> Result<Rig> {
+        Self::with(svc, c, false)
+    }
+
+    /// Both ends have two addresses (IPv4 only).
+    fn multihomed(svc: Ipv4Addr, c: Ipv4Addr) -> Result<Rig> {
+        Self::with(IpAddr::V4(svc), IpAddr::V4(c), true)
+    }
+
+    fn with(svc: IpAddr, c: IpAddr, second: bool) -> Result<Rig> {
         let v4 = match svc {
             IpAddr::V4(a) => a,
             IpAddr::V6(_) => Ipv4Addr::new(192, 0, 2, 20),
         };
         let mut topo = Topology::build()?;
-        let ctr = Self::container(&mut topo, HOST_A, svc, v4)?;
+        let ctr = Self::container(&mut topo, HOST_A, svc, v4, second)?;
+        if second {
+            net::add_addr(PEER_C, "eth0", &format!("{MH_PEER2}/24"))?;
+        }
         let peer_sa = SockaddrStorage::from(SocketAddr::new(c, PORT));
         let listener = net::in_netns(PEER_C, move || {
             let l = socket_for(c)?;
             socket::bind(l.as_raw_fd(), &peer_sa)?;
+            if second {
+                bindx_add(&l, MH_PEER2)?;
+            }
             socket::listen(&l, socket::Backlog::new(8)?)?;
             Ok(l)
         })?;
@@ -270,6 +292,9 @@ impl Rig {
                 s.as_raw_fd(),
                 &SockaddrStorage::from(SocketAddr::new(svc, 0)),
             )?;
+            if second {
+                bindx_add(&s, MH_SVC2)?;
+            }
             set_streams(&s, 8)?;
             socket::connect(s.as_raw_fd(), &peer_sa).context("connect to peer C")?;
             Ok(s)
@@ -290,11 +315,21 @@ impl Rig {
             moves: 0,
             snapshot_bytes: 0,
             caught: Caught::default(),
+            second,
         })
     }
 
-    fn container(topo: &mut Topology, host: &str, svc: IpAddr, v4: Ipv4Addr) -> Result<String> {
+    fn container(
+        topo: &mut Topology,
+        host: &str,
+        svc: IpAddr,
+        v4: Ipv4Addr,
+        second: bool,
+    ) -> Result<String> {
         let ctr = topo.container(host, "mover", "mover0", v4)?;
+        if second {
+            net::add_addr(&ctr, "eth0", &format!("{MH_SVC2}/24"))?;
+        }
         if let IpAddr::V6(a) = svc {
             net::add_addr(&ctr, "eth0", &format!("{a}/64"))?;
         }
@@ -321,7 +356,7 @@ impl Rig {
         drop(old);
         let to = if self.moves % 2 == 0 { HOST_B } else { HOST_A };
         self.topo.remove_container(&self.ctr)?;
-        self.ctr = Self::container(&mut self.topo, to, self.svc, self.v4)?;
+        self.ctr = Self::container(&mut self.topo, to, self.svc, self.v4, self.second)?;
         net::lock(&self.ctr)?;
         self.mover = net::in_netns(&self.ctr, move || {
             let snap = sctp_repair::Snapshot::decode(&bytes)?;
@@ -330,6 +365,9 @@ impl Rig {
         net::unlock(&self.ctr)?;
         sctp_repair::set_mode(self.mover.as_fd(), Mode::Off)?;
         net::announce(&self.ctr, "eth0", self.v4)?;
+        if self.second {
+            net::announce(&self.ctr, "eth0", MH_SVC2)?;
+        }
         self.moves += 1;
         Ok(())
     }
@@ -380,8 +418,94 @@ fn tune_timers(s: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+/// Adds `addr` (same port) to the addresses `s` is bound to
+/// (SCTP_SOCKOPT_BINDX_ADD).
+fn bindx_add(s: &OwnedFd, addr: Ipv4Addr) -> Result<()> {
+    const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid fd; a pointer to one live sockaddr_in and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            SCTP_SOCKOPT_BINDX_ADD,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "sctp_bindx({addr}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Makes the path to `addr` the primary one of the association of `s`
+/// (SCTP_PRIMARY_ADDR).
+fn set_primary(s: &OwnedFd, addr: SocketAddrV4) -> Result<()> {
+    const SCTP_PRIMARY_ADDR: libc::c_int = 6;
+    // struct sctp_prim { s32 assoc_id; struct sockaddr_storage } packed.
+    let mut v = [0u8; 4 + 128];
+    v[4..6].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    v[6..8].copy_from_slice(&addr.port().to_be_bytes());
+    v[8..12].copy_from_slice(&addr.ip().octets());
+    // SAFETY: valid fd; `v` is a complete struct sctp_prim.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            SCTP_PRIMARY_ADDR,
+            v.as_ptr().cast(),
+            v.len() as libc::socklen_t,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "setsockopt(SCTP_PRIMARY_ADDR {addr}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// The primary path of the association of `s` (SCTP_STATUS: struct
+/// sctp_paddrinfo at offset 24, its address after the assoc id).
+fn primary_of(s: &OwnedFd) -> Result<Option<SocketAddrV4>> {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd, a buffer of `len` bytes and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            14,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "getsockopt(SCTP_STATUS): {}",
+        std::io::Error::last_os_error()
+    );
+    let fam = u16::from_ne_bytes([buf[28], buf[29]]);
+    if i32::from(fam) != libc::AF_INET {
+        return Ok(None);
+    }
+    let port = u16::from_be_bytes([buf[30], buf[31]]);
+    let ip = Ipv4Addr::new(buf[32], buf[33], buf[34], buf[35]);
+    Ok(Some(SocketAddrV4::new(ip, port)))
+}
+
 /// Asks for `n` outbound and inbound streams (SCTP_INITMSG).
-fn set_streams(s: &OwnedFd, n: u16) -> Result<()> {
+pub fn set_streams(s: &OwnedFd, n: u16) -> Result<()> {
     // struct sctp_initmsg { u16 num_ostreams, max_instreams, max_attempts, max_init_timeo; }
     let mut v = [0u8; 8];
     v[0..2].copy_from_slice(&n.to_ne_bytes());
@@ -422,6 +546,58 @@ fn move_many(svc: IpAddr, c: IpAddr) -> Result<()> {
         if svc.is_ipv4() { "IPv4" } else { "IPv6" }
     );
     println!("  serialised snapshot: {} bytes", rig.snapshot_bytes);
+    Ok(())
+}
+
+/// A multi-homed association (two addresses each side) moves 10 times
+/// A<->B with its primary path, which is not the one it was set up on:
+/// both addresses each side, and the primary, are the same after every
+/// move, and messages flow both ways.
+pub fn crate_move_multihomed() -> Result<()> {
+    const MOVES: usize = 10;
+    let svc = Ipv4Addr::new(192, 0, 2, 20);
+    let mut rig = Rig::multihomed(svc, net::host_addr(PEER_C))?;
+    let primary = SocketAddrV4::new(MH_PEER2, PORT);
+    // The second path is confirmed by a heartbeat first.
+    std::thread::sleep(Duration::from_secs(2));
+    set_primary(&rig.mover, primary)?;
+    let expect = |rig: &mut Rig, when: &str| -> Result<()> {
+        ensure!(
+            primary_of(&rig.mover)? == Some(primary),
+            "{when}: the primary path is {:?}, not {primary}",
+            primary_of(&rig.mover)?
+        );
+        let snap = sctp_repair::freeze_and_capture(rig.mover.as_fd(), Duration::from_secs(5))?;
+        sctp_repair::set_mode(rig.mover.as_fd(), Mode::Off)?;
+        let info = snap
+            .assoc_info()
+            .context("no association in the snapshot")?;
+        let mut local: Vec<IpAddr> = snap.local_addrs.iter().map(|a| a.ip()).collect();
+        local.sort();
+        ensure!(
+            info.paths == 2 && local == [IpAddr::V4(svc), IpAddr::V4(MH_SVC2)],
+            "{when}: {} paths, local addresses {local:?}",
+            info.paths
+        );
+        Ok(())
+    };
+    expect(&mut rig, "before the moves")?;
+    let mut seq = 0u64;
+    for _ in 0..MOVES {
+        exchange(&rig.mover, &rig.peer, format!("m:{seq}").as_bytes())?;
+        exchange(&rig.peer, &rig.mover, format!("p:{seq}").as_bytes())?;
+        seq += 1;
+        rig.move_once()?;
+        let when = format!("after move {}", rig.moves);
+        expect(&mut rig, &when)?;
+    }
+    exchange(&rig.mover, &rig.peer, format!("m:{seq}").as_bytes())?;
+    exchange(&rig.peer, &rig.mover, format!("p:{seq}").as_bytes())?;
+    rig.check_peer()?;
+    println!(
+        "  {MOVES} moves A<->B of an association with 2 addresses each side: both paths and the \
+         primary ({primary}) kept, messages flowed both ways, the peer's association never restarted"
+    );
     Ok(())
 }
 
@@ -656,15 +832,21 @@ pub fn crate_move_under_traffic() -> Result<()> {
     let down_reader = std::thread::spawn(move || -> Result<Tally> {
         let mut t = Tally::default();
         let mut buf = vec![0u8; 65536];
+        // Pieces of a message kept across reads: a move may come between
+        // two of them, and the rest then comes from the restored socket.
+        let mut msg = Vec::new();
         let mut idle = 0;
         while !st4.load(Ordering::SeqCst) || idle < 3000 {
-            let m = {
+            let piece = {
                 let g = s2.lock().unwrap_or_else(|p| p.into_inner());
-                sctp_traffic::recv_flags(g.as_fd(), &mut buf, libc::MSG_DONTWAIT)?
+                sctp_traffic::recv_piece(g.as_fd(), &mut buf, libc::MSG_DONTWAIT)?
             };
-            match m {
-                Some(m) => {
-                    t.check(&m);
+            match piece {
+                Some((n, eor)) => {
+                    msg.extend_from_slice(&buf[..n]);
+                    if eor {
+                        t.check(&std::mem::take(&mut msg));
+                    }
                     idle = 0;
                 }
                 None => {
@@ -679,8 +861,12 @@ pub fn crate_move_under_traffic() -> Result<()> {
     let mut result = Ok(());
     let started = std::time::Instant::now();
     for _ in 0..MOVES {
-        // Traffic flows for a while between moves.
-        std::thread::sleep(Duration::from_millis(300));
+        // Traffic flows between moves for longer than the peer's largest
+        // RTO: what it sent while the mover was frozen is retransmitted and
+        // acknowledged, which clears its error counters. Back-to-back moves
+        // would add up their outages until the peer gives up, as it would
+        // with any peer unreachable for that long.
+        std::thread::sleep(Duration::from_millis(1200));
         let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
         rig.mover = std::mem::replace(&mut *g, sctp_socket()?);
         if let Err(e) = rig.move_once() {
@@ -688,6 +874,14 @@ pub fn crate_move_under_traffic() -> Result<()> {
             break;
         }
         *g = std::mem::replace(&mut rig.mover, sctp_socket()?);
+        if rig.moves % 10 == 0 {
+            println!(
+                "  {} moves, {:.0} s; moves that caught data: {:?}",
+                rig.moves,
+                started.elapsed().as_secs_f64(),
+                rig.caught
+            );
+        }
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
