@@ -26,6 +26,34 @@ pub enum App {
     },
 }
 
+/// Starts a third-party program in netns `ns` as [`spawn_in`] does, its
+/// output to `out` (a regular file CRIU dumps and restores by path).
+pub fn spawn_program_in(
+    ns: &str,
+    program: &str,
+    args: &[&str],
+    out: &std::path::Path,
+) -> Result<std::process::Child> {
+    use std::process::Stdio;
+    let log = std::fs::File::create(out)?;
+    let mut c = crate::net::command_in(ns, program)?;
+    c.args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid and close_range are async-signal-safe syscalls.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    c.spawn()
+        .with_context(|| format!("starting {program} {}", args.join(" ")))
+}
+
 /// Starts `epcmig-guest app ARGS` in netns `ns` as a container's process
 /// would run: its own session (CRIU dumps a tree that owns its session, no
 /// --shell-job), stdio on /dev/null, and no other inherited fd (the guest

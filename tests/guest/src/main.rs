@@ -74,6 +74,14 @@ const TESTS: &[(&str, TestFn)] = &[
     ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
     (
+        "plugin_iperf3_sctp_migrate",
+        suites::plugin::iperf3_sctp_migrate,
+    ),
+    (
+        "plugin_sctp_leave_running_and_default_dir",
+        suites::plugin::sctp_leave_running_and_default_dir,
+    ),
+    (
         "gtp_migrate_kernel_sockets",
         suites::gtp::gtp_migrate_kernel_sockets,
     ),

@@ -160,10 +160,38 @@ impl Topology {
         outer: &str,
         addr: Ipv4Addr,
     ) -> Result<String> {
+        self.container_with(host, name, outer, addr, false)
+    }
+
+    /// [`Topology::container`], locked (see [`lock`]) before it is cabled
+    /// and takes the address: a container that is the target of a move
+    /// must not answer the peer (with ARP, then ABORT) before the
+    /// association is restored in it.
+    pub fn container_locked(
+        &mut self,
+        host: &str,
+        name: &str,
+        outer: &str,
+        addr: Ipv4Addr,
+    ) -> Result<String> {
+        self.container_with(host, name, outer, addr, true)
+    }
+
+    fn container_with(
+        &mut self,
+        host: &str,
+        name: &str,
+        outer: &str,
+        addr: Ipv4Addr,
+        locked: bool,
+    ) -> Result<String> {
         let ns = format!("epc-ctr-{name}");
         ip(&["netns", "add", &ns])?;
         self.extra.push(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        if locked {
+            lock(&ns)?;
+        }
         ip(&[
             "-n", host, "link", "add", "name", outer, "type", "veth", "peer", "name", "eth0",
             "netns", &ns,
@@ -187,6 +215,11 @@ impl Topology {
     /// Destroys a container netns made by [`Topology::container`] (its
     /// veth goes with it).
     pub fn remove_container(&mut self, ns: &str) -> Result<()> {
+        // Unplugged first, while its lock holds: the netns itself goes
+        // away asynchronously, and on the way its nftables lock can be
+        // gone before its devices and SCTP are, long enough to answer a
+        // peer's packet with an ABORT.
+        ip(&["-n", ns, "link", "del", "eth0"])?;
         ip(&["netns", "del", ns])?;
         self.extra.retain(|n| n != ns);
         Ok(())

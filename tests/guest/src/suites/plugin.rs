@@ -214,3 +214,184 @@ pub fn sctp_mme_migrate() -> Result<()> {
     drop(topo);
     result
 }
+
+/// CRIU's default plugin directory (its `--libdir` default), where a
+/// package or a container runtime's host setup installs plugins.
+const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/criu";
+
+/// Installs our plugin in [`DEFAULT_PLUGIN_DIR`] for as long as it lives.
+struct Installed(std::path::PathBuf);
+
+impl Installed {
+    fn new() -> Result<Installed> {
+        let dir = std::path::Path::new(DEFAULT_PLUGIN_DIR);
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {DEFAULT_PLUGIN_DIR} (overlay in the guest)"))?;
+        let to = dir.join("libepcmig_criu.so");
+        std::fs::copy(
+            std::path::Path::new(&plugin_dir()).join("libepcmig_criu.so"),
+            &to,
+        )
+        .with_context(|| format!("installing the plugin as {}", to.display()))?;
+        Ok(Installed(to))
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `criu dump --leave-running` with the plugin: the MME keeps serving its
+/// base station through and after the dump (associations thawed, nothing
+/// lost). Then the plugin is installed in CRIU's default plugin directory
+/// instead of given with `--lib`, and a plain `criu dump` / `criu
+/// restore` migrates the MME from A to B under the same traffic.
+pub fn sctp_leave_running_and_default_dir() -> Result<()> {
+    let mut topo = Topology::build()?;
+    let ctr = topo.container(HOST_A, "mme", "mme0", MME)?;
+    let listen = format!("{MME}:{S1AP_PORT}");
+    let mut app = crate::apps::spawn_in(&ctr, &["sctp-echo", "--listen", &listen])?;
+    let to = SocketAddrV4::new(MME, S1AP_PORT);
+    let e = connect_from_c(to)?;
+    let before = crate::suites::sctp_repair::peer_status(&e)?;
+    let enb = Enb::start(e)?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    let dir = crate::suites::baseline::work_dir("plugin-leave-running")?;
+    let lib = plugin_dir();
+    criu::dump(
+        HOST_A,
+        app.id(),
+        &dir.join("images-left"),
+        &["--lib", &lib, "--leave-running"],
+    )?;
+    ensure!(
+        app.try_wait()?.is_none(),
+        "the MME exited after a --leave-running dump"
+    );
+    // Served from A still: the eNB's messages keep coming back.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let installed = Installed::new()?;
+    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
+    criu::dump(HOST_A, app.id(), &img_a, &[])?;
+    let _ = app.wait();
+    crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    let (_, pid) = criu::restore(HOST_B, &img_b, &["--external", "veth[eth0]:mme0@br0"])?;
+    drop(installed);
+    let result = (|| -> Result<()> {
+        net::announce(&format!("/proc/{pid}/ns/net"), "eth0", MME)?;
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(
+            crate::suites::sctp_repair::peer_status(&enb.sock)? == before,
+            "the base station's association changed"
+        );
+        let (t, gap) = enb.finish().context("eNB")?;
+        let log = std::fs::read_to_string(img_a.join("dump.log")).unwrap_or_default();
+        ensure!(
+            log.contains("epcmig:"),
+            "the plugin in {DEFAULT_PLUGIN_DIR} was not loaded by criu dump"
+        );
+        println!(
+            "  --leave-running: the MME kept serving; then migrated with the plugin from \
+             {DEFAULT_PLUGIN_DIR} (no --lib): {} messages echoed, 0 lost, duplicated or reordered, \
+             longest silence {:.2}s, same association",
+            t.received,
+            gap.as_secs_f64()
+        );
+        Ok(())
+    })();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    drop(topo);
+    result
+}
+
+/// A third-party program: an `iperf3 --sctp` client (SCTP data association
+/// plus its TCP control connection) in a container on A, sending to an
+/// iperf3 server on C for 15 s, is migrated to B mid-test with `criu dump
+/// --lib --tcp-established`; both ends finish the test without error.
+pub fn iperf3_sctp_migrate() -> Result<()> {
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 41);
+    let mut topo = Topology::build()?;
+    let ctr = topo.container(HOST_A, "iperf", "iperf0", CLIENT)?;
+    let dir = crate::suites::baseline::work_dir("plugin-iperf3")?;
+    let c_addr = net::host_addr(PEER_C).to_string();
+    let mut server = crate::apps::spawn_program_in(
+        PEER_C,
+        "iperf3",
+        &["-s", "-1", "-B", &c_addr],
+        &dir.join("server.out"),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let client_out = dir.join("client.out");
+    let client = crate::apps::spawn_program_in(
+        &ctr,
+        "iperf3",
+        &["-c", &c_addr, "--sctp", "-t", "15", "-b", "2M", "-i", "5"],
+        &client_out,
+    )?;
+    std::thread::sleep(Duration::from_secs(4));
+
+    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
+    let lib = plugin_dir();
+    let mut client = client;
+    criu::dump(
+        HOST_A,
+        client.id(),
+        &img_a,
+        &["--lib", &lib, "--tcp-established"],
+    )?;
+    let _ = client.wait();
+    crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    let (_, pid) = criu::restore(
+        HOST_B,
+        &img_b,
+        &[
+            "--lib",
+            &lib,
+            "--tcp-established",
+            "--external",
+            "veth[eth0]:iperf0@br0",
+        ],
+    )?;
+    net::announce(&format!("/proc/{pid}/ns/net"), "eth0", CLIENT)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = server.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let out = std::fs::read_to_string(dir.join("server.out")).unwrap_or_default();
+            anyhow::bail!("the iperf3 server did not finish within 60 s:\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The restored client is not our child: wait for it to go away.
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s_out = std::fs::read_to_string(dir.join("server.out")).unwrap_or_default();
+    let c_out = std::fs::read_to_string(&client_out).unwrap_or_default();
+    ensure!(
+        status.success() && !s_out.contains("error"),
+        "the iperf3 server failed ({status}):\n{s_out}"
+    );
+    ensure!(
+        c_out.contains("iperf Done.") && !c_out.contains("error"),
+        "the migrated iperf3 client did not finish cleanly:\n{c_out}"
+    );
+    let summary = c_out
+        .lines()
+        .filter(|l| l.contains("receiver") || l.contains("sender"))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    println!("  iperf3 --sctp migrated A->B mid-test, both ends finished: {summary}");
+    drop(topo);
+    Ok(())
+}

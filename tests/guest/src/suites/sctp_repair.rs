@@ -272,7 +272,7 @@ impl Rig {
             IpAddr::V6(_) => Ipv4Addr::new(192, 0, 2, 20),
         };
         let mut topo = Topology::build()?;
-        let ctr = Self::container(&mut topo, HOST_A, svc, v4, second)?;
+        let ctr = Self::container(&mut topo, HOST_A, svc, v4, second, false)?;
         if second {
             net::add_addr(PEER_C, "eth0", &format!("{MH_PEER2}/24"))?;
         }
@@ -319,14 +319,21 @@ impl Rig {
         })
     }
 
+    /// The mover's container on `host`; a target of a move is `locked`
+    /// from the start (see [`Topology::container_locked`]).
     fn container(
         topo: &mut Topology,
         host: &str,
         svc: IpAddr,
         v4: Ipv4Addr,
         second: bool,
+        locked: bool,
     ) -> Result<String> {
-        let ctr = topo.container(host, "mover", "mover0", v4)?;
+        let ctr = if locked {
+            topo.container_locked(host, "mover", "mover0", v4)?
+        } else {
+            topo.container(host, "mover", "mover0", v4)?
+        };
         if second {
             net::add_addr(&ctr, "eth0", &format!("{MH_SVC2}/24"))?;
         }
@@ -356,8 +363,7 @@ impl Rig {
         drop(old);
         let to = if self.moves % 2 == 0 { HOST_B } else { HOST_A };
         self.topo.remove_container(&self.ctr)?;
-        self.ctr = Self::container(&mut self.topo, to, self.svc, self.v4, self.second)?;
-        net::lock(&self.ctr)?;
+        self.ctr = Self::container(&mut self.topo, to, self.svc, self.v4, self.second, true)?;
         self.mover = net::in_netns(&self.ctr, move || {
             let snap = sctp_repair::Snapshot::decode(&bytes)?;
             sctp_repair::restore(&snap).map_err(anyhow::Error::from)
@@ -667,6 +673,39 @@ pub fn peer_status(s: &OwnedFd) -> Result<(i32, i32)> {
     Ok((id, state))
 }
 
+/// The primary path as SCTP_STATUS shows it: unacked chunks, path state,
+/// cwnd, SRTT, RTO (for traces of a struggling association).
+fn path_diag(s: &OwnedFd) -> String {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd, a buffer of `len` bytes and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            14,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return std::io::Error::last_os_error().to_string();
+    }
+    let u16_at = |at: usize| u16::from_ne_bytes([buf[at], buf[at + 1]]);
+    let u32_at = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    // sctp_status: rwnd @8, unackdata @12; sctp_paddrinfo @24: address
+    // @28 (128), state s32 @156, cwnd @160, srtt @164, rto @168.
+    format!(
+        "rwnd {} unacked {} path state {} cwnd {} srtt {} rto {}",
+        u32_at(8),
+        u16_at(12),
+        u32_at(156),
+        u32_at(160),
+        u32_at(164),
+        u32_at(168)
+    )
+}
+
 /// SCTP_STATUS: the association id and its state (enum sctp_sstat_state).
 pub fn assoc_state(s: &OwnedFd) -> Result<(i32, i32)> {
     // struct sctp_status starts with sstat_assoc_id (s32), sstat_state (s32).
@@ -750,6 +789,9 @@ pub fn crate_move_listener() -> Result<()> {
     println!("  listener moved A->B on {SVC}:36412; a new peer connected and exchanged messages");
     Ok(())
 }
+
+/// Print the peer's path after every move, not every tenth.
+const TRACE: bool = false;
 
 /// Continuous traffic both ways (8 streams, ordered and unordered, 1 to
 /// 9000 bytes) while the mover's association is moved A→B→A… `MOVES`
@@ -874,12 +916,13 @@ pub fn crate_move_under_traffic() -> Result<()> {
             break;
         }
         *g = std::mem::replace(&mut rig.mover, sctp_socket()?);
-        if rig.moves % 10 == 0 {
+        if rig.moves % 10 == 0 || TRACE {
             println!(
-                "  {} moves, {:.0} s; moves that caught data: {:?}",
+                "  {} moves, {:.0} s; moves that caught data: {:?}; peer: {}",
                 rig.moves,
                 started.elapsed().as_secs_f64(),
-                rig.caught
+                rig.caught,
+                path_diag(&peer)
             );
         }
     }
@@ -943,8 +986,8 @@ pub fn crate_move_under_traffic() -> Result<()> {
     rig.peer = Arc::try_unwrap(peer).map_err(|_| anyhow::anyhow!("peer socket still shared"))?;
     rig.check_peer()?;
     println!(
-        "  {} moves under traffic: {} messages ({} bytes) mover->peer and {} ({} bytes) peer->mover, \\
-         8 streams, ordered and unordered, 1..9000 bytes: none lost, duplicated, reordered or corrupt; \\
+        "  {} moves under traffic: {} messages ({} bytes) mover->peer and {} ({} bytes) peer->mover, \
+         8 streams, ordered and unordered, 1..9000 bytes: none lost, duplicated, reordered or corrupt; \
          the peer's association never restarted",
         rig.moves, at_peer.received, at_peer.bytes, at_mover.received, at_mover.bytes
     );

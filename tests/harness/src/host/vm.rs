@@ -37,7 +37,11 @@ fn vng(bz: &Path, kvm: bool) -> Command {
         .arg(bz)
         .args(["--user", "root", "--cpus", "2", "--memory", "3G"])
         // 9p directly: vng otherwise tries virtiofsd first and falls back.
-        .arg("--force-9p");
+        .arg("--force-9p")
+        // Writable in the guest only, so a test can install the plugin in
+        // CRIU's default plugin directory (/usr/lib/criu) as a package
+        // would, without touching the host.
+        .arg("--overlay-rwdir=/usr/lib");
     if !kvm {
         c.arg("--disable-kvm");
     }
