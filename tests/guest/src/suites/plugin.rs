@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,31 +80,40 @@ struct Enb {
 
 impl Enb {
     fn start(sock: OwnedFd) -> Result<Enb> {
+        // S1-style timers (RTO 100..1000 ms), as base stations tune SCTP:
+        // with the defaults (up to 60 s) the eNB's retransmission timer
+        // backs off so far during the migration that it resumes long
+        // after the MME is back.
+        crate::suites::sctp_repair::tune_timers(&sock)?;
         sctp_traffic::watch(sock.as_fd())?;
         let tv = nix::sys::time::TimeVal::new(0, 200_000);
         socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &tv)?;
         socket::setsockopt(&sock, socket::sockopt::SendTimeout, &tv)?;
         let sock = Arc::new(sock);
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (sock.clone(), stop.clone());
+        // Messages sent so far: after stop, the reader waits for all of
+        // their echoes (or 15 s of silence).
+        let count = Arc::new(AtomicU64::new(0));
+        let (s, st, n) = (sock.clone(), stop.clone(), count.clone());
         let writer = std::thread::spawn(move || -> Result<Sent> {
             let mut sent = Sent::default();
             while !st.load(Ordering::SeqCst) {
                 // Blocks up to 200 ms while the MME is frozen and the
                 // window fills; the same message is tried again then.
                 sent.try_send_next(s.as_fd(), STREAMS, sent.count, 0)?;
+                n.store(sent.count, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(5));
             }
             Ok(sent)
         });
-        let (s, st) = (sock.clone(), stop.clone());
+        let (s, st, n) = (sock.clone(), stop.clone(), count);
         let reader = std::thread::spawn(move || -> Result<(Tally, Duration)> {
             let mut t = Tally::default();
             let mut buf = vec![0u8; 65536];
             let (mut last, mut gap) = (Instant::now(), Duration::ZERO);
             let mut idle = 0;
-            // After stop, read until 3 s pass with nothing new.
-            while !st.load(Ordering::SeqCst) || idle < 15 {
+            while !st.load(Ordering::SeqCst) || (t.received < n.load(Ordering::SeqCst) && idle < 75)
+            {
                 match sctp_traffic::recv(s.as_fd(), &mut buf)? {
                     Some(m) => {
                         t.check(&m);

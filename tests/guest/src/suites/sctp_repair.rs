@@ -390,7 +390,7 @@ impl Rig {
 
 /// RTO 100..1000 ms and 40 retransmissions for the association of `s`
 /// (SCTP_RTOINFO, SCTP_ASSOCINFO).
-fn tune_timers(s: &OwnedFd) -> Result<()> {
+pub fn tune_timers(s: &OwnedFd) -> Result<()> {
     // struct sctp_rtoinfo { assoc_id s32; initial, max, min u32 }
     let mut rto = [0u8; 16];
     for (at, v) in [(4, 300u32), (8, 1000), (12, 100)] {
