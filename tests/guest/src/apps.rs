@@ -42,14 +42,7 @@ pub fn spawn_program_in(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid and close_range are async-signal-safe syscalls.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    detach(&mut c);
     c.spawn()
         .with_context(|| format!("starting {program} {}", args.join(" ")))
 }
@@ -68,16 +61,22 @@ pub fn spawn_in(ns: &str, args: &[&str]) -> Result<std::process::Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    detach(&mut c);
+    c.spawn()
+        .with_context(|| format!("starting app {}", args.join(" ")))
+}
+
+/// The child gets its own session and no inherited fd beyond stdio, as a
+/// container's process has.
+fn detach(c: &mut std::process::Command) {
     // SAFETY: setsid and close_range are async-signal-safe syscalls.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+        std::os::unix::process::CommandExt::pre_exec(c, || {
             libc::setsid();
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
     }
-    c.spawn()
-        .with_context(|| format!("starting app {}", args.join(" ")))
 }
 
 pub fn run(app: App) -> Result<()> {

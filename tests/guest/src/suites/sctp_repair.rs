@@ -401,26 +401,28 @@ pub fn tune_timers(s: &OwnedFd) -> Result<()> {
     // leave the others unchanged.
     let mut assoc = [0u8; 20];
     assoc[4..6].copy_from_slice(&40u16.to_ne_bytes());
-    for (name, what, v) in [
-        (0, "SCTP_RTOINFO", &rto[..]),
-        (1, "SCTP_ASSOCINFO", &assoc[..]),
-    ] {
-        // SAFETY: valid fd; `v` is a complete struct of its option.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_SCTP,
-                name,
-                v.as_ptr().cast(),
-                v.len() as libc::socklen_t,
-            )
-        };
-        ensure!(
-            rc == 0,
-            "setsockopt({what}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    sctp_setsockopt(s, 0, "SCTP_RTOINFO", &rto)?;
+    sctp_setsockopt(s, 1, "SCTP_ASSOCINFO", &assoc)
+}
+
+/// setsockopt(SOL_SCTP, `name`) with the raw struct `v`; `what` names it
+/// in the error.
+fn sctp_setsockopt(s: &OwnedFd, name: libc::c_int, what: &str, v: &[u8]) -> Result<()> {
+    // SAFETY: valid fd; `v` is the complete struct of the option.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            name,
+            v.as_ptr().cast(),
+            v.len() as libc::socklen_t,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "setsockopt({what}): {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
@@ -428,30 +430,16 @@ pub fn tune_timers(s: &OwnedFd) -> Result<()> {
 /// (SCTP_SOCKOPT_BINDX_ADD).
 fn bindx_add(s: &OwnedFd, addr: Ipv4Addr) -> Result<()> {
     const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: valid fd; a pointer to one live sockaddr_in and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            SCTP_SOCKOPT_BINDX_ADD,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    ensure!(
-        rc == 0,
-        "sctp_bindx({addr}): {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
+    // One struct sockaddr_in, port 0 (the one the socket has).
+    let mut sin = [0u8; 16];
+    sin[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    sin[4..8].copy_from_slice(&addr.octets());
+    sctp_setsockopt(
+        s,
+        SCTP_SOCKOPT_BINDX_ADD,
+        &format!("sctp_bindx {addr}"),
+        &sin,
+    )
 }
 
 /// Makes the path to `addr` the primary one of the association of `s`
@@ -463,44 +451,18 @@ fn set_primary(s: &OwnedFd, addr: SocketAddrV4) -> Result<()> {
     v[4..6].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
     v[6..8].copy_from_slice(&addr.port().to_be_bytes());
     v[8..12].copy_from_slice(&addr.ip().octets());
-    // SAFETY: valid fd; `v` is a complete struct sctp_prim.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            SCTP_PRIMARY_ADDR,
-            v.as_ptr().cast(),
-            v.len() as libc::socklen_t,
-        )
-    };
-    ensure!(
-        rc == 0,
-        "setsockopt(SCTP_PRIMARY_ADDR {addr}): {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
+    sctp_setsockopt(
+        s,
+        SCTP_PRIMARY_ADDR,
+        &format!("SCTP_PRIMARY_ADDR {addr}"),
+        &v,
+    )
 }
 
 /// The primary path of the association of `s` (SCTP_STATUS: struct
 /// sctp_paddrinfo at offset 24, its address after the assoc id).
 fn primary_of(s: &OwnedFd) -> Result<Option<SocketAddrV4>> {
-    let mut buf = [0u8; 256];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: valid fd, a buffer of `len` bytes and its length.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            14,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    ensure!(
-        rc == 0,
-        "getsockopt(SCTP_STATUS): {}",
-        std::io::Error::last_os_error()
-    );
+    let buf = sctp_status(s)?;
     let fam = u16::from_ne_bytes([buf[28], buf[29]]);
     if i32::from(fam) != libc::AF_INET {
         return Ok(None);
@@ -516,22 +478,7 @@ pub fn set_streams(s: &OwnedFd, n: u16) -> Result<()> {
     let mut v = [0u8; 8];
     v[0..2].copy_from_slice(&n.to_ne_bytes());
     v[2..4].copy_from_slice(&n.to_ne_bytes());
-    // SAFETY: valid fd; `v` is a complete struct sctp_initmsg.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            2,
-            v.as_ptr().cast(),
-            v.len() as libc::socklen_t,
-        )
-    };
-    ensure!(
-        rc == 0,
-        "setsockopt(SCTP_INITMSG): {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
+    sctp_setsockopt(s, 2, "SCTP_INITMSG", &v)
 }
 
 fn move_many(svc: IpAddr, c: IpAddr) -> Result<()> {
@@ -676,21 +623,10 @@ pub fn peer_status(s: &OwnedFd) -> Result<(i32, i32)> {
 /// The primary path as SCTP_STATUS shows it: unacked chunks, path state,
 /// cwnd, SRTT, RTO (for traces of a struggling association).
 fn path_diag(s: &OwnedFd) -> String {
-    let mut buf = [0u8; 256];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: valid fd, a buffer of `len` bytes and its length.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            14,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
+    let buf = match sctp_status(s) {
+        Ok(b) => b,
+        Err(e) => return e.to_string(),
     };
-    if rc != 0 {
-        return std::io::Error::last_os_error().to_string();
-    }
     let u16_at = |at: usize| u16::from_ne_bytes([buf[at], buf[at + 1]]);
     let u32_at = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
     // sctp_status: rwnd @8, unackdata @12; sctp_paddrinfo @24: address
@@ -709,6 +645,15 @@ fn path_diag(s: &OwnedFd) -> String {
 /// SCTP_STATUS: the association id and its state (enum sctp_sstat_state).
 pub fn assoc_state(s: &OwnedFd) -> Result<(i32, i32)> {
     // struct sctp_status starts with sstat_assoc_id (s32), sstat_state (s32).
+    let buf = sctp_status(s)?;
+    let id = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let state = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Ok((id, state))
+}
+
+/// The raw struct sctp_status of the association of `s` (SCTP_STATUS).
+fn sctp_status(s: &OwnedFd) -> Result<[u8; 256]> {
+    const SCTP_STATUS: libc::c_int = 14;
     let mut buf = [0u8; 256];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: valid fd, a buffer of `len` bytes and its length.
@@ -716,7 +661,7 @@ pub fn assoc_state(s: &OwnedFd) -> Result<(i32, i32)> {
         libc::getsockopt(
             s.as_raw_fd(),
             libc::IPPROTO_SCTP,
-            14,
+            SCTP_STATUS,
             buf.as_mut_ptr().cast(),
             &mut len,
         )
@@ -726,9 +671,7 @@ pub fn assoc_state(s: &OwnedFd) -> Result<(i32, i32)> {
         "getsockopt(SCTP_STATUS): {}",
         std::io::Error::last_os_error()
     );
-    let id = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let state = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    Ok((id, state))
+    Ok(buf)
 }
 
 /// On a kernel without our patches the crate says so with a typed error,
