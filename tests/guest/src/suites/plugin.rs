@@ -74,6 +74,8 @@ fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result
 struct Enb {
     sock: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
+    /// Set once the writer is done: the reader then drains what is due.
+    drain: Arc<AtomicBool>,
     writer: std::thread::JoinHandle<Result<Sent>>,
     reader: std::thread::JoinHandle<Result<(Tally, Duration)>>,
 }
@@ -106,7 +108,8 @@ impl Enb {
             }
             Ok(sent)
         });
-        let (s, st, n) = (sock.clone(), stop.clone(), count);
+        let drain = Arc::new(AtomicBool::new(false));
+        let (s, st, n) = (sock.clone(), drain.clone(), count);
         let reader = std::thread::spawn(move || -> Result<(Tally, Duration)> {
             let mut t = Tally::default();
             let mut buf = vec![0u8; 65536];
@@ -129,6 +132,7 @@ impl Enb {
         Ok(Enb {
             sock,
             stop,
+            drain,
             writer,
             reader,
         })
@@ -141,8 +145,10 @@ impl Enb {
         let sent = self
             .writer
             .join()
-            .map_err(|_| anyhow::anyhow!("eNB writer panicked"))?
-            .context("eNB writer")?;
+            .map_err(|_| anyhow::anyhow!("eNB writer panicked"));
+        // Only now is the count of messages sent final.
+        self.drain.store(true, Ordering::SeqCst);
+        let sent = sent?.context("eNB writer")?;
         let (tally, gap) = self
             .reader
             .join()
