@@ -165,26 +165,11 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let st = GtpState {
-            device: Device {
-                name: "gtp0".into(),
-                ifindex: 7,
-                role: Role::Ggsn,
-                hash_size: 1024,
-                restart_count: 0,
-                mtu: 1500,
-                up: true,
-            },
-            sockets: Sockets::Kernel { local: None },
-            sockets_found: SocketsFound::default(),
-            addresses: vec![],
-            routes: vec![],
-            pdps: vec![Pdp {
-                tunnel: Tunnel::V1 { i_tei: 1, o_tei: 2 },
-                peer: "192.0.2.3".parse().unwrap(),
-                ms: "10.45.0.2".parse().unwrap(),
-            }],
-        };
+        let st = crate::model::test_state(vec![Pdp {
+            tunnel: Tunnel::V1 { i_tei: 1, o_tei: 2 },
+            peer: "192.0.2.3".parse().unwrap(),
+            ms: "10.45.0.2".parse().unwrap(),
+        }]);
         let j = serde_json::to_value(&st).unwrap();
         assert_eq!(j["device"]["role"], "ggsn");
         assert_eq!(j["sockets"]["mode"], "kernel");

@@ -253,6 +253,28 @@ pub fn pdp_conflict(pdps: &[Pdp]) -> Option<(Pdp, Pdp)> {
 pub(crate) fn peer_families(pdps: &[Pdp]) -> HashSet<bool> {
     pdps.iter().map(|p| p.peer.is_ipv6()).collect()
 }
+/// A small state for unit tests: gtp0 (ifindex 7, role ggsn) on kernel
+/// sockets, with `pdps` and nothing else.
+#[cfg(test)]
+pub(crate) fn test_state(pdps: Vec<Pdp>) -> GtpState {
+    GtpState {
+        device: Device {
+            name: "gtp0".into(),
+            ifindex: 7,
+            role: Role::Ggsn,
+            hash_size: 1024,
+            restart_count: 0,
+            mtu: 1500,
+            up: true,
+        },
+        sockets: Sockets::Kernel { local: None },
+        sockets_found: SocketsFound::default(),
+        addresses: vec![],
+        routes: vec![],
+        pdps,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

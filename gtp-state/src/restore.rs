@@ -268,26 +268,10 @@ pub fn delete_device(ns: &Netns, dev: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Device, SocketsFound};
 
     #[test]
     fn bad_hash_size_is_refused_before_anything() {
-        let st = GtpState {
-            device: Device {
-                name: "gtp0".into(),
-                ifindex: 7,
-                role: Role::Ggsn,
-                hash_size: 1024,
-                restart_count: 0,
-                mtu: 1500,
-                up: true,
-            },
-            sockets: Sockets::Kernel { local: None },
-            sockets_found: SocketsFound::default(),
-            addresses: vec![],
-            routes: vec![],
-            pdps: vec![],
-        };
+        let st = crate::model::test_state(vec![]);
         for h in [0, MAX_HASH_SIZE + 1] {
             let opts = RestoreOptions {
                 hash_size: Some(h),

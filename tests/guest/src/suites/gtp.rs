@@ -604,33 +604,7 @@ fn migrate(mode: Mode) -> Result<()> {
         }
         Mode::Process => {
             let (s0, s1) = process_sockets(&spgw)?;
-            let dev = GtpState {
-                device: Device {
-                    name: "gtp0".into(),
-                    ifindex: GTP0_INDEX,
-                    role: Role::Ggsn,
-                    hash_size: 2048,
-                    restart_count: 7,
-                    mtu: 1500,
-                    up: false,
-                },
-                sockets: Sockets::Process {
-                    gtp0: None,
-                    gtp1u: None,
-                },
-                sockets_found: Default::default(),
-                addresses: vec![],
-                routes: vec![],
-                pdps: vec![],
-            };
-            let opts = RestoreOptions {
-                sockets: SocketSource::Fds {
-                    fd0: Some(s0.as_raw_fd()),
-                    fd1: Some(s1.as_raw_fd()),
-                },
-                ..Default::default()
-            };
-            gtp_state::restore(&ns_path(&spgw), &dev, &opts)
+            device_on_fds(&spgw, &s0, &s1, 2048, 7)
                 .context("creating gtp0 on process-owned sockets")?;
             held = Some((s0, s1));
         }
@@ -747,14 +721,20 @@ fn migrate(mode: Mode) -> Result<()> {
 }
 
 /// A gtp device `gtp0` in `ns` on the given sockets of this process.
-fn device_on_fds(ns: &str, s0: &OwnedFd, s1: &OwnedFd) -> Result<()> {
+fn device_on_fds(
+    ns: &str,
+    s0: &OwnedFd,
+    s1: &OwnedFd,
+    hash_size: u32,
+    restart_count: u8,
+) -> Result<()> {
     let dev = GtpState {
         device: Device {
             name: "gtp0".into(),
             ifindex: GTP0_INDEX,
             role: Role::Ggsn,
-            hash_size: 1024,
-            restart_count: 0,
+            hash_size,
+            restart_count,
             mtu: 1500,
             up: false,
         },
@@ -799,7 +779,7 @@ pub fn gtp_sockets_named_by_kernel() -> Result<()> {
         let decoy = UdpSocket::bind("0.0.0.0:2152").context("binding 2152")?;
         Ok((OwnedFd::from(s0), OwnedFd::from(s1), decoy))
     })?;
-    device_on_fds(ns, &s0, &s1)?;
+    device_on_fds(ns, &s0, &s1, 1024, 0)?;
     let held = (s0, s1);
     let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
     check_sockets_found(&st.sockets_found, FoundBy::Kernel, Some(&held))?;
@@ -835,7 +815,7 @@ pub fn stock_gtp_sockets_guessed() -> Result<()> {
     gtp_state::delete_device(&ns_path(ns), "gtp0")?;
 
     let (s0, s1) = process_sockets(ns)?;
-    device_on_fds(ns, &s0, &s1)?;
+    device_on_fds(ns, &s0, &s1, 1024, 0)?;
     let held = (s0, s1);
     let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
     check_sockets_found(&st.sockets_found, FoundBy::Ports, Some(&held))?;

@@ -25,6 +25,14 @@ fn plugin_dir() -> String {
         .into_owned()
 }
 
+/// Ends a process CRIU restored (not our child: no wait).
+fn kill_restored(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
 /// Streams the eNBs use (the echo server answers on the same one).
 const STREAMS: u16 = 4;
 
@@ -222,10 +230,7 @@ pub fn sctp_mme_migrate() -> Result<()> {
         );
         Ok(())
     })();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill_restored(pid);
     drop(topo);
     result
 }
@@ -318,10 +323,7 @@ pub fn sctp_leave_running_and_default_dir() -> Result<()> {
         );
         Ok(())
     })();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill_restored(pid);
     drop(topo);
     result
 }
