@@ -40,7 +40,10 @@ pub use model::{
 };
 pub use netns::Netns;
 pub use nl::DEFAULT_BATCH;
-pub use restore::{add_pdps, delete_device, restore, RestoreOptions, SocketSource, MAX_HASH_SIZE};
+pub use restore::{
+    add_pdps, delete_device, has_placeholder, reserve, restore, RestoreOptions, SocketSource,
+    MAX_HASH_SIZE,
+};
 
 /// Errors from capturing or restoring gtp state.
 #[derive(Debug, thiserror::Error)]

@@ -166,6 +166,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 sockets,
                 batch,
                 hash_size,
+                ..Default::default()
             };
             restore(&ns.ns(), &st, &opts)?;
             eprintln!(

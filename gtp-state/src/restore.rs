@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 
 use netlink_packet_route::link::{GtpRole, InfoGtp};
 
-use crate::model::{pdp_conflict, GtpState, Pdp, Role, Sockets, Tunnel};
+use crate::model::{pdp_conflict, Device, GtpState, Pdp, Role, Sockets, Tunnel};
 use crate::netns::Netns;
 use crate::nl::{GtpNl, Nl, DEFAULT_BATCH};
 use crate::rt::{self, LinkSel, NewGtp};
@@ -41,6 +41,13 @@ pub struct RestoreOptions {
     /// them takes ~1.7x as long as with 16384 buckets); the re-created
     /// device then differs from the captured one in this field only.
     pub hash_size: Option<u32>,
+    /// Re-apply the captured addresses and routes (off when someone else,
+    /// such as CRIU restoring the netns, puts them back).
+    pub addresses_and_routes: bool,
+    /// A placeholder made by [`reserve`] for this device (a `dummy` link
+    /// with the same name and ifindex) is removed first and replaced,
+    /// instead of the name and ifindex counting as taken.
+    pub replace_placeholder: bool,
 }
 
 /// The largest PDP hash size restore asks for (two arrays of pointers of
@@ -53,6 +60,8 @@ impl Default for RestoreOptions {
             sockets: SocketSource::AsCaptured,
             batch: DEFAULT_BATCH,
             hash_size: None,
+            addresses_and_routes: true,
+            replace_placeholder: false,
         }
     }
 }
@@ -149,6 +158,9 @@ pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
     // Check first: nothing is changed unless everything can be made.
     let mut nl = Nl::route()?;
     let mut gtp = GtpNl::open()?;
+    if opts.replace_placeholder {
+        remove_placeholder(&mut nl, d)?;
+    }
     if rt::get_link(&mut nl, LinkSel::Name(&d.name))?.is_some() {
         return Err(Error::NameTaken(d.name.clone()));
     }
@@ -192,7 +204,7 @@ pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
         }
         Err(e) => return Err(e),
     }
-    let res = fill(&mut nl, &mut gtp, st, opts.batch);
+    let res = fill(&mut nl, &mut gtp, st, opts);
     if let Err(e) = res {
         return match rt::del_link(&mut nl, d.ifindex) {
             Ok(()) => Err(e),
@@ -206,7 +218,7 @@ pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
 }
 
 /// Everything after the link exists.
-fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, batch: usize) -> Result<(), Error> {
+fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
     let d = &st.device;
     match rt::get_link(nl, LinkSel::Name(&d.name))? {
         Some(l) if l.ifindex == d.ifindex => {}
@@ -225,8 +237,11 @@ fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, batch: usize) -> Result<(),
             )))
         }
     }
-    gtp.add_pdps(d.ifindex, &st.pdps, batch)?;
+    gtp.add_pdps(d.ifindex, &st.pdps, opts.batch)?;
     rt::set_link(nl, d.ifindex, d.mtu, d.up)?;
+    if !opts.addresses_and_routes {
+        return Ok(());
+    }
     for a in &st.addresses {
         rt::add_address(nl, d.ifindex, a)?;
     }
@@ -234,6 +249,59 @@ fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, batch: usize) -> Result<(),
         rt::add_route(nl, d.ifindex, r)?;
     }
     Ok(())
+}
+
+/// The link kind [`reserve`] makes.
+const PLACEHOLDER_KIND: &str = "dummy";
+
+/// Holds `dev`'s name and ifindex in netns `ns` with a placeholder link (a
+/// `dummy` with the same MTU) until the device can be made: a gtp device
+/// needs its UDP sockets at creation, and a process's own sockets may only
+/// exist later (CRIU restores links before the process's files). Restore
+/// with [`RestoreOptions::replace_placeholder`] swaps it for the device.
+pub fn reserve(ns: &Netns, dev: &Device) -> Result<(), Error> {
+    let dev = dev.clone();
+    ns.run(move || {
+        let mut nl = Nl::route()?;
+        if rt::get_link(&mut nl, LinkSel::Name(&dev.name))?.is_some() {
+            return Err(Error::NameTaken(dev.name.clone()));
+        }
+        if let Some(l) = rt::get_link(&mut nl, LinkSel::Index(dev.ifindex))? {
+            return Err(Error::IfindexTaken {
+                ifindex: dev.ifindex,
+                name: l.name,
+            });
+        }
+        match rt::create_dummy(&mut nl, &dev.name, dev.ifindex, dev.mtu) {
+            Err(Error::Netlink { errno, .. }) if errno == libc::EEXIST => {
+                Err(Error::NameTaken(dev.name.clone()))
+            }
+            r => r,
+        }
+    })
+}
+
+/// Whether `ns` holds the placeholder [`reserve`] made for `dev`.
+pub fn has_placeholder(ns: &Netns, dev: &Device) -> Result<bool, Error> {
+    let dev = dev.clone();
+    ns.run(move || {
+        let mut nl = Nl::route()?;
+        Ok(rt::get_link(&mut nl, LinkSel::Index(dev.ifindex))?
+            .is_some_and(|l| is_placeholder(&l, &dev)))
+    })
+}
+
+fn is_placeholder(l: &rt::LinkInfoOut, d: &Device) -> bool {
+    l.kind.as_deref() == Some(PLACEHOLDER_KIND) && l.name == d.name && l.ifindex == d.ifindex
+}
+
+/// Deletes the placeholder of `d`; anything else holding its name or
+/// index is left for the usual checks to refuse.
+fn remove_placeholder(nl: &mut Nl, d: &Device) -> Result<(), Error> {
+    match rt::get_link(nl, LinkSel::Index(d.ifindex))? {
+        Some(l) if is_placeholder(&l, d) => rt::del_link(nl, d.ifindex),
+        _ => Ok(()),
+    }
 }
 
 /// Installs `pdps` on the existing gtp device `ifindex` in `ns`, `batch`

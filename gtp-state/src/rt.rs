@@ -118,6 +118,27 @@ pub(crate) fn create_gtp(nl: &mut Nl, g: &NewGtp<'_>) -> Result<(), Error> {
     .map(|_| ())
 }
 
+/// Creates a `dummy` link named `name` with `ifindex`: a stand-in that holds
+/// a gtp device's name and index until the device itself can be made.
+pub(crate) fn create_dummy(nl: &mut Nl, name: &str, ifindex: u32, mtu: u32) -> Result<(), Error> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex;
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    if mtu != 0 {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Dummy,
+        )]));
+    nl.request(
+        RouteNetlinkMessage::NewLink(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+        "creating the placeholder link",
+    )
+    .map(|_| ())
+}
+
 pub(crate) fn set_link(nl: &mut Nl, ifindex: u32, mtu: u32, up: bool) -> Result<(), Error> {
     let mut m = LinkMessage::default();
     m.header.index = ifindex;
