@@ -12,6 +12,23 @@ pub fn sctp_image_name(id: i32) -> String {
     format!("epcmig-sctp-{id:08x}.img")
 }
 
+/// Image file name for the gtp device with `ifindex` (one netns per dump:
+/// the devices of the dumped tree's network namespace).
+pub fn gtp_image_name(ifindex: u32) -> String {
+    format!("epcmig-gtp-{ifindex}.img")
+}
+
+/// Our gtp image files in image directory `dir`, sorted.
+pub fn gtp_images(dir: RawFd) -> std::io::Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/self/fd/{dir}"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("epcmig-gtp-") && n.ends_with(".img"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// Writes `msg` to CRIU's log (its `print_on_level()` export, at error
 /// level so it shows with any -v), or to stderr outside criu.
 pub fn criu_log(msg: &str) {

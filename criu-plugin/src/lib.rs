@@ -1,24 +1,36 @@
 //! The CRIU plugin: CRIU dlopen()s this library and calls in through the
 //! descriptor `CR_PLUGIN_DESC` (the C ABI in `include/criu_plugin.h`).
 //!
-//! Where CRIU calls in:
+//! Where CRIU calls in (`hooks.rs`; the work is in `sctp.rs` and `gtp.rs`):
 //! - `DUMP_EXT_FILE(fd, id)`: an inet socket CRIU does not handle itself
 //!   (with `criu-patches/` applied): if it is SCTP, freeze it (repair mode)
 //!   and write its snapshot to `epcmig-sctp-<id>.img` in the image dir;
+//! - `DUMP_EXT_LINK(ifindex, type, kind)`: a link of kind "gtp": its
+//!   device, PDP table, addresses, routes and socket owners to
+//!   `epcmig-gtp-<ifindex>.img`;
 //! - exit of the dump: thaw what we froze unless the dumped tasks die;
+//! - the `setup-namespaces` action script (`epcmig-criu-action`, not a
+//!   hook: no 4.1.1 hook runs before CRIU restores links): gtp devices, or
+//!   placeholders for those on a process's own sockets;
 //! - `RESTORE_EXT_FILE(id)`: inside the restored task, re-create the socket
 //!   from its image, still frozen, and hand CRIU the fd;
 //! - `RESUME_DEVICES_LATE(pid)`: after the whole tree is restored and the
-//!   network unlocked, before the tasks run: thaw their SCTP sockets.
+//!   network unlocked, before the tasks run: swap placeholders for the gtp
+//!   devices on the restored sockets, thaw the SCTP sockets.
 //!
 //! A panic never crosses into CRIU: every hook body runs under
 //! `catch_unwind` and a panic becomes an error return.
 
 pub mod decode;
+pub mod fault;
+pub mod gtp;
 mod hooks;
-mod images;
+pub mod images;
+pub mod netlock;
 #[doc(hidden)]
 pub mod samples;
+pub mod sctp;
+mod task;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
@@ -40,6 +52,7 @@ const fn hooks() -> [*mut c_void; abi::CR_PLUGIN_HOOK__MAX_4_1 as usize] {
     let mut h = [ptr::null_mut::<c_void>(); abi::CR_PLUGIN_HOOK__MAX_4_1 as usize];
     h[abi::CR_PLUGIN_HOOK__DUMP_EXT_FILE as usize] = hooks::dump_ext_file as *mut c_void;
     h[abi::CR_PLUGIN_HOOK__RESTORE_EXT_FILE as usize] = hooks::restore_ext_file as *mut c_void;
+    h[abi::CR_PLUGIN_HOOK__DUMP_EXT_LINK as usize] = hooks::dump_ext_link as *mut c_void;
     h[abi::CR_PLUGIN_HOOK__RESUME_DEVICES_LATE as usize] =
         hooks::resume_devices_late as *mut c_void;
     h
@@ -74,6 +87,7 @@ fn _assert_hook_types() {
     // The C signatures of the hooks we register (criu_plugin.h).
     let _: extern "C" fn(c_int, c_int) -> c_int = hooks::dump_ext_file;
     let _: extern "C" fn(c_int) -> c_int = hooks::restore_ext_file;
+    let _: extern "C" fn(c_int, c_int, *mut c_char) -> c_int = hooks::dump_ext_link;
     let _: extern "C" fn(c_int) -> c_int = hooks::resume_devices_late;
 }
 
@@ -88,6 +102,6 @@ mod tests {
         assert_eq!(d.version, 0x0200);
         // No hook beyond what CRIU 4.1.1 knows, so it loads there.
         assert_eq!(d.max_hooks, 12);
-        assert_eq!(implemented_hooks(), vec![2, 3, 9]);
+        assert_eq!(implemented_hooks(), vec![2, 3, 6, 9]);
     }
 }

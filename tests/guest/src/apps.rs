@@ -24,6 +24,18 @@ pub enum App {
         #[arg(long)]
         listen: std::net::SocketAddrV4,
     },
+    /// SPGW-like: makes gtp0 (role ggsn, ifindex 4242, hash size 2048,
+    /// restart count 7) on its own UDP sockets bound to 3386 and 2152, as
+    /// OAI and OsmoGGSN do through libgtpnl, or on kernel-created ones;
+    /// then holds them. Its control plane (PDP contexts, routes) is driven
+    /// from outside. With `--sctp-echo` it is also an MME in the same
+    /// netns (an SCTP echo server).
+    Spgw {
+        #[arg(long)]
+        kernel_sockets: bool,
+        #[arg(long)]
+        sctp_echo: Option<std::net::SocketAddrV4>,
+    },
 }
 
 /// Starts a third-party program in netns `ns` as [`spawn_in`] does, its
@@ -84,6 +96,40 @@ pub fn run(app: App) -> Result<()> {
         App::TcpEcho { listen } => tcp_echo(listen),
         App::SctpListen { listen } => sctp_listen(listen),
         App::SctpEcho { listen } => sctp_echo(listen),
+        App::Spgw {
+            kernel_sockets,
+            sctp_echo,
+        } => spgw(kernel_sockets, sctp_echo),
+    }
+}
+
+fn spgw(kernel_sockets: bool, mme: Option<std::net::SocketAddrV4>) -> Result<()> {
+    use crate::suites::gtp;
+    let here = gtp_state::Netns::Current;
+    // Held for the life of the process: the device encapsulates with them.
+    let mut held = Vec::new();
+    if kernel_sockets {
+        let opts = gtp_state::RestoreOptions {
+            sockets: gtp_state::SocketSource::Kernel { local: None },
+            ..Default::default()
+        };
+        gtp_state::restore(&here, &gtp::gtp0_device(2048, 7), &opts)?;
+    } else {
+        let s0 = std::net::UdpSocket::bind("0.0.0.0:3386").context("binding 3386")?;
+        let s1 = std::net::UdpSocket::bind("0.0.0.0:2152").context("binding 2152")?;
+        let (s0, s1) = (
+            std::os::fd::OwnedFd::from(s0),
+            std::os::fd::OwnedFd::from(s1),
+        );
+        gtp::device_on_fds(&here, &s0, &s1, 2048, 7)?;
+        held.push(s0);
+        held.push(s1);
+    }
+    match mme {
+        Some(listen) => sctp_echo(listen),
+        None => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
     }
 }
 

@@ -44,6 +44,17 @@ pub fn check() -> Result<String> {
 
 /// Checkpoints the tree rooted at `pid`, with criu itself in netns `host`.
 pub fn dump(host: &str, pid: u32, dir: &Path, extra: &[&str]) -> Result<Duration> {
+    dump_env(host, pid, dir, extra, &[])
+}
+
+/// [`dump`] with extra environment for criu (and so for the plugin).
+pub fn dump_env(
+    host: &str,
+    pid: u32,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Duration> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("dump.log");
     let t = Instant::now();
@@ -56,6 +67,7 @@ pub fn dump(host: &str, pid: u32, dir: &Path, extra: &[&str]) -> Result<Duration
         .arg(&log)
         .arg("-v4")
         .args(extra)
+        .envs(env.iter().copied())
         .status()
         .context("running criu dump")?;
     let took = t.elapsed();
@@ -72,6 +84,16 @@ pub fn dump(host: &str, pid: u32, dir: &Path, extra: &[&str]) -> Result<Duration
 /// Restores from `dir` with criu in netns `host`; returns time and the
 /// restored root pid.
 pub fn restore(host: &str, dir: &Path, extra: &[&str]) -> Result<(Duration, u32)> {
+    restore_env(host, dir, extra, &[])
+}
+
+/// [`restore`] with extra environment for criu (and so for the plugin).
+pub fn restore_env(
+    host: &str,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(Duration, u32)> {
     let log = dir.join("restore.log");
     let pidfile: PathBuf = dir.join("restored.pid");
     let t = Instant::now();
@@ -86,6 +108,7 @@ pub fn restore(host: &str, dir: &Path, extra: &[&str]) -> Result<(Duration, u32)
         .arg("--pidfile")
         .arg(&pidfile)
         .args(extra)
+        .envs(env.iter().copied())
         .status()
         .context("running criu restore")?;
     let took = t.elapsed();

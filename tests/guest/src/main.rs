@@ -73,6 +73,23 @@ const TESTS: &[(&str, TestFn)] = &[
     ("sctp_repair_crate_move", sctp_repair::crate_move),
     ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
+    ("plugin_gtp_spgw_migrate", suites::plugin::gtp_spgw_migrate),
+    (
+        "plugin_gtp_kernel_sockets_migrate",
+        suites::plugin::gtp_kernel_sockets_migrate,
+    ),
+    ("plugin_epc_migrate", suites::plugin::epc_migrate),
+    (
+        "plugin_sctp_host_netns_migrate",
+        suites::plugin::sctp_host_netns_migrate,
+    ),
+    ("fault_every_step", suites::plugin::fault_every_step),
+    ("soak_epc_migrations", suites::plugin::soak),
+    ("badinput_images", suites::plugin::badinput_images),
+    (
+        "kfuzz_sctp_repair_sockopts",
+        suites::kfuzz::kfuzz_sctp_repair_sockopts,
+    ),
     (
         "plugin_iperf3_sctp_migrate",
         suites::plugin::iperf3_sctp_migrate,

@@ -22,19 +22,19 @@ use gtp_state::{
 use crate::bench::Figure;
 use crate::net::{self, ip, Topology, HOST_A, HOST_B, PEER_C};
 
-const SGI_NS: &str = "epc-sgi";
-const SPGW_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub(crate) const SGI_NS: &str = "epc-sgi";
+pub(crate) const SPGW_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const ENB_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 const SGI_HOST4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const SGI_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 2);
 const ECHO_PORT: u16 = 7777;
-const GTP0_INDEX: u32 = 4242;
-const N_UES: usize = 1000;
+pub(crate) const GTP0_INDEX: u32 = 4242;
+pub(crate) const N_UES: usize = 1000;
 
 /// One UE: the SPGW's context, and the address the UE sends from.
 #[derive(Clone, Copy)]
-struct Ue {
-    spgw: Pdp,
+pub(crate) struct Ue {
+    pub(crate) spgw: Pdp,
     addr: IpAddr,
 }
 
@@ -56,7 +56,7 @@ impl Ue {
 }
 
 /// `n` UEs: k%3 == 0 GTPv1 IPv4, 1 GTPv1 IPv6, 2 GTPv0 IPv4.
-fn ues(n: usize) -> Vec<Ue> {
+pub(crate) fn ues(n: usize) -> Vec<Ue> {
     (0..n as u32)
         .map(|k| {
             let peer = IpAddr::V4(ENB_ADDR);
@@ -125,12 +125,12 @@ fn sh_in(ns: &str, program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn ns_path(ns: &str) -> Netns {
+pub(crate) fn ns_path(ns: &str) -> Netns {
     Netns::named(ns)
 }
 
 /// The SGi host: a netns with a UDP echo server, cabled to an SPGW.
-fn sgi_host() -> Result<()> {
+pub(crate) fn sgi_host() -> Result<()> {
     let _ = ip(&["netns", "del", SGI_NS]);
     ip(&["netns", "add", SGI_NS])?;
     ip(&["-n", SGI_NS, "link", "set", "lo", "up"])?;
@@ -139,7 +139,7 @@ fn sgi_host() -> Result<()> {
 
 /// Cables SPGW netns `spgw` to the SGi host (sgi0 198.51.100.1 and
 /// 2001:db8:51::1), forwarding on, masquerade out of sgi0.
-fn cable_spgw(spgw: &str) -> Result<()> {
+pub(crate) fn cable_spgw(spgw: &str) -> Result<()> {
     ip(&[
         "-n", spgw, "link", "add", "name", "sgi0", "type", "veth", "peer", "name", "sgi-host",
         "netns", SGI_NS,
@@ -189,7 +189,7 @@ fn cable_spgw(spgw: &str) -> Result<()> {
 
 /// The eNB on peer C: gtp1 in role sgsn, the UEs' addresses local, the
 /// SGi networks routed into the tunnel, and the mirror contexts.
-fn enb(ues: &[Ue]) -> Result<()> {
+pub(crate) fn enb(ues: &[Ue]) -> Result<()> {
     ip(&[
         "-n", PEER_C, "link", "add", "gtp1", "type", "gtp", "role", "sgsn", "hsize", "4096",
     ])?;
@@ -238,7 +238,7 @@ fn enb(ues: &[Ue]) -> Result<()> {
 }
 
 /// The SPGW's routes and address on gtp0 (the UE pools).
-fn spgw_gtp_routes(spgw: &str) -> Result<()> {
+pub(crate) fn spgw_gtp_routes(spgw: &str) -> Result<()> {
     ip(&["-n", spgw, "addr", "add", "10.46.255.254/32", "dev", "gtp0"])?;
     ip(&["-n", spgw, "link", "set", "gtp0", "up"])?;
     ip(&["-n", spgw, "route", "add", "10.45.0.0/16", "dev", "gtp0"])?;
@@ -257,14 +257,14 @@ fn spgw_gtp_routes(spgw: &str) -> Result<()> {
 }
 
 /// A UDP echo server in the SGi host until dropped.
-struct Echo {
+pub(crate) struct Echo {
     stop: Arc<AtomicBool>,
-    count: Arc<AtomicUsize>,
+    pub(crate) count: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Echo {
-    fn start() -> Result<Echo> {
+    pub(crate) fn start() -> Result<Echo> {
         let file = net::ns_file(SGI_NS)?;
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
@@ -330,7 +330,7 @@ fn sgi_for(a: &IpAddr) -> SocketAddr {
 /// tunnel, its TEID chosen by the UE address) to the SGi echo server and
 /// waits for the echo (back through the SPGW's context for that UE).
 /// Returns the UEs that never got an answer after `rounds` tries.
-fn udp_per_ue(ues: &[Ue], rounds: usize) -> Result<Vec<usize>> {
+pub(crate) fn udp_per_ue(ues: &[Ue], rounds: usize) -> Result<Vec<usize>> {
     let ues: Vec<Ue> = ues.to_vec();
     net::in_netns(PEER_C, move || {
         let mut missing: Vec<usize> = (0..ues.len()).collect();
@@ -401,37 +401,84 @@ fn ping_sample(ues: &[Ue], n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A UDP stream from one UE while `f` runs: (sent, echoed).
-fn with_stream<T>(ue: Ue, f: impl FnOnce() -> Result<T>) -> Result<(T, usize, usize)> {
+/// What a UE's UDP traffic saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct UeStream {
+    pub sent: usize,
+    pub echoed: usize,
+    /// Longest time without an echo to a new flow (a datagram from a new
+    /// source port): the UE's service interruption.
+    pub max_gap: Duration,
+    /// Whether a flow that existed before (one socket all along) got
+    /// echoes again before the end: its conntrack entry must survive the
+    /// move too (the SGi masquerade).
+    pub old_flow_recovered: bool,
+}
+
+/// UDP traffic from one UE while `f` runs (a datagram every ~10 ms, from
+/// a new source port each time, and one long-lived flow beside), and
+/// after it until the new flows get echoes again (at most 20 s), so that
+/// the longest gap covers the whole interruption.
+pub(crate) fn with_stream<T>(ue: Ue, f: impl FnOnce() -> Result<T>) -> Result<(T, UeStream)> {
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    let h = std::thread::spawn(move || -> Result<(usize, usize)> {
+    let h = std::thread::spawn(move || -> Result<UeStream> {
         let file = net::ns_file(PEER_C)?;
         use std::os::fd::AsFd;
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let s = UdpSocket::bind(SocketAddr::new(ue.addr, 0))?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let (mut sent, mut got) = (0, 0);
+        let old = UdpSocket::bind(SocketAddr::new(ue.addr, 0))?;
+        old.set_nonblocking(true)?;
+        let mut st = UeStream::default();
         let mut buf = [0u8; 64];
-        while !s2.load(Ordering::Relaxed) || sent < 20 {
-            s.send_to(format!("stream {sent}").as_bytes(), sgi_for(&ue.addr))?;
-            sent += 1;
+        let mut last = Instant::now();
+        let (mut stopped_at, mut old_last) = (None, None);
+        loop {
+            let stopping = s2.load(Ordering::Relaxed) && st.sent >= 20;
+            if stopping {
+                let at = *stopped_at.get_or_insert_with(Instant::now);
+                // Done once an echo came after the stop, or given up.
+                if last >= at || at.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+            }
+            let s = UdpSocket::bind(SocketAddr::new(ue.addr, 0))?;
+            s.set_read_timeout(Some(Duration::from_millis(100)))?;
+            s.send_to(format!("stream {}", st.sent).as_bytes(), sgi_for(&ue.addr))?;
+            let _ = old.send_to(b"old flow", sgi_for(&ue.addr));
+            st.sent += 1;
             if s.recv(&mut buf).is_ok() {
-                got += 1;
+                st.echoed += 1;
+                st.max_gap = st.max_gap.max(last.elapsed());
+                last = Instant::now();
+            }
+            while old.recv(&mut buf).is_ok() {
+                old_last = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok((sent, got))
+        st.max_gap = st.max_gap.max(last.elapsed().min(Duration::from_secs(20)));
+        // Give the old flow the same chance after the stop.
+        let at = stopped_at.unwrap_or_else(Instant::now);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while old_last.is_none_or(|t| t < at) && Instant::now() < deadline {
+            let _ = old.send_to(b"old flow", sgi_for(&ue.addr));
+            std::thread::sleep(Duration::from_millis(100));
+            while old.recv(&mut buf).is_ok() {
+                old_last = Some(Instant::now());
+            }
+        }
+        st.old_flow_recovered = old_last.is_some_and(|t| t >= at);
+        Ok(st)
     });
     let r = f();
     stop.store(true, Ordering::Relaxed);
-    let (sent, got) = h
+    let st = h
         .join()
         .map_err(|_| anyhow::anyhow!("stream thread panicked"))??;
-    Ok((r?, sent, got))
+    Ok((r?, st))
 }
 
-fn check_traffic(ues: &[Ue], what: &str) -> Result<()> {
+pub(crate) fn check_traffic(ues: &[Ue], what: &str) -> Result<()> {
     let t = Instant::now();
     let missing = udp_per_ue(ues, 3)?;
     ensure!(
@@ -455,14 +502,14 @@ fn check_traffic(ues: &[Ue], what: &str) -> Result<()> {
 }
 
 /// Sorts what the kernel dumps in no particular order.
-fn normalised(mut s: GtpState) -> GtpState {
+pub(crate) fn normalised(mut s: GtpState) -> GtpState {
     s.pdps.sort();
     s.addresses.sort_by_key(|a| format!("{a:?}"));
     s.routes.sort_by_key(|r| format!("{r:?}"));
     s
 }
 
-fn compare(a: &GtpState, b: &GtpState) -> Result<()> {
+pub(crate) fn compare(a: &GtpState, b: &GtpState) -> Result<()> {
     let (a, b) = (normalised(a.clone()), normalised(b.clone()));
     ensure!(
         a.device == b.device,
@@ -604,7 +651,7 @@ fn migrate(mode: Mode) -> Result<()> {
         }
         Mode::Process => {
             let (s0, s1) = process_sockets(&spgw)?;
-            device_on_fds(&spgw, &s0, &s1, 2048, 7)
+            device_on_fds(&ns_path(&spgw), &s0, &s1, 2048, 7)
                 .context("creating gtp0 on process-owned sockets")?;
             held = Some((s0, s1));
         }
@@ -619,7 +666,7 @@ fn migrate(mode: Mode) -> Result<()> {
     // Capture while a UE streams.
     let file = "/tmp/gtp-spgw.bin";
     let t = Instant::now();
-    let (orig, sent, got) = with_stream(ues[0], || {
+    let (orig, stream) = with_stream(ues[0], || {
         if mode == Mode::Kernel {
             let (ok, _, err) = cli(&["capture", "--netns", &spgw, "--dev", "gtp0", "-o", file])?;
             ensure!(ok, "gtp-state capture failed: {err}");
@@ -632,13 +679,18 @@ fn migrate(mode: Mode) -> Result<()> {
         }
     })?;
     println!(
-        "  captured {} contexts in {:.3}s ({} bytes, sockets {:?}); stream during capture: {got}/{sent} echoed",
+        "  captured {} contexts in {:.3}s ({} bytes, sockets {:?}); stream during capture: {}/{} echoed",
         orig.pdps.len(),
         t.elapsed().as_secs_f64(),
         std::fs::metadata(file)?.len(),
-        orig.sockets
+        orig.sockets,
+        stream.echoed,
+        stream.sent
     );
-    ensure!(got > 0, "the UDP stream saw no echo during capture");
+    ensure!(
+        stream.echoed > 0,
+        "the UDP stream saw no echo during capture"
+    );
     ensure!(
         orig.pdps.len() == N_UES,
         "captured {} contexts",
@@ -720,15 +772,10 @@ fn migrate(mode: Mode) -> Result<()> {
     Ok(())
 }
 
-/// A gtp device `gtp0` in `ns` on the given sockets of this process.
-fn device_on_fds(
-    ns: &str,
-    s0: &OwnedFd,
-    s1: &OwnedFd,
-    hash_size: u32,
-    restart_count: u8,
-) -> Result<()> {
-    let dev = GtpState {
+/// The SPGW's gtp0 as made before any context: role ggsn, our hash size
+/// and restart count.
+pub(crate) fn gtp0_device(hash_size: u32, restart_count: u8) -> GtpState {
+    GtpState {
         device: Device {
             name: "gtp0".into(),
             ifindex: GTP0_INDEX,
@@ -746,7 +793,17 @@ fn device_on_fds(
         addresses: vec![],
         routes: vec![],
         pdps: vec![],
-    };
+    }
+}
+
+/// A gtp device `gtp0` in `ns` on the given sockets of this process.
+pub(crate) fn device_on_fds(
+    ns: &Netns,
+    s0: &OwnedFd,
+    s1: &OwnedFd,
+    hash_size: u32,
+    restart_count: u8,
+) -> Result<()> {
     let opts = RestoreOptions {
         sockets: SocketSource::Fds {
             fd0: Some(s0.as_raw_fd()),
@@ -754,7 +811,7 @@ fn device_on_fds(
         },
         ..Default::default()
     };
-    gtp_state::restore(&ns_path(ns), &dev, &opts)?;
+    gtp_state::restore(ns, &gtp0_device(hash_size, restart_count), &opts)?;
     Ok(())
 }
 
@@ -779,7 +836,7 @@ pub fn gtp_sockets_named_by_kernel() -> Result<()> {
         let decoy = UdpSocket::bind("0.0.0.0:2152").context("binding 2152")?;
         Ok((OwnedFd::from(s0), OwnedFd::from(s1), decoy))
     })?;
-    device_on_fds(ns, &s0, &s1, 1024, 0)?;
+    device_on_fds(&ns_path(ns), &s0, &s1, 1024, 0)?;
     let held = (s0, s1);
     let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
     check_sockets_found(&st.sockets_found, FoundBy::Kernel, Some(&held))?;
@@ -815,7 +872,7 @@ pub fn stock_gtp_sockets_guessed() -> Result<()> {
     gtp_state::delete_device(&ns_path(ns), "gtp0")?;
 
     let (s0, s1) = process_sockets(ns)?;
-    device_on_fds(ns, &s0, &s1, 1024, 0)?;
+    device_on_fds(&ns_path(ns), &s0, &s1, 1024, 0)?;
     let held = (s0, s1);
     let st = gtp_state::capture(&ns_path(ns), "gtp0")?;
     check_sockets_found(&st.sockets_found, FoundBy::Ports, Some(&held))?;
@@ -835,8 +892,8 @@ pub fn stock_gtp_sockets_guessed() -> Result<()> {
 }
 
 /// Removes a netns on drop.
-struct NsGuard(&'static str);
-fn scopeguard(ns: &'static str) -> NsGuard {
+pub(crate) struct NsGuard(&'static str);
+pub(crate) fn scopeguard(ns: &'static str) -> NsGuard {
     NsGuard(ns)
 }
 impl Drop for NsGuard {

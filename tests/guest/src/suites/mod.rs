@@ -2,5 +2,6 @@
 
 pub mod baseline;
 pub mod gtp;
+pub mod kfuzz;
 pub mod plugin;
 pub mod sctp_repair;

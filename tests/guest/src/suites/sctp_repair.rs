@@ -32,7 +32,7 @@ fn sin(ip: Ipv4Addr, port: u16) -> SockaddrIn {
 
 /// A listener on peer C, and an association to it from host A; returns
 /// (client, accepted server side).
-fn association() -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn association() -> Result<(OwnedFd, OwnedFd)> {
     let c = net::host_addr(PEER_C);
     let listener = net::in_netns(PEER_C, move || {
         let l = sctp_socket()?;

@@ -66,6 +66,10 @@ pub fn build_all() -> Result<Built> {
         &paths::target().join("debug/libepcmig_criu.so"),
         &plugins.join("libepcmig_criu.so"),
     )?;
+    relink(
+        &paths::target().join("debug/epcmig-criu-action"),
+        &plugins.join("epcmig-criu-action"),
+    )?;
     relink(&k.selftests, &paths::vm_dir().join("selftests"))?;
     // EPCMIG_KERNEL boots another kernel image instead (e.g. an unpatched
     // one, to see how the tools behave without repair mode).

@@ -192,6 +192,14 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// Host environment variables the guest suites read (see README).
+const PASSED_THROUGH: &[&str] = &[
+    "EPCMIG_VERBOSE",
+    "EPCMIG_SOAK",
+    "EPCMIG_KFUZZ_SECS",
+    "EPCMIG_KFUZZ_SEED",
+];
+
 impl Vm {
     pub fn new(bzimage: &Path) -> Vm {
         let kvm = kvm_works(bzimage);
@@ -201,11 +209,15 @@ impl Vm {
         }
     }
 
-    /// The guest's environment prefix: our criu first on PATH, and where
-    /// the workspace is.
+    /// The guest's environment prefix: our criu first on PATH, where the
+    /// workspace is, and the suites' knobs passed through from the host.
     fn env_prefix() -> String {
+        let knobs: String = PASSED_THROUGH
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| format!(" {k}={}", quote(&v))))
+            .collect();
         format!(
-            "export PATH={}:\"$PATH\" EPCMIG_ROOT={} EPCMIG_PLUGIN_DIR={}; cd {} && ",
+            "export PATH={}:\"$PATH\" EPCMIG_ROOT={} EPCMIG_PLUGIN_DIR={}{knobs}; cd {} && ",
             quote(&paths::vm_bin().to_string_lossy()),
             quote(&paths::root().to_string_lossy()),
             quote(&paths::vm_plugin_dir().to_string_lossy()),

@@ -1,0 +1,228 @@
+//! SCTP sockets through CRIU (with `criu-patches/` applied, CRIU offers
+//! inet sockets of protocols it does not know to `DUMP_EXT_FILE`):
+//! - dump ([`dump`]): freeze the association (repair mode) and write its
+//!   snapshot to `epcmig-sctp-<id>.img`; thawed again at the end of the
+//!   dump ([`end_of_dump`]) unless the dumped tasks are killed;
+//! - restore ([`restore`], `RESTORE_EXT_FILE`, inside the restored task):
+//!   re-create the socket from its image, still frozen;
+//! - resume ([`thaw_task`], `RESUME_DEVICES_LATE`): once the whole tree is
+//!   restored and the network unlocked, thaw the task's SCTP sockets.
+//!
+//! An association of a task in criu's own (the host's) netns is also
+//! locked out of the network from its dump to its restore ([`netlock`]).
+
+use std::ffi::c_int;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use sctp_repair::{Mode, Snapshot};
+
+use crate::fault::{self, Injected};
+use crate::images;
+use crate::netlock;
+use crate::task::{self, Task};
+
+/// Largest SCTP image we read back (a snapshot is a few KiB, more with
+/// queued data).
+const MAX_IMAGE: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} (kernel-patches/ must be applied to the running kernel)")]
+    NoRepairMode(sctp_repair::Error),
+    #[error("{op}: {source}")]
+    Repair {
+        op: &'static str,
+        source: sctp_repair::Error,
+    },
+    #[error("{file}: {source}")]
+    Image {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Decode {
+        file: String,
+        source: sctp_repair::FormatError,
+    },
+    #[error("{0}")]
+    Injected(#[from] Injected),
+    #[error("{0}")]
+    Lock(#[from] netlock::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Sockets frozen by this dump (our own dups), thawed or dropped at the
+/// end of the dump.
+static FROZEN: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+fn frozen() -> std::sync::MutexGuard<'static, Vec<OwnedFd>> {
+    FROZEN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Network lock tables this dump made (see [`netlock`]).
+static LOCKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn locked() -> std::sync::MutexGuard<'static, Vec<String>> {
+    LOCKED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
+    task::protocol(sock) == Some(libc::IPPROTO_SCTP)
+}
+
+fn listening(sock: BorrowedFd<'_>) -> bool {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: valid fd; pointers to a live c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && v != 0
+}
+
+/// Freezes `sock` (unless listening) and writes its snapshot for CRIU
+/// file `id` into image dir `dir`. On error the socket may be frozen: it
+/// is in [`FROZEN`] and thawed by [`end_of_dump`].
+pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error> {
+    let was = sctp_repair::mode(sock).map_err(Error::NoRepairMode)?;
+    if !listening(sock) && was == Mode::Off {
+        fault::point("sctp-freeze")?;
+        sctp_repair::set_mode(sock, Mode::On).map_err(|source| Error::Repair {
+            op: "entering repair mode",
+            source,
+        })?;
+        // Keep our own reference, to thaw it if the dump fails.
+        let dup = sock.try_clone_to_owned().map_err(|source| Error::Io {
+            what: "dup".into(),
+            source,
+        });
+        match dup {
+            Ok(d) => frozen().push(d),
+            Err(e) => {
+                let _ = sctp_repair::set_mode(sock, Mode::Off);
+                return Err(e);
+            }
+        }
+    }
+    fault::point("sctp-capture")?;
+    let snap = sctp_repair::capture(sock).map_err(|source| Error::Repair {
+        op: "capturing",
+        source,
+    })?;
+    let mut lock_note = String::new();
+    if let (Some(info), false) = (snap.assoc_info(), listening(sock)) {
+        if netlock::in_our_netns(sock)? {
+            fault::point("sctp-lock")?;
+            let t = netlock::lock(&info)?;
+            lock_note = format!(" (host netns: locked by nft table {t})");
+            locked().push(t);
+        }
+    }
+    let file = images::sctp_image_name(id);
+    fault::point("sctp-write")?;
+    images::write(dir, &file, &snap.encode()).map_err(|source| Error::Image {
+        file: file.clone(),
+        source,
+    })?;
+    Ok(format!(
+        "dumped SCTP socket {:?} {} to {file}{lock_note}",
+        snap.kind,
+        snap.assoc_info()
+            .map(|a| format!("{}->{:?}", a.local_port, a.primary))
+            .unwrap_or_default()
+    ))
+}
+
+/// At the end of a dump: on success the tasks are killed right after,
+/// their sockets still frozen, so closing sends nothing; after a failure
+/// or with `--leave-running` they run on, so thaw what we froze.
+pub fn end_of_dump(thaw: bool) -> Vec<String> {
+    let socks = std::mem::take(&mut *frozen());
+    let tables = std::mem::take(&mut *locked());
+    let mut errors = Vec::new();
+    if thaw {
+        for t in tables {
+            if let Err(e) = netlock::unlock(&t) {
+                errors.push(format!("removing the network lock after the dump: {e}"));
+            }
+        }
+        for s in socks {
+            if let Err(e) = sctp_repair::set_mode(s.as_fd(), Mode::Off) {
+                errors.push(format!("thawing an SCTP socket after the dump: {e}"));
+            }
+        }
+    }
+    errors
+}
+
+/// Re-creates the socket of CRIU file `id` from its image; `Ok(None)` if
+/// the image is not ours (another plugin may know the id).
+pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
+    let file = images::sctp_image_name(id);
+    let data = match images::read(dir, &file, MAX_IMAGE) {
+        Ok(d) => d,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(source) => return Err(Error::Image { file, source }),
+    };
+    let snap = Snapshot::decode(&data).map_err(|source| Error::Decode {
+        file: file.clone(),
+        source,
+    })?;
+    fault::point("sctp-restore")?;
+    // Still frozen (if established): thawed at RESUME_DEVICES_LATE.
+    sctp_repair::restore(&snap)
+        .map(Some)
+        .map_err(|source| Error::Repair {
+            op: "re-creating the socket",
+            source,
+        })
+}
+
+/// Thaws the SCTP sockets of task `pid` still in repair mode; how many.
+pub fn thaw_task(pid: c_int) -> Result<usize, Error> {
+    let t = Task::open(pid).map_err(|source| Error::Io {
+        what: format!("pidfd_open({pid})"),
+        source,
+    })?;
+    let fds = t.socket_fds().map_err(|source| Error::Io {
+        what: format!("/proc/{pid}/fd"),
+        source,
+    })?;
+    let mut n = 0;
+    for num in fds {
+        let Ok(sock) = t.fd(num) else {
+            continue;
+        };
+        if !is_sctp(sock.as_fd()) || !matches!(sctp_repair::mode(sock.as_fd()), Ok(Mode::On)) {
+            continue;
+        }
+        fault::point("sctp-thaw")?;
+        if netlock::in_our_netns(sock.as_fd())? {
+            // Restored on the host it was dumped on: lift that dump's lock.
+            let snap = sctp_repair::capture(sock.as_fd()).map_err(|source| Error::Repair {
+                op: "reading the association",
+                source,
+            })?;
+            if let Some(info) = snap.assoc_info() {
+                netlock::unlock(&netlock::table_name(&info))?;
+            }
+        }
+        sctp_repair::set_mode(sock.as_fd(), Mode::Off).map_err(|source| Error::Repair {
+            op: "leaving repair mode",
+            source,
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}

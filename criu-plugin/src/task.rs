@@ -1,0 +1,116 @@
+//! Reaching a (restored or dumped) task's file descriptors from the criu
+//! process: pidfd_open(2) + pidfd_getfd(2), which CRIU's ptrace hold on
+//! the task allows.
+
+use std::ffi::c_int;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A task, pinned by a pidfd.
+pub struct Task {
+    pub pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Task {
+    pub fn open(pid: i32) -> std::io::Result<Task> {
+        // SAFETY: plain syscall; the fd is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as c_int) };
+        Ok(Task { pid, pidfd })
+    }
+
+    /// A copy of the task's fd `num` in this process.
+    pub fn fd(&self, num: i32) -> std::io::Result<OwnedFd> {
+        // SAFETY: plain syscall; the returned fd is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), num, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd we own (a copy of the task's file).
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
+    }
+
+    /// The task's fd numbers that are sockets.
+    pub fn socket_fds(&self) -> std::io::Result<Vec<i32>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{}/fd", self.pid))?.flatten() {
+            let is_sock = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().starts_with("socket:"))
+                .unwrap_or(false);
+            if let Some(n) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
+                if is_sock {
+                    v.push(n);
+                }
+            }
+        }
+        v.sort_unstable();
+        Ok(v)
+    }
+}
+
+/// The network namespace (its inode) task `pid` is in.
+pub fn netns_of(pid: i32) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino())
+}
+
+/// A socket's SO_PROTOCOL, or None if it cannot be read.
+pub fn protocol(sock: BorrowedFd<'_>) -> Option<c_int> {
+    let mut proto: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: valid fd for the call; pointers to a live c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(proto)
+}
+
+/// The local address a socket is bound to.
+pub fn local_addr(sock: BorrowedFd<'_>) -> Option<SocketAddr> {
+    // SAFETY: an all-zero sockaddr_storage is a valid value to fill.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: valid fd; pointer to a live sockaddr_storage and its size.
+    let rc = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    match c_int::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled a sockaddr_in for AF_INET.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel filled a sockaddr_in6 for AF_INET6.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
