@@ -460,7 +460,7 @@ pub(crate) fn with_stream<T>(ue: Ue, f: impl FnOnce() -> Result<T>) -> Result<(T
         // Give the old flow the same chance after the stop.
         let at = stopped_at.unwrap_or_else(Instant::now);
         let deadline = Instant::now() + Duration::from_secs(3);
-        while old_last.is_none_or(|t| t < at) && Instant::now() < deadline {
+        while !old_last.is_some_and(|t| t >= at) && Instant::now() < deadline {
             let _ = old.send_to(b"old flow", sgi_for(&ue.addr));
             std::thread::sleep(Duration::from_millis(100));
             while old.recv(&mut buf).is_ok() {

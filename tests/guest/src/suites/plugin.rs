@@ -330,7 +330,7 @@ pub fn sctp_leave_running_and_default_dir() -> Result<()> {
 
 /// A third-party program: an `iperf3 --sctp` client (SCTP data association
 /// plus its TCP control connection) in a container on A, sending to an
-/// iperf3 server on C for 15 s, is migrated to B mid-test with `criu dump
+/// iperf3 server on C for 45 s (iperf3 counts wall-clock time, and a migration under TCG on a loaded host can take 30 s), is migrated to B mid-test with `criu dump
 /// --lib --tcp-established`; both ends finish the test without error.
 pub fn iperf3_sctp_migrate() -> Result<()> {
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 41);
@@ -349,7 +349,7 @@ pub fn iperf3_sctp_migrate() -> Result<()> {
     let client = crate::apps::spawn_program_in(
         &ctr,
         "iperf3",
-        &["-c", &c_addr, "--sctp", "-t", "15", "-b", "2M", "-i", "5"],
+        &["-c", &c_addr, "--sctp", "-t", "45", "-b", "2M", "-i", "5"],
         &client_out,
     )?;
     std::thread::sleep(Duration::from_secs(4));
@@ -378,7 +378,7 @@ pub fn iperf3_sctp_migrate() -> Result<()> {
     )?;
     plugin_lines(&img_b.join("restore.log"));
     net::announce(&format!("/proc/{pid}/ns/net"), "eth0", CLIENT)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(st) = server.try_wait()? {
             break st;
@@ -386,7 +386,7 @@ pub fn iperf3_sctp_migrate() -> Result<()> {
         if Instant::now() > deadline {
             let _ = server.kill();
             let out = std::fs::read_to_string(dir.join("server.out")).unwrap_or_default();
-            anyhow::bail!("the iperf3 server did not finish within 60 s:\n{out}");
+            anyhow::bail!("the iperf3 server did not finish within 120 s:\n{out}");
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -902,13 +902,33 @@ fn nft_tables(ns: &str, prefix: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Copies nft table `inet NAME` from netns `from` to netns `to`.
+fn copy_nft_table(from: &str, to: &str, name: &str) -> Result<()> {
+    use std::io::Write;
+    let def = net::command_in(from, "nft")?
+        .args(["list", "table", "inet", name])
+        .output()?;
+    ensure!(def.status.success(), "nft list table {name} failed");
+    let mut c = net::command_in(to, "nft")?
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    c.stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(&def.stdout)?;
+    ensure!(c.wait()?.success(), "nft -f (table {name}) failed in {to}");
+    Ok(())
+}
+
 /// An MME in the host's network namespace (no container netns, so CRIU
 /// locks nothing for it): a `--leave-running` dump leaves it serving with
 /// no lock behind; then it is dumped for real, and for 3 s, while its
 /// base station keeps sending, host A still holds the service address
 /// but no socket. Only the plugin's lock keeps A from answering those
-/// packets with an ABORT. The address moves to B, the MME is restored
-/// there (in B's host netns): the base station's association goes on, no
+/// packets with an ABORT. The lock is copied to B, the address moves to
+/// B, the MME is restored there (in B's host netns; the restore lifts the
+/// lock before the thaw): the base station's association goes on, no
 /// message lost, duplicated or reordered, no association event.
 pub fn sctp_host_netns_migrate() -> Result<()> {
     const HOST_MME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
@@ -950,6 +970,9 @@ pub fn sctp_host_netns_migrate() -> Result<()> {
     // address: without the lock it answers with an ABORT.
     std::thread::sleep(Duration::from_secs(3));
     crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    // Host B gets the address before the association is restored: it takes
+    // the same lock first (the restore lifts it just before the thaw).
+    copy_nft_table(HOST_A, HOST_B, &locks[0])?;
     net::ip(&[
         "-n",
         HOST_A,
@@ -963,6 +986,8 @@ pub fn sctp_host_netns_migrate() -> Result<()> {
     net::announce(HOST_B, "eth0", HOST_MME)?;
     let (_, pid) = criu::restore(HOST_B, &img_b, &["--lib", &lib])?;
     plugin_lines(&img_b.join("restore.log"));
+    let left = nft_tables(HOST_B, "epcmig_lock_")?;
+    ensure!(left.is_empty(), "the restore left locks on B: {left:?}");
     let result = (|| -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
         ensure!(
