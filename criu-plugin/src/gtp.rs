@@ -141,6 +141,12 @@ fn load(dir: RawFd, file: &str) -> Result<GtpState, Error> {
         file: file.to_string(),
         source,
     })?;
+    if data.is_empty() {
+        return Err(Error::Image {
+            file: file.to_string(),
+            source: std::io::Error::other("the file is empty"),
+        });
+    }
     gtp_state::format::decode(&data).map_err(|source| Error::Decode {
         file: file.to_string(),
         source,

@@ -175,6 +175,12 @@ pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(source) => return Err(Error::Image { file, source }),
     };
+    if data.is_empty() {
+        return Err(Error::Image {
+            file,
+            source: std::io::Error::other("the file is empty"),
+        });
+    }
     let snap = Snapshot::decode(&data).map_err(|source| Error::Decode {
         file: file.clone(),
         source,

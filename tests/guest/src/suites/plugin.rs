@@ -474,7 +474,7 @@ enum GtpSockets {
 /// tunnel carries a UDP round trip again. With `mme`, two base stations
 /// stream SCTP through the same migration as in [`sctp_mme_migrate`].
 fn spgw_migrate(mode: GtpSockets, mme: bool) -> Result<EpcFigures> {
-    let mut rig = EpcRig::start(mode, mme, crate::suites::gtp::N_UES)?;
+    let mut rig = EpcRig::start(mode, mme, crate::suites::gtp::N_UES, false)?;
     let name = if mme { "plugin-epc" } else { "plugin-spgw" };
     let dir = crate::suites::baseline::work_dir(name)?;
     let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
@@ -533,13 +533,41 @@ fn plugin_lines(log: &std::path::Path) {
     }
 }
 
+/// The association's maximum retransmissions (SCTP_ASSOCINFO).
+fn set_max_retrans(s: &OwnedFd, n: u16) -> Result<()> {
+    // struct sctp_assocparams { assoc_id s32; asocmaxrxt u16; peer
+    // destinations u16; peer_rwnd, local_rwnd, cookie_life u32 }: zeroes
+    // leave the others unchanged.
+    let mut assoc = [0u8; 20];
+    assoc[4..6].copy_from_slice(&n.to_ne_bytes());
+    // SAFETY: valid fd; `assoc` is the complete struct of the option.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            1, // SCTP_ASSOCINFO
+            assoc.as_ptr().cast(),
+            assoc.len() as libc::socklen_t,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "setsockopt(SCTP_ASSOCINFO): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
 /// Restores so far (for unique outer veth names).
 static RESTORES: AtomicU64 = AtomicU64::new(0);
 
 const EPC_S1AP: SocketAddrV4 = SocketAddrV4::new(crate::suites::gtp::SPGW_ADDR, S1AP_PORT);
 
 impl EpcRig {
-    fn start(mode: GtpSockets, mme: bool, n_ues: usize) -> Result<EpcRig> {
+    /// `patient`: the base stations retransmit for half an hour before
+    /// giving up (for tests that fail restore after restore on purpose),
+    /// not the ~40 s of S1-style timers.
+    fn start(mode: GtpSockets, mme: bool, n_ues: usize, patient: bool) -> Result<EpcRig> {
         use crate::suites::gtp::{self, SPGW_ADDR};
         let mut topo = Topology::build()?;
         gtp::sgi_host()?;
@@ -577,7 +605,13 @@ impl EpcRig {
                 crate::suites::sctp_repair::peer_status(&e1)?,
                 crate::suites::sctp_repair::peer_status(&e2)?,
             ];
-            Some((before, Enb::start(e1)?, Enb::start(e2)?))
+            let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
+            if patient {
+                for e in [&enb1, &enb2] {
+                    set_max_retrans(&e.sock, 2000)?;
+                }
+            }
+            Some((before, enb1, enb2))
         } else {
             None
         };
@@ -1009,15 +1043,22 @@ pub fn sctp_host_netns_migrate() -> Result<()> {
     result
 }
 
-/// The criu log of a run that failed at fault `step`: it must name it.
-fn expect_fault(res: Result<impl std::fmt::Debug>, step: &str, what: &str) -> Result<()> {
+/// A criu run that must have failed at fault `step`; its log must name it
+/// (the action script's lines are in the log but not in CRIU's errors).
+fn expect_fault(
+    res: Result<impl std::fmt::Debug>,
+    step: &str,
+    what: &str,
+    log: &std::path::Path,
+) -> Result<()> {
     match res {
         Ok(v) => anyhow::bail!("{what} succeeded despite EPCMIG_FAULT={step}: {v:?}"),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let needle = format!("fault injected at step {step}");
+            let text = std::fs::read_to_string(log).unwrap_or_default();
             ensure!(
-                msg.contains(&format!("fault injected at step {step}")),
-                "{what} with EPCMIG_FAULT={step} failed, but not at that step:\n{msg}"
+                format!("{e:#}").contains(&needle) || text.contains(&needle),
+                "{what} with EPCMIG_FAULT={step} failed, but not at that step:\n{e:#}"
             );
             Ok(())
         }
@@ -1062,7 +1103,7 @@ fn nothing_restored(step: &str) -> Result<()> {
 /// dump and restore from the same images migrates it with no message
 /// lost, duplicated or reordered.
 pub fn fault_every_step() -> Result<()> {
-    let mut rig = EpcRig::start(GtpSockets::Process, true, 60)?;
+    let mut rig = EpcRig::start(GtpSockets::Process, true, 60, true)?;
     let dir = crate::suites::baseline::work_dir("fault")?;
     for step in [
         "sctp-freeze",
@@ -1072,7 +1113,12 @@ pub fn fault_every_step() -> Result<()> {
         "gtp-write",
     ] {
         let img = dir.join(format!("dump-{step}"));
-        expect_fault(rig.dump(&img, &[("EPCMIG_FAULT", step)]), step, "criu dump")?;
+        expect_fault(
+            rig.dump(&img, &[("EPCMIG_FAULT", step)]),
+            step,
+            "criu dump",
+            &img.join("dump.log"),
+        )?;
         std::thread::sleep(Duration::from_secs(1));
         rig.check_source_intact(&format!("after a dump failed at {step}"))?;
         println!("  dump failed at {step}: the source runs on, tunnels and associations intact");
@@ -1087,6 +1133,7 @@ pub fn fault_every_step() -> Result<()> {
             rig.restore_on(HOST_B, &img_b, &[("EPCMIG_FAULT", step)]),
             step,
             "criu restore",
+            &img_b.join("restore.log"),
         )?;
         nothing_restored(step)?;
         println!("  restore failed at {step}: nothing left on host B");
@@ -1130,7 +1177,7 @@ pub fn soak() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let mut rig = EpcRig::start(GtpSockets::Process, true, 200)?;
+    let mut rig = EpcRig::start(GtpSockets::Process, true, 200, false)?;
     let dir = crate::suites::baseline::work_dir("soak")?;
     // The netns the EPC ran in before the last restore (None: the first,
     // named container): its gtp0 pins it until deleted.
@@ -1290,7 +1337,7 @@ fn spoil(file: &std::path::Path, how: Spoil) -> Result<()> {
 /// file and the cause, and leaves nothing on host B; a restore from the
 /// intact images then succeeds (the MME's base stations lose nothing).
 pub fn badinput_images() -> Result<()> {
-    let mut rig = EpcRig::start(GtpSockets::Process, true, 30)?;
+    let mut rig = EpcRig::start(GtpSockets::Process, true, 30, true)?;
     let dir = crate::suites::baseline::work_dir("badinput")?;
     let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
     let checkpoint = rig.dump(&img_a, &[])?;
@@ -1312,7 +1359,7 @@ pub fn badinput_images() -> Result<()> {
         let sctp = ours("epcmig-sctp-")?;
         let gtp = ours("epcmig-gtp-")?;
         let mut v: Vec<(String, Spoil, &str)> = vec![
-            (sctp.clone(), Spoil::Empty, "truncated"),
+            (sctp.clone(), Spoil::Empty, "empty"),
             (sctp.clone(), Spoil::Truncated, "truncated"),
             (sctp.clone(), Spoil::Corrupt, "checksum mismatch"),
             (sctp.clone(), Spoil::WrongMagic, "bad magic"),
@@ -1322,6 +1369,7 @@ pub fn badinput_images() -> Result<()> {
             (sctp, Spoil::Oversized, "larger than"),
         ];
         v.extend([
+            (gtp.clone(), Spoil::Empty, "empty"),
             (gtp.clone(), Spoil::Truncated, "truncated"),
             (gtp.clone(), Spoil::Corrupt, "checksum mismatch"),
             (gtp.clone(), Spoil::WrongMagic, "bad magic"),
