@@ -189,7 +189,10 @@ fn guest_suite(vm: &vm::Vm, stock: bool, filter: Option<&str>) -> Result<(usize,
     if let Some(f) = filter {
         argv.push(f.into());
     }
-    let out = vm.run(&argv, Duration::from_secs(60 * 60))?;
+    // The whole suite: about 45 min under TCG (the CRIU migrations, fault,
+    // bad-input and soak suites dominate); each test has its own 20 min
+    // watchdog in the guest.
+    let out = vm.run(&argv, Duration::from_secs(80 * 60))?;
     let splat = report_splats(&out);
     let Some((p, f)) = parse_summary(&out.stdout) else {
         bail!(
