@@ -340,12 +340,17 @@ fn with_watchdog(
     res
 }
 
+/// FILTER is a substring of the test name, or several separated by commas.
+pub fn matches_filter(name: &str, filter: &str) -> bool {
+    filter.split(',').any(|f| name.contains(f))
+}
+
 fn run_tests(filter: Option<&str>, stock: bool) -> Result<u8> {
     println!("guest: kernel {}", uname_r());
     let all = if stock { stock_tests() } else { all_tests() };
     let chosen: Vec<&Test> = all
         .iter()
-        .filter(|(n, _)| filter.map_or(true, |f| n.contains(f)))
+        .filter(|(n, _)| filter.map_or(true, |f| matches_filter(n, f)))
         .collect();
     if chosen.is_empty() {
         let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();

@@ -174,7 +174,7 @@ fn guest_tests(stock: bool, filter: Option<&str>) -> Result<Vec<String>> {
     Ok(out
         .lines()
         .map(str::trim)
-        .filter(|n| !n.is_empty() && filter.map_or(true, |f| n.contains(f)))
+        .filter(|n| !n.is_empty() && filter.map_or(true, |f| f.split(',').any(|f| n.contains(f))))
         .map(String::from)
         .collect())
 }
