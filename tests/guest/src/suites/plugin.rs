@@ -835,23 +835,29 @@ impl EpcRig {
             .check_restored(pid, false)
             .with_context(|| format!("restored netns:\n{}", Self::diagnose(pid)))
             .map(|()| {
+                let ue = if fig.ue.sent == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "; UE traffic during the migration: {} of {} datagrams echoed, \
+                         UE service interrupted {:.2}s, a flow from before the move {}",
+                        fig.ue.echoed,
+                        fig.ue.sent,
+                        fig.ue.max_gap.as_secs_f64(),
+                        if fig.ue.old_flow_recovered {
+                            "recovered"
+                        } else {
+                            "did not recover (CRIU restores its conntrack entry without the SGi masquerade binding)"
+                        }
+                    )
+                };
                 println!(
-                    "  checkpoint {:.2}s, transfer {:.2}s ({} bytes), restore {:.2}s; \
-                 UE traffic during the migration: {} of {} datagrams echoed, \
-                 UE service interrupted {:.2}s, a flow from before the move {}; \
-                 the SGi host answered {} datagrams in all",
+                    "  checkpoint {:.2}s, transfer {:.2}s ({} bytes), restore {:.2}s{ue}; \
+                     the SGi host answered {} datagrams in all",
                     fig.checkpoint.as_secs_f64(),
                     fig.transfer.as_secs_f64(),
                     fig.image_bytes,
                     fig.restore.as_secs_f64(),
-                    fig.ue.echoed,
-                    fig.ue.sent,
-                    fig.ue.max_gap.as_secs_f64(),
-                    if fig.ue.old_flow_recovered {
-                        "recovered"
-                    } else {
-                        "did not recover (CRIU restores its conntrack entry without the SGi masquerade binding)"
-                    },
                     self.echo.count.load(Ordering::Relaxed)
                 );
             });
