@@ -305,7 +305,7 @@ pub fn sctp_listener() -> Snapshot {
     Snapshot {
         kind: Kind::Listen,
         family: libc::AF_INET as u16,
-        backlog: sctp_repair::DEFAULT_BACKLOG,
+        backlog: 16,
         local_addrs: vec![addr("0.0.0.0:36412")],
         assoc: Vec::new(),
         paths: Vec::new(),

@@ -178,10 +178,11 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         } else {
             local_addrs(sock, 0)?
         };
+        let backlog = crate::diag::listen_backlog(sock, family, name.port())?;
         return Ok(Snapshot {
             kind: Kind::Listen,
             family,
-            backlog: crate::DEFAULT_BACKLOG,
+            backlog,
             local_addrs,
             assoc: Vec::new(),
             paths: Vec::new(),

@@ -693,30 +693,51 @@ pub fn stock_unsupported() -> Result<()> {
 }
 
 /// A listening socket is captured, its netns destroyed, and re-created in
-/// a netns on host B that took over the address; a new peer connects to it.
+/// a netns on host B that took over the address, with its backlog; a new
+/// peer connects to it. The listener is captured from outside its netns,
+/// as CRIU does.
 pub fn crate_move_listener() -> Result<()> {
     const SVC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 21);
+    // Not the kernel's or anyone's default, and below somaxconn (4096).
+    const BACKLOG: i32 = 37;
     let mut topo = Topology::build()?;
     let ctr = topo.container(HOST_A, "listener", "lsn0", SVC)?;
-    let bytes = net::in_netns(&ctr, move || {
+    let l = net::in_netns(&ctr, move || {
         let l = sctp_socket()?;
         socket::bind(l.as_raw_fd(), &sin(SVC, 36412))?;
-        socket::listen(&l, socket::Backlog::new(16)?)?;
-        let snap = sctp_repair::capture(l.as_fd())?;
-        ensure!(
-            snap.kind == sctp_repair::Kind::Listen,
-            "captured a {:?}",
-            snap.kind
-        );
-        Ok(snap.encode())
+        socket::listen(&l, socket::Backlog::new(BACKLOG)?)?;
+        Ok(l)
     })?;
+    // A listener on the same port in the capturing netns (this one) must
+    // not be taken for it.
+    let decoy = sctp_socket()?;
+    socket::bind(decoy.as_raw_fd(), &sin(Ipv4Addr::UNSPECIFIED, 36412))?;
+    socket::listen(&decoy, socket::Backlog::new(5)?)?;
+    let snap = sctp_repair::capture(l.as_fd())?;
+    drop(l);
+    drop(decoy);
+    ensure!(
+        snap.kind == sctp_repair::Kind::Listen,
+        "captured a {:?}",
+        snap.kind
+    );
+    ensure!(
+        snap.backlog == BACKLOG as u32,
+        "captured backlog {}, listen() was given {BACKLOG}",
+        snap.backlog
+    );
+    let bytes = snap.encode();
     topo.remove_container(&ctr)?;
     let ctr = topo.container(HOST_B, "listener", "lsn0", SVC)?;
-    let listener = net::in_netns(&ctr, move || {
-        Ok(sctp_repair::restore(&sctp_repair::Snapshot::decode(
-            &bytes,
-        )?)?)
+    let (listener, backlog) = net::in_netns(&ctr, move || {
+        let l = sctp_repair::restore(&sctp_repair::Snapshot::decode(&bytes)?)?;
+        let again = sctp_repair::capture(l.as_fd())?;
+        Ok((l, again.backlog))
     })?;
+    ensure!(
+        backlog == BACKLOG as u32,
+        "the restored listener has backlog {backlog}, not {BACKLOG}"
+    );
     net::announce(&ctr, "eth0", SVC)?;
     let client = net::in_netns(PEER_C, move || {
         let s = sctp_socket()?;
@@ -729,7 +750,10 @@ pub fn crate_move_listener() -> Result<()> {
         unsafe { OwnedFd::from_raw_fd(socket::accept(listener.as_raw_fd()).context("accept")?) };
     exchange(&client, &accepted, b"S1 Setup Request")?;
     exchange(&accepted, &client, b"S1 Setup Response")?;
-    println!("  listener moved A->B on {SVC}:36412; a new peer connected and exchanged messages");
+    println!(
+        "  listener moved A->B on {SVC}:36412 with its backlog ({BACKLOG}, read back from the \
+         restored socket); a new peer connected and exchanged messages"
+    );
     Ok(())
 }
 
