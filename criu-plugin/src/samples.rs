@@ -274,6 +274,7 @@ pub fn sctp_established_v4() -> Snapshot {
                 &[0x5a; 64],
             ),
         ],
+        auth: Vec::new(),
     }
 }
 
@@ -297,6 +298,7 @@ pub fn sctp_established_v6() -> Snapshot {
         tsn_map: tsn_map_blob(5, &[], &[]),
         sockopts: Vec::new(),
         queues: Vec::new(),
+        auth: Vec::new(),
     }
 }
 
@@ -313,6 +315,7 @@ pub fn sctp_listener() -> Snapshot {
         tsn_map: Vec::new(),
         sockopts: mme_sockopts(),
         queues: Vec::new(),
+        auth: Vec::new(),
     }
 }
 
