@@ -454,6 +454,19 @@ pub fn tune_timers(s: &OwnedFd) -> Result<()> {
     sctp_setsockopt(s, 1, "SCTP_ASSOCINFO", &assoc)
 }
 
+/// `n` retransmissions before each path of the association of `s` is
+/// taken for unreachable (SCTP_PEER_ADDR_PARAMS spp_pathmaxrxt, for the
+/// association and all its paths).
+fn set_pathmaxrxt(s: &OwnedFd, n: u16) -> Result<()> {
+    // struct sctp_paddrparams, packed, aligned(4): assoc_id s32,
+    // sockaddr_storage (zero: every path), hbinterval u32, pathmaxrxt u16
+    // at 136, then pathmtu, sackdelay, flags, flowlabel (zero: unchanged),
+    // dscp u8; 156 bytes.
+    let mut v = [0u8; 156];
+    v[136..138].copy_from_slice(&n.to_ne_bytes());
+    sctp_setsockopt(s, 9, "SCTP_PEER_ADDR_PARAMS", &v)
+}
+
 /// setsockopt(SOL_SCTP, `name`) with the raw struct `v`; `what` names it
 /// in the error.
 fn sctp_setsockopt(s: &OwnedFd, name: libc::c_int, what: &str, v: &[u8]) -> Result<()> {
@@ -593,6 +606,10 @@ pub fn crate_move_multihomed() -> Result<()> {
         );
         Ok(())
     };
+    // tune_timers() allows 40 retransmissions per association, which the
+    // kernel refuses (EINVAL) above the sum of the paths' own limits.
+    set_pathmaxrxt(&rig.peer, 20)?;
+    set_pathmaxrxt(&rig.mover, 20)?;
     move_under_traffic(
         &mut rig,
         100,
