@@ -34,7 +34,7 @@
 #define SCTP_REPAIR_FEAT_ASCONF	4	/* ADD-IP (ASCONF) */
 #define SCTP_REPAIR_FEAT_RECONF	8	/* stream reconfiguration */
 #define SCTP_REPAIR_FEAT_INTL	16	/* I-DATA (user message interleaving) */
-#define SCTP_REPAIR_FEAT_AUTH	32	/* SCTP-AUTH, cannot be restored yet */
+#define SCTP_REPAIR_FEAT_AUTH	32	/* SCTP-AUTH, see SCTP_REPAIR_AUTH */
 #define SCTP_REPAIR_FEAT_IPV4	64	/* the peer takes IPv4 addresses */
 #define SCTP_REPAIR_FEAT_IPV6	128	/* the peer takes IPv6 addresses */
 #define SCTP_REPAIR_FEAT_NEED_ECNE	256	/* an ECNE is to be sent */
@@ -73,6 +73,25 @@
 #define SCTP_REPAIR_CHUNK_NOTIFICATION	128	/* received: a notification */
 #define SCTP_REPAIR_CHUNK_ORDER		256	/* received: waits for its turn */
 #define SCTP_REPAIR_CHUNK_REASM		512	/* received: waits for fragments */
+
+/* Repair mode: SCTP-AUTH (RFC 4895) of an association that uses it
+ * (SCTP_REPAIR_FEAT_AUTH): the parameters its key is computed from, and its
+ * shared keys.  Written once on an association created by SCTP_REPAIR_ASSOC,
+ * before its queues; until then the association does not use SCTP-AUTH.
+ */
+#define SCTP_REPAIR_AUTH	140	/* struct sctp_repair_auth */
+
+/* sctp_repair_auth srau_param_len[]: the parameters, in this order */
+#define SCTP_REPAIR_AUTH_RANDOM		0	/* our RANDOM */
+#define SCTP_REPAIR_AUTH_CHUNKS		1	/* our CHUNKS */
+#define SCTP_REPAIR_AUTH_HMACS		2	/* our HMAC-ALGO */
+#define SCTP_REPAIR_AUTH_PEER_RANDOM	3	/* the peer's RANDOM */
+#define SCTP_REPAIR_AUTH_PEER_CHUNKS	4	/* the peer's CHUNKS */
+#define SCTP_REPAIR_AUTH_PEER_HMACS	5	/* the peer's HMAC-ALGO */
+#define SCTP_REPAIR_AUTH_PARAMS		6
+
+/* sctp_repair_auth_key srak_flags */
+#define SCTP_REPAIR_AUTH_KEY_DEACTIVATED	1	/* not to send with */
 
 /* SCTP_REPAIR_ASSOC: the association of a one-to-one style socket in repair
  * mode.  All fields are in host byte order, times are in milliseconds.
@@ -235,6 +254,28 @@ struct sctp_repair_chunk {
 	__u32	src_timetolive;		/* sent data: sinfo_timetolive */
 	__u16	src_sid;
 	__u16	src_pr_policy;		/* sent data: SCTP_PR_SCTP_* */
+};
+
+/* SCTP_REPAIR_AUTH: srau_data holds the SCTP_REPAIR_AUTH_PARAMS parameters,
+ * each as it is in an INIT or INIT ACK chunk (network byte order, as long as
+ * its header says) and padded to 4 bytes, 0 bytes for one that is absent
+ * (only a CHUNKS parameter can be); then srau_nkeys shared keys, the active
+ * one among them.
+ */
+struct sctp_repair_auth_key {
+	__u16	srak_id;
+	__u16	srak_flags;		/* SCTP_REPAIR_AUTH_KEY_* */
+	__u32	srak_len;		/* bytes of the secret */
+	__u8	srak_secret[];		/* padded to 4 bytes */
+};
+
+struct sctp_repair_auth {
+	__u32	srau_version;		/* SCTP_REPAIR_V1 */
+	__u16	srau_active_key_id;
+	__u16	srau_nkeys;
+	__u16	srau_param_len[SCTP_REPAIR_AUTH_PARAMS];
+	__u32	srau_reserved;		/* 0 */
+	__u8	srau_data[];
 };
 
 #endif /* EPCMIG_SCTP_REPAIR_H */

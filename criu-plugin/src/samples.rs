@@ -274,6 +274,7 @@ pub fn sctp_established_v4() -> Snapshot {
                 &[0x5a; 64],
             ),
         ],
+        auth: Vec::new(),
     }
 }
 
@@ -297,6 +298,7 @@ pub fn sctp_established_v6() -> Snapshot {
         tsn_map: tsn_map_blob(5, &[], &[]),
         sockopts: Vec::new(),
         queues: Vec::new(),
+        auth: Vec::new(),
     }
 }
 
@@ -305,7 +307,7 @@ pub fn sctp_listener() -> Snapshot {
     Snapshot {
         kind: Kind::Listen,
         family: libc::AF_INET as u16,
-        backlog: sctp_repair::DEFAULT_BACKLOG,
+        backlog: 16,
         local_addrs: vec![addr("0.0.0.0:36412")],
         assoc: Vec::new(),
         paths: Vec::new(),
@@ -313,6 +315,7 @@ pub fn sctp_listener() -> Snapshot {
         tsn_map: Vec::new(),
         sockopts: mme_sockopts(),
         queues: Vec::new(),
+        auth: Vec::new(),
     }
 }
 

@@ -48,7 +48,7 @@ pub fn sctp_snapshot(data: &[u8]) {
 /// count).
 fn check_json(snap: &Snapshot) {
     let j = snap.to_json();
-    for blob in ["association", "paths", "streams", "tsn_map"] {
+    for blob in ["association", "paths", "streams", "tsn_map", "auth"] {
         assert!(
             j.get(blob).is_none_or(|b| b.get("raw").is_none()),
             "{blob} of a decoded snapshot shown raw: {}",

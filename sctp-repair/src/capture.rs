@@ -9,8 +9,8 @@ use epcmig_sys::sctp_repair as uapi;
 use crate::snapshot::{Kind, Snapshot, SockOpt};
 use crate::sockopt::{self, SOL_SCTP};
 use crate::state::{
-    sockaddr_from_storage, ASSOC_SIZE, GAP_SIZE, PATHS_HDR, PATH_SIZE, STREAMS_HDR, STREAM_SIZE,
-    TSN_MAP_SIZE,
+    assoc_features, sockaddr_from_storage, ASSOC_SIZE, AUTH_HDR, GAP_SIZE, PATHS_HDR, PATH_SIZE,
+    STREAMS_HDR, STREAM_SIZE, TSN_MAP_SIZE,
 };
 use crate::{classify, ensure_sctp, Error, Mode, Result};
 
@@ -34,7 +34,12 @@ pub(crate) const SOCKOPTS: &[(libc::c_int, libc::c_int, usize)] = &[
     (SOL_SCTP, 32, 4),  // SCTP_RECVRCVINFO
     (SOL_SCTP, 33, 4),  // SCTP_RECVNXTINFO
     (SOL_SCTP, 34, 16), // SCTP_DEFAULT_SNDINFO (struct sctp_sndinfo)
+    (SOL_SCTP, 22, 12), // SCTP_HMAC_IDENT (struct sctp_hmacalgo), with SCTP-AUTH
 ];
+
+/// SCTP_HMAC_IDENT: the HMACs the socket offers; SCTP_REPAIR_AUTH wants a
+/// transform on the new socket for each one the association offered.
+pub(crate) const SCTP_HMAC_IDENT: libc::c_int = 22;
 
 fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| classify(op, e)
@@ -178,10 +183,11 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         } else {
             local_addrs(sock, 0)?
         };
+        let backlog = crate::diag::listen_backlog(sock, family, name.port())?;
         return Ok(Snapshot {
             kind: Kind::Listen,
             family,
-            backlog: crate::DEFAULT_BACKLOG,
+            backlog,
             local_addrs,
             assoc: Vec::new(),
             paths: Vec::new(),
@@ -189,6 +195,7 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
             tsn_map: Vec::new(),
             sockopts,
             queues: Vec::new(),
+            auth: Vec::new(),
         });
     }
 
@@ -230,6 +237,18 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         &v1,
     )
     .map_err(os("getsockopt(SCTP_REPAIR_TSN_MAP)"))?;
+    let auth = if assoc_features(&assoc) & uapi::SCTP_REPAIR_FEAT_AUTH != 0 {
+        sockopt::get_var(
+            sock,
+            SOL_SCTP,
+            uapi::SCTP_REPAIR_AUTH as i32,
+            AUTH_HDR + 512,
+            &v1,
+        )
+        .map_err(os("getsockopt(SCTP_REPAIR_AUTH)"))?
+    } else {
+        Vec::new()
+    };
     let queues = crate::queues::read_all(sock)?;
     let snap = Snapshot {
         kind: Kind::Established,
@@ -242,6 +261,7 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         tsn_map,
         sockopts,
         queues,
+        auth,
     };
     crate::state::check_blobs(&snap).map_err(Error::Format)?;
     Ok(snap)

@@ -40,6 +40,10 @@ unsafe impl Plain for uapi::sctp_repair_tsn_map {}
 unsafe impl Plain for uapi::sctp_repair_gap {}
 // SAFETY: as above.
 unsafe impl Plain for uapi::sctp_repair_chunk {}
+// SAFETY: as above (the trailing flexible array has size 0).
+unsafe impl Plain for uapi::sctp_repair_auth {}
+// SAFETY: as above.
+unsafe impl Plain for uapi::sctp_repair_auth_key {}
 
 /// The `T` at byte `at` of `b`, if `b` holds one there.
 fn read<T: Plain>(b: &[u8], at: usize) -> Option<T> {
@@ -77,7 +81,7 @@ trait Field {
 macro_rules! plain_field {
     ($($t:ty),*) => { $( impl Field for $t { fn json(&self) -> Value { json!(self) } } )* };
 }
-plain_field!(u8, u16, u32, [u8; 3], [u32; 2], [u32; 16]);
+plain_field!(u8, u16, u32, [u8; 3], [u16; 6], [u32; 2], [u32; 16]);
 
 impl Field for uapi::sockaddr_storage {
     fn json(&self) -> Value {
@@ -172,6 +176,53 @@ fn association(b: &[u8]) -> Value {
         sra_pathmaxrxt, sra_pf_retrans, sra_ps_retrans, sra_encap_port;
     });
     m.insert("feature_names".into(), flag_names(a.sra_features, FEATURES));
+    Value::Object(m)
+}
+
+/// SCTP-AUTH: the parameters in hex (they went over the wire in clear) and
+/// the keys by id and flags, with the length of their secret only.
+fn auth(b: &[u8]) -> Value {
+    let Some(a) = read::<uapi::sctp_repair_auth>(b, 0) else {
+        return raw(b);
+    };
+    let mut m = fields!(a, uapi::sctp_repair_auth {
+        srau_version, srau_active_key_id, srau_nkeys, srau_param_len, srau_reserved;
+        srau_data
+    });
+    const NAMES: [&str; 6] = [
+        "random",
+        "chunks",
+        "hmacs",
+        "peer_random",
+        "peer_chunks",
+        "peer_hmacs",
+    ];
+    let mut at = size_of::<uapi::sctp_repair_auth>();
+    let mut params = Map::new();
+    for (name, len) in NAMES.iter().zip(a.srau_param_len) {
+        let len = usize::from(len);
+        let Some(p) = b.get(at..at + len) else {
+            return raw(b);
+        };
+        params.insert((*name).to_string(), json!(hex(p)));
+        at += len.next_multiple_of(4);
+    }
+    m.insert("params".into(), Value::Object(params));
+    let mut keys = Vec::new();
+    for _ in 0..a.srau_nkeys {
+        let Some(k) = read::<uapi::sctp_repair_auth_key>(b, at) else {
+            return raw(b);
+        };
+        keys.push(json!({
+            "id": k.srak_id,
+            "flags": k.srak_flags,
+            "secret_len": k.srak_len,
+        }));
+        at = at
+            .saturating_add(size_of::<uapi::sctp_repair_auth_key>())
+            .saturating_add((k.srak_len as usize).saturating_add(3) & !3);
+    }
+    m.insert("keys".into(), json!(keys));
     Value::Object(m)
 }
 
@@ -328,6 +379,9 @@ impl Snapshot {
             m.insert("paths".into(), paths(&self.paths));
             m.insert("streams".into(), streams(&self.streams));
             m.insert("tsn_map".into(), tsn_map(&self.tsn_map));
+            if !self.auth.is_empty() {
+                m.insert("auth".into(), auth(&self.auth));
+            }
         }
         let opts: Vec<Value> = self
             .sockopts
@@ -376,6 +430,18 @@ mod tests {
         assert_eq!(j["queues"][0]["queue"], "in flight");
         assert_eq!(j["queues"][0]["payload"], "0707070707");
         assert_eq!(j["queues"][1]["payload_len"], 0);
+    }
+
+    #[test]
+    fn auth_shows_keys_without_their_secrets() {
+        let mut s = sample();
+        s.auth = crate::state::tests::auth_blob(&[0, 16]);
+        let j = s.to_json();
+        assert_eq!(j["auth"]["nkeys"], 2);
+        assert_eq!(j["auth"]["param_len"], json!([36, 5, 6, 36, 0, 8]));
+        assert_eq!(j["auth"]["params"]["peer_chunks"], "");
+        assert_eq!(j["auth"]["keys"][1]["secret_len"], 16);
+        assert!(!j.to_string().contains("3c3c"), "a secret is shown");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use epcmig_sys::sctp_repair as uapi;
 
 mod capture;
+mod diag;
 #[cfg(feature = "serde")]
 mod json;
 mod queues;
@@ -26,10 +27,6 @@ pub use queues::QueueRecord;
 pub use restore::{restore, restore_onto};
 pub use snapshot::{FormatError, Kind, Snapshot, SockOpt};
 pub use state::AssocInfo;
-
-/// listen() backlog recorded for listeners (the kernel does not report it
-/// through a socket option).
-pub const DEFAULT_BACKLOG: u32 = 128;
 
 /// Errors from repair-mode operations.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,8 @@ use crate::{classify, set_mode, Error, Mode, Result};
 
 /// SCTP_SOCKOPT_BINDX_ADD (uapi/linux/sctp.h).
 const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
+/// SCTP_AUTH_SUPPORTED (uapi/linux/sctp.h), a struct sctp_assoc_value.
+const SCTP_AUTH_SUPPORTED: libc::c_int = 129;
 
 /// sockaddr bytes of `a`, as bind() and bindx take them.
 fn raw_sockaddr(a: &SocketAddr) -> Vec<u8> {
@@ -140,6 +142,23 @@ pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             apply_sctp_sockopts(sock, snap)
         }
         Kind::Established => {
+            let auth = !snap.auth.is_empty();
+            if auth {
+                // The association's SCTP-AUTH needs the socket's, whatever
+                // net.sctp.auth_enable says here: { assoc_id 0, value 1 }.
+                let mut v = [0u8; 8];
+                v[4..].copy_from_slice(&1u32.to_ne_bytes());
+                sockopt::set(sock, SOL_SCTP, SCTP_AUTH_SUPPORTED, &v)
+                    .map_err(|e| classify("setsockopt(SCTP_AUTH_SUPPORTED)", e))?;
+                let hmacs = snap
+                    .sockopts
+                    .iter()
+                    .find(|o| o.level == SOL_SCTP && o.name == crate::capture::SCTP_HMAC_IDENT);
+                if let Some(o) = hmacs {
+                    sockopt::set(sock, SOL_SCTP, o.name, &o.value)
+                        .map_err(|e| classify("setsockopt(SCTP_HMAC_IDENT)", e))?;
+                }
+            }
             set_mode(sock, Mode::On)?;
             bind_all(sock, &snap.local_addrs)?;
             set_blob(
@@ -166,6 +185,15 @@ pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
                 &snap.tsn_map,
                 "setsockopt(SCTP_REPAIR_TSN_MAP)",
             )?;
+            // Before the queues: the DATA put back is authenticated.
+            if auth {
+                set_blob(
+                    sock,
+                    uapi::SCTP_REPAIR_AUTH,
+                    &snap.auth,
+                    "setsockopt(SCTP_REPAIR_AUTH)",
+                )?;
+            }
             crate::queues::write_all(sock, &snap.queues)?;
             apply_sctp_sockopts(sock, snap)
         }
@@ -180,6 +208,11 @@ fn apply_sctp_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             .iter()
             .any(|&(l, n, _)| l == o.level && n == o.name)
         {
+            continue;
+        }
+        // Applied before the association if it uses SCTP-AUTH; meaningless
+        // (and refused) on a socket without it.
+        if o.name == crate::capture::SCTP_HMAC_IDENT {
             continue;
         }
         sockopt::set(sock, o.level, o.name, &o.value)

@@ -34,10 +34,13 @@
 //! | 6 | TSN map | `struct sctp_repair_tsn_map` + gap blocks |
 //! | 7 | socket options | count u16, then per option: level i32, name i32, length u16, value |
 //! | 8 | queued data | count u32, then per record: queue u8 (1 unsent, 2 in flight, 3 received), length u32, `struct sctp_repair_chunk` + payload |
+//! | 9 | SCTP-AUTH | `struct sctp_repair_auth` + parameters and keys (kernel byte order) |
 //!
 //! Sections 1, 2 are critical and required; 3–6 are critical and required
 //! for an established socket; 7 is optional; 8 is critical when present
-//! (a reader that dropped it would lose data).
+//! (a reader that dropped it would lose data); 9 is critical, and present
+//! exactly when the association uses SCTP-AUTH (it holds the shared keys:
+//! a snapshot of such an association is as secret as they are).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
@@ -58,6 +61,7 @@ mod section {
     pub const TSN_MAP: u16 = 6;
     pub const SOCKOPTS: u16 = 7;
     pub const QUEUES: u16 = 8;
+    pub const AUTH: u16 = 9;
 }
 
 /// Why a byte string is not a snapshot we can use.
@@ -130,6 +134,9 @@ pub struct Snapshot {
     pub sockopts: Vec<SockOpt>,
     /// Queued data: unsent, in flight, received but not read.
     pub queues: Vec<crate::QueueRecord>,
+    /// SCTP-AUTH parameters and shared keys (`struct sctp_repair_auth`),
+    /// empty unless the association uses SCTP-AUTH.
+    pub auth: Vec<u8>,
 }
 
 fn put_section(out: &mut Vec<u8>, ty: u16, flags: u16, payload: &[u8]) {
@@ -262,6 +269,11 @@ impl Snapshot {
             count += 1;
         }
 
+        if self.kind == Kind::Established && !self.auth.is_empty() {
+            put_section(&mut body, section::AUTH, CRITICAL, &self.auth);
+            count += 1;
+        }
+
         if !self.queues.is_empty() {
             let mut qs = Vec::new();
             qs.extend_from_slice(&(self.queues.len() as u32).to_le_bytes());
@@ -327,6 +339,7 @@ impl Snapshot {
         let mut socket: Option<(Kind, u16, u32)> = None;
         let mut local_addrs: Option<Vec<SocketAddr>> = None;
         let (mut assoc, mut paths, mut streams, mut tsn_map) = (None, None, None, None);
+        let mut auth = Vec::new();
         let mut sockopts = Vec::new();
         let mut queues: Vec<crate::QueueRecord> = Vec::new();
         let mut seen = Vec::new();
@@ -373,6 +386,7 @@ impl Snapshot {
                 section::PATHS => paths = Some(payload.to_vec()),
                 section::STREAMS => streams = Some(payload.to_vec()),
                 section::TSN_MAP => tsn_map = Some(payload.to_vec()),
+                section::AUTH => auth = payload.to_vec(),
                 section::SOCKOPTS => {
                     let n = p.u16("option count")?;
                     for _ in 0..n {
@@ -440,8 +454,10 @@ impl Snapshot {
             tsn_map: Vec::new(),
             sockopts,
             queues,
+            auth: Vec::new(),
         };
         if kind == Kind::Established {
+            snap.auth = auth;
             snap.assoc = assoc.ok_or(FormatError::MissingSection("association"))?;
             snap.paths = paths.ok_or(FormatError::MissingSection("paths"))?;
             snap.streams = streams.ok_or(FormatError::MissingSection("streams"))?;
@@ -501,6 +517,7 @@ pub(crate) mod tests {
                     data: record(0),
                 },
             ],
+            auth: Vec::new(),
         }
     }
 

@@ -15,6 +15,12 @@ pub(crate) const STREAM_SIZE: usize = size_of::<uapi::sctp_repair_stream>();
 pub(crate) const STREAMS_HDR: usize = size_of::<uapi::sctp_repair_streams>();
 pub(crate) const TSN_MAP_SIZE: usize = size_of::<uapi::sctp_repair_tsn_map>();
 pub(crate) const GAP_SIZE: usize = size_of::<uapi::sctp_repair_gap>();
+pub(crate) const AUTH_HDR: usize = size_of::<uapi::sctp_repair_auth>();
+
+/// `sra_features` of an association blob (0 if it is too short).
+pub(crate) fn assoc_features(assoc: &[u8]) -> u32 {
+    ne_u32(assoc, offset_of!(uapi::sctp_repair_assoc, sra_features)).unwrap_or(0)
+}
 
 fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4)
@@ -92,6 +98,55 @@ pub(crate) fn check_blobs(s: &Snapshot) -> Result<(), FormatError> {
         return Err(bad(
             "TSN map",
             format!("{} bytes do not hold {gaps} gap blocks", s.tsn_map.len()),
+        ));
+    }
+    check_auth(s)
+}
+
+/// The SCTP-AUTH blob is there exactly when the association uses it, and
+/// its parameters and keys fill it (the kernel checks their contents).
+fn check_auth(s: &Snapshot) -> Result<(), FormatError> {
+    let uses_auth = assoc_features(&s.assoc) & uapi::SCTP_REPAIR_FEAT_AUTH != 0;
+    match (uses_auth, s.auth.is_empty()) {
+        (false, true) => return Ok(()),
+        (true, true) => return Err(FormatError::MissingSection("SCTP-AUTH")),
+        (false, false) => {
+            return Err(bad(
+                "SCTP-AUTH",
+                "present for an association without SCTP-AUTH".into(),
+            ))
+        }
+        (true, false) => {}
+    }
+    let b = &s.auth;
+    match ne_u32(b, 0) {
+        Some(v) if v == uapi::SCTP_REPAIR_V1 => {}
+        v => return Err(bad("SCTP-AUTH", format!("kernel structure version {v:?}"))),
+    }
+    if b.len() < AUTH_HDR {
+        return Err(bad("SCTP-AUTH", format!("{} bytes", b.len())));
+    }
+    let mut at = AUTH_HDR;
+    let lens = offset_of!(uapi::sctp_repair_auth, srau_param_len);
+    for i in 0..uapi::SCTP_REPAIR_AUTH_PARAMS as usize {
+        let l = ne_u16(b, lens + 2 * i).map_or(0, usize::from);
+        at += l.next_multiple_of(4);
+    }
+    let nkeys = ne_u16(b, offset_of!(uapi::sctp_repair_auth, srau_nkeys)).unwrap_or(0);
+    let key_hdr = size_of::<uapi::sctp_repair_auth_key>();
+    let len_at = offset_of!(uapi::sctp_repair_auth_key, srak_len);
+    for k in 0..nkeys {
+        let Some(l) = ne_u32(b, at + len_at) else {
+            return Err(bad("SCTP-AUTH", format!("key {k} past the end")));
+        };
+        at = at
+            .saturating_add(key_hdr)
+            .saturating_add((l as usize).saturating_add(3) & !3);
+    }
+    if at != b.len() {
+        return Err(bad(
+            "SCTP-AUTH",
+            format!("{} bytes, its parameters and keys take {at}", b.len()),
         ));
     }
     Ok(())
@@ -172,7 +227,7 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -214,6 +269,70 @@ mod tests {
         let mut s = with_tsn_map(0, 2);
         s.tsn_map.truncate(TSN_MAP_SIZE + GAP_SIZE);
         assert!(check_blobs(&s).is_err());
+    }
+
+    /// An SCTP-AUTH blob: RANDOMs, our CHUNKS and both HMAC lists, and
+    /// keys with secrets of `secrets` bytes.
+    pub(crate) fn auth_blob(secrets: &[u32]) -> Vec<u8> {
+        let lens: [u16; 6] = [36, 5, 6, 36, 0, 8];
+        let mut b = vec![0u8; AUTH_HDR];
+        b[..4].copy_from_slice(&uapi::SCTP_REPAIR_V1.to_ne_bytes());
+        let at = offset_of!(uapi::sctp_repair_auth, srau_nkeys);
+        b[at..at + 2].copy_from_slice(&(secrets.len() as u16).to_ne_bytes());
+        let at = offset_of!(uapi::sctp_repair_auth, srau_param_len);
+        for (i, l) in lens.iter().enumerate() {
+            b[at + 2 * i..at + 2 * i + 2].copy_from_slice(&l.to_ne_bytes());
+            b.resize(b.len() + usize::from(*l).next_multiple_of(4), 0xa5);
+        }
+        for (id, l) in secrets.iter().enumerate() {
+            b.extend_from_slice(&(id as u16).to_ne_bytes());
+            b.extend_from_slice(&0u16.to_ne_bytes());
+            b.extend_from_slice(&l.to_ne_bytes());
+            b.resize(b.len() + (*l as usize).next_multiple_of(4), 0x3c);
+        }
+        b
+    }
+
+    fn with_auth(auth: Vec<u8>) -> Snapshot {
+        let mut s = crate::snapshot::tests::sample();
+        let at = offset_of!(uapi::sctp_repair_assoc, sra_features);
+        s.assoc[at..at + 4].copy_from_slice(&uapi::SCTP_REPAIR_FEAT_AUTH.to_ne_bytes());
+        s.auth = auth;
+        s
+    }
+
+    #[test]
+    fn auth_goes_with_the_feature_and_fills_its_blob() {
+        let s = with_auth(auth_blob(&[0, 16, 3]));
+        assert_eq!(check_blobs(&s), Ok(()));
+        assert_eq!(Snapshot::decode(&s.encode()), Ok(s.clone()));
+        // The feature without the keys, or the keys without the feature
+        let mut t = s.clone();
+        t.auth.clear();
+        assert_eq!(
+            check_blobs(&t),
+            Err(FormatError::MissingSection("SCTP-AUTH"))
+        );
+        assert_eq!(
+            Snapshot::decode(&t.encode()),
+            Err(FormatError::MissingSection("SCTP-AUTH"))
+        );
+        let mut t = crate::snapshot::tests::sample();
+        t.auth = s.auth.clone();
+        assert!(check_blobs(&t).is_err());
+        // Short, long, and a key claiming more than there is
+        for cut in [1, 4, s.auth.len() - AUTH_HDR] {
+            let mut t = s.clone();
+            t.auth.truncate(t.auth.len() - cut);
+            assert!(check_blobs(&t).is_err(), "{cut} bytes short accepted");
+        }
+        let mut t = s.clone();
+        t.auth.extend_from_slice(&[0; 4]);
+        assert!(check_blobs(&t).is_err());
+        let mut t = with_auth(auth_blob(&[4]));
+        let at = t.auth.len() - 4 - 4;
+        t.auth[at..at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert!(check_blobs(&t).is_err());
     }
 
     #[test]

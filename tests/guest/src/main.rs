@@ -127,6 +127,7 @@ const TESTS: &[(&str, TestFn)] = &[
         "sctp_repair_crate_move_under_traffic",
         sctp_repair::crate_move_under_traffic,
     ),
+    ("sctp_repair_crate_move_auth", sctp_repair::crate_move_auth),
 ];
 
 /// The running kernel's release, e.g. `6.12.117-epcmig`.

@@ -1,0 +1,163 @@
+//! A listener's backlog, from sock_diag.
+//!
+//! No socket option reports the backlog a socket was given with listen();
+//! sctp_diag does, as the "send queue" of a listening endpoint
+//! (`idiag_wqueue = sk_max_ack_backlog`, net/sctp/diag.c). The dump is
+//! filtered by family and port and our socket found by its inode. sock_diag
+//! answers for the network namespace of the netlink socket, so that socket
+//! is opened in the namespace of the SCTP socket (which may not be the
+//! caller's: CRIU captures the sockets of a container from outside it).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
+
+use crate::{Error, Result};
+
+/// SIOCGSKNS (uapi/linux/sockios.h): an fd of the socket's network namespace.
+const SIOCGSKNS: libc::c_ulong = 0x894C;
+
+/// Most dump messages read before giving up (a namespace with that many
+/// SCTP endpoints on one port does not exist; a broken answer might).
+const MAX_MESSAGES: usize = 1 << 16;
+
+fn os(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Os { op, source }
+}
+
+/// (device, inode) of an fd.
+fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, pointer to a live stat.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// (device, inode) of the calling thread's network namespace.
+fn own_netns() -> io::Result<(u64, u64)> {
+    let f = std::fs::File::open("/proc/thread-self/ns/net")?;
+    file_id(std::os::fd::AsFd::as_fd(&f))
+}
+
+/// A sock_diag netlink socket in the network namespace of `sock`.
+fn diag_socket_for(sock: BorrowedFd<'_>) -> Result<Socket> {
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd or -1.
+    let ns = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _) };
+    if ns < 0 {
+        return Err(os("ioctl(SIOCGSKNS)")(io::Error::last_os_error()));
+    }
+    // SAFETY: the ioctl returned a new fd that nothing else owns.
+    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    let here = own_netns().map_err(os("/proc/thread-self/ns/net"))?;
+    let there = file_id(std::os::fd::AsFd::as_fd(&ns)).map_err(os("fstat(netns)"))?;
+    if here == there {
+        return Socket::new(NETLINK_SOCK_DIAG).map_err(os("socket(NETLINK_SOCK_DIAG)"));
+    }
+    // A socket stays in the namespace it was made in: make it in a thread
+    // of its own that enters the namespace and ends.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a namespace fd we own; it changes only
+            // this short-lived thread's network namespace.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(os("setns(socket's netns)")(io::Error::last_os_error()));
+            }
+            Socket::new(NETLINK_SOCK_DIAG).map_err(os("socket(NETLINK_SOCK_DIAG)"))
+        })
+        .join()
+        .map_err(|_| os("sock_diag socket")(io::Error::other("the thread making it panicked")))?
+    })
+}
+
+/// The listen() backlog (`sk_max_ack_backlog`) of the listening SCTP
+/// socket `sock`, bound to `port` (host order), of `family`.
+pub(crate) fn listen_backlog(sock: BorrowedFd<'_>, family: u16, port: u16) -> Result<u32> {
+    let (_, inode) = file_id(sock).map_err(os("fstat(socket)"))?;
+    let family = u8::try_from(family).map_err(|_| Error::NotSctp)?;
+    let mut socket_id = if i32::from(family) == libc::AF_INET6 {
+        SocketId::new_v6()
+    } else {
+        SocketId::new_v4()
+    };
+    socket_id.source_port = port;
+    let mut nl = diag_socket_for(sock)?;
+    nl.bind_auto().map_err(os("bind(NETLINK_SOCK_DIAG)"))?;
+    nl.connect(&SocketAddr::new(0, 0))
+        .map_err(os("connect(NETLINK_SOCK_DIAG)"))?;
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut req = NetlinkMessage::new(
+        hdr,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: libc::IPPROTO_SCTP as u8,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::LISTEN,
+            socket_id,
+        })
+        .into(),
+    );
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+    nl.send(&buf, 0).map_err(os("send(sock_diag request)"))?;
+
+    let bad =
+        |what: String| os("sock_diag answer")(io::Error::new(io::ErrorKind::InvalidData, what));
+    let mut found = None;
+    let mut rx = vec![0u8; 64 << 10];
+    let mut seen = 0;
+    loop {
+        let n = nl
+            .recv(&mut &mut rx[..], 0)
+            .map_err(os("recv(sock_diag answer)"))?;
+        let mut at = 0;
+        while at < n {
+            seen += 1;
+            if seen > MAX_MESSAGES {
+                return Err(bad("the dump does not end".into()));
+            }
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[at..n])
+                .map_err(|e| bad(e.to_string()))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => {
+                    return found.ok_or_else(|| {
+                        bad(format!("no listening SCTP socket with inode {inode}"))
+                    });
+                }
+                NetlinkPayload::Error(e) => {
+                    return Err(os("sock_diag dump")(
+                        e.code
+                            .map(|c| io::Error::from_raw_os_error(-c.get()))
+                            .unwrap_or_else(|| io::Error::other("error without a code")),
+                    ));
+                }
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
+                    if u64::from(r.header.inode) == inode =>
+                {
+                    found = Some(r.header.send_queue);
+                }
+                _ => {}
+            }
+            if len == 0 {
+                return Err(bad("a message of length 0".into()));
+            }
+            // Messages are 4-byte aligned (NLMSG_ALIGN).
+            at = at.saturating_add(len.saturating_add(3) & !3);
+        }
+        if n == 0 {
+            return Err(bad("the dump ended without NLMSG_DONE".into()));
+        }
+    }
+}
