@@ -120,10 +120,6 @@ const TESTS: &[(&str, TestFn)] = &[
         sctp_repair::crate_move_listener,
     ),
     (
-        "sctp_repair_crate_move_multihomed",
-        sctp_repair::crate_move_multihomed,
-    ),
-    (
         "sctp_repair_crate_move_under_traffic",
         sctp_repair::crate_move_under_traffic,
     ),
