@@ -156,26 +156,7 @@ pub(crate) fn cable_spgw(spgw: &str) -> Result<()> {
         "nodad",
     ])?;
     ip(&["-n", spgw, "link", "set", "sgi0", "up"])?;
-    let _ = ip(&[
-        "-n",
-        SGI_NS,
-        "addr",
-        "add",
-        "198.51.100.2/24",
-        "dev",
-        "sgi-host",
-    ]);
-    let _ = ip(&[
-        "-n",
-        SGI_NS,
-        "addr",
-        "add",
-        "2001:db8:51::2/64",
-        "dev",
-        "sgi-host",
-        "nodad",
-    ]);
-    ip(&["-n", SGI_NS, "link", "set", "sgi-host", "up"])?;
+    sgi_host_end_up(false)?;
     sh_in(spgw, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
     sh_in(spgw, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
     let script = "/tmp/gtp-nat.nft";
@@ -185,6 +166,39 @@ pub(crate) fn cable_spgw(spgw: &str) -> Result<()> {
     )?;
     sh_in(spgw, "nft", &["-f", script])?;
     Ok(())
+}
+
+/// The SGi host's end of its veth (`sgi-host`, in the SGi netns): its
+/// addresses (198.51.100.2, 2001:db8:51::2; failures to add them ignored
+/// unless `strict`), then up.
+pub(crate) fn sgi_host_end_up(strict: bool) -> Result<()> {
+    for args in [
+        &[
+            "-n",
+            SGI_NS,
+            "addr",
+            "add",
+            "198.51.100.2/24",
+            "dev",
+            "sgi-host",
+        ][..],
+        &[
+            "-n",
+            SGI_NS,
+            "addr",
+            "add",
+            "2001:db8:51::2/64",
+            "dev",
+            "sgi-host",
+            "nodad",
+        ][..],
+    ] {
+        let r = ip(args);
+        if strict {
+            r?;
+        }
+    }
+    ip(&["-n", SGI_NS, "link", "set", "sgi-host", "up"])
 }
 
 /// The eNB on peer C: gtp1 in role sgsn, the UEs' addresses local, the

@@ -433,26 +433,7 @@ fn recable_sgi(host: &str, outer: &str) -> Result<()> {
     net::ip(&[
         "-n", host, "link", "set", outer, "netns", SGI_NS, "name", "sgi-host",
     ])?;
-    net::ip(&[
-        "-n",
-        SGI_NS,
-        "addr",
-        "add",
-        "198.51.100.2/24",
-        "dev",
-        "sgi-host",
-    ])?;
-    net::ip(&[
-        "-n",
-        SGI_NS,
-        "addr",
-        "add",
-        "2001:db8:51::2/64",
-        "dev",
-        "sgi-host",
-        "nodad",
-    ])?;
-    net::ip(&["-n", SGI_NS, "link", "set", "sgi-host", "up"])
+    crate::suites::gtp::sgi_host_end_up(true)
 }
 
 /// What a gtp migration test checks on top of the traffic.
@@ -533,31 +514,6 @@ fn plugin_lines(log: &std::path::Path) {
     }
 }
 
-/// The association's maximum retransmissions (SCTP_ASSOCINFO).
-fn set_max_retrans(s: &OwnedFd, n: u16) -> Result<()> {
-    // struct sctp_assocparams { assoc_id s32; asocmaxrxt u16; peer
-    // destinations u16; peer_rwnd, local_rwnd, cookie_life u32 }: zeroes
-    // leave the others unchanged.
-    let mut assoc = [0u8; 20];
-    assoc[4..6].copy_from_slice(&n.to_ne_bytes());
-    // SAFETY: valid fd; `assoc` is the complete struct of the option.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            1, // SCTP_ASSOCINFO
-            assoc.as_ptr().cast(),
-            assoc.len() as libc::socklen_t,
-        )
-    };
-    ensure!(
-        rc == 0,
-        "setsockopt(SCTP_ASSOCINFO): {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
-}
-
 /// Stops the base stations of a rig before restores that fail on purpose:
 /// a restore that fails can leave the restoring netns, while CRIU tears it
 /// down, answering their packets with an ABORT (see the issue notes), so
@@ -632,7 +588,7 @@ impl EpcRig {
             ];
             let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
             for e in [&enb1, &enb2] {
-                set_max_retrans(&e.sock, 2000)?;
+                crate::suites::sctp_repair::set_max_retrans(&e.sock, 2000)?;
             }
             Some((before, enb1, enb2))
         } else {

@@ -445,12 +445,17 @@ pub fn tune_timers(s: &OwnedFd) -> Result<()> {
     for (at, v) in [(4, 300u32), (8, 1000), (12, 100)] {
         rto[at..at + 4].copy_from_slice(&v.to_ne_bytes());
     }
+    sctp_setsockopt(s, 0, "SCTP_RTOINFO", &rto)?;
+    set_max_retrans(s, 40)
+}
+
+/// The association's maximum retransmissions (SCTP_ASSOCINFO).
+pub fn set_max_retrans(s: &OwnedFd, n: u16) -> Result<()> {
     // struct sctp_assocparams { assoc_id s32; asocmaxrxt u16; peer
     // destinations u16; peer_rwnd, local_rwnd, cookie_life u32 }: zeroes
     // leave the others unchanged.
     let mut assoc = [0u8; 20];
-    assoc[4..6].copy_from_slice(&40u16.to_ne_bytes());
-    sctp_setsockopt(s, 0, "SCTP_RTOINFO", &rto)?;
+    assoc[4..6].copy_from_slice(&n.to_ne_bytes());
     sctp_setsockopt(s, 1, "SCTP_ASSOCINFO", &assoc)
 }
 
