@@ -73,6 +73,7 @@
 #define SCTP_REPAIR_CHUNK_NOTIFICATION	128	/* received: a notification */
 #define SCTP_REPAIR_CHUNK_ORDER		256	/* received: waits for its turn */
 #define SCTP_REPAIR_CHUNK_REASM		512	/* received: waits for fragments */
+#define SCTP_REPAIR_CHUNK_PD_OPEN	1024	/* received: see below */
 
 /* Repair mode: SCTP-AUTH (RFC 4895) of an association that uses it
  * (SCTP_REPAIR_FEAT_AUTH): the parameters its key is computed from, and its
@@ -241,6 +242,10 @@ struct sctp_repair_tsn_map {
  *   with FIRST, the last with LAST), then the messages waiting for an
  *   earlier one (ORDER) and the fragments waiting for the others (REASM),
  *   with their TSNs.
+ *   If the user has read every piece delivered so far of a message in
+ *   partial delivery, a record of PD_OPEN alone and no payload comes
+ *   first: the fragments that follow, in reassembly or still to come,
+ *   continue that message.
  */
 struct sctp_repair_chunk {
 	__u32	src_version;		/* SCTP_REPAIR_V1 */

@@ -1,6 +1,8 @@
 //! Fault injection for the failure-path tests: `EPCMIG_FAULT=STEP[,STEP]`
 //! in criu's environment makes the named steps of the plugin fail as if
-//! the kernel had refused them. Steps are listed in [`STEPS`].
+//! the kernel had refused them; `kill@STEP` instead kills criu itself
+//! (SIGKILL) there, as an operator or the OOM killer might. Steps are
+//! listed in [`STEPS`].
 
 /// Every step that can be made to fail.
 pub const STEPS: &[&str] = &[
@@ -18,16 +20,43 @@ pub const STEPS: &[&str] = &[
     "gtp-attach",
 ];
 
+/// criu's main process, recorded when CRIU initialises the plugin: some
+/// hooks run in children it forks (DUMP_EXT_LINK in the one that dumps a
+/// netns), and `kill@STEP` means criu itself.
+static CRIU_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Called from the plugin's init hook, in criu's main process.
+pub fn record_criu_pid() {
+    // SAFETY: getpid(2) cannot fail.
+    let pid = unsafe { libc::getpid() };
+    CRIU_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A step failed on request.
 #[derive(Debug, thiserror::Error)]
 #[error("fault injected at step {0} (EPCMIG_FAULT)")]
 pub struct Injected(pub &'static str);
 
-/// Fails if `step` is named in `EPCMIG_FAULT`.
+/// Fails if `step` is named in `EPCMIG_FAULT`; kills criu if `kill@step`
+/// is.
 pub fn point(step: &'static str) -> Result<(), Injected> {
     debug_assert!(STEPS.contains(&step), "unlisted fault step {step}");
-    match std::env::var("EPCMIG_FAULT") {
-        Ok(v) if v.split(',').any(|s| s.trim() == step) => Err(Injected(step)),
-        _ => Ok(()),
+    let Ok(v) = std::env::var("EPCMIG_FAULT") else {
+        return Ok(());
+    };
+    for s in v.split(',').map(str::trim) {
+        if s == step {
+            return Err(Injected(step));
+        }
+        if s.strip_prefix("kill@") == Some(step) {
+            let pid = match CRIU_PID.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: getpid(2) cannot fail.
+                0 => unsafe { libc::getpid() },
+                p => p,
+            };
+            // SAFETY: kill(2) of criu, on request.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
+    Ok(())
 }

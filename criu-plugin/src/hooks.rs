@@ -36,6 +36,7 @@ fn image_dir() -> Option<c_int> {
 }
 
 pub extern "C" fn init(_stage: c_int) -> c_int {
+    crate::fault::record_criu_pid();
     0
 }
 
@@ -156,6 +157,12 @@ pub extern "C" fn resume_devices_late(pid: c_int) -> c_int {
                     for msg in gtp::undo(dir, pid) {
                         log!("task {pid}: {msg}");
                     }
+                }
+                // Off the wire first: the associations die with the task.
+                match crate::netlock::seal_netns_of(pid) {
+                    Ok(true) => log!("task {pid}: its network namespace now drops all traffic"),
+                    Ok(false) => {}
+                    Err(e) => log!("task {pid}: sealing its network namespace: {e}"),
                 }
                 log!("task {pid}: {e}; killing it so that the restore fails");
                 // SAFETY: plain kill(2) of a task criu restored and holds.

@@ -8,7 +8,8 @@
 //! - `DUMP_EXT_LINK(ifindex, type, kind)`: a link of kind "gtp": its
 //!   device, PDP table, addresses, routes and socket owners to
 //!   `epcmig-gtp-<ifindex>.img`;
-//! - exit of the dump: thaw what we froze unless the dumped tasks die;
+//! - exit of the dump: thaw what we froze unless the dumped tasks die (if
+//!   criu dies first, the guardian process of `guardian.rs` thaws them);
 //! - the `setup-namespaces` action script (`epcmig-criu-action`, not a
 //!   hook: no 4.1.1 hook runs before CRIU restores links): gtp devices, or
 //!   placeholders for those on a process's own sockets;
@@ -24,6 +25,7 @@
 pub mod decode;
 pub mod fault;
 pub mod gtp;
+mod guardian;
 mod hooks;
 pub mod images;
 pub mod netlock;

@@ -15,6 +15,12 @@
 //! or the tasks keep running; after a successful dump it stays, like
 //! CRIU's TCP lock, until a restore of the association on this host
 //! removes it, just before the association is thawed.
+//!
+//! A restore that fails after CRIU has lifted its own lock (in
+//! RESUME_DEVICES_LATE) leaves a netns on the wire whose tasks are about
+//! to be killed: [`seal_netns_of`] drops all its traffic first, so that
+//! none of the peers of the associations that die with it gets an answer
+//! from it.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -60,8 +66,36 @@ pub fn table_name(a: &AssocInfo) -> String {
     )
 }
 
+/// Runs `nft -f -` with `script`, in netns `netns` if given.
+fn nft_in(script: &str, table: &str, netns: Option<&OwnedFd>) -> Result<(), Error> {
+    let mut cmd = Command::new("nft");
+    if let Some(ns) = netns {
+        let raw = ns.as_raw_fd();
+        // SAFETY: only setns(2), async-signal-safe, between fork and exec;
+        // the caller keeps `ns` open until nft has run.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    nft_run(cmd, script, table)
+}
+
 fn nft(script: &str, table: &str) -> Result<(), Error> {
-    let mut child = Command::new("nft")
+    nft_in(script, table, None)
+}
+
+fn nft_run(cmd: Command, script: &str, table: &str) -> Result<(), Error> {
+    // nft may exit before we wait for it: not a parasite's death to criu.
+    crate::guardian::sigchld_blocked(|| nft_wait(cmd, script, table))
+}
+
+fn nft_wait(mut cmd: Command, script: &str, table: &str) -> Result<(), Error> {
+    let mut child = cmd
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -115,4 +149,26 @@ pub fn unlock(table: &str) -> Result<(), Error> {
         &format!("add table inet {table}\ndelete table inet {table}\n"),
         table,
     )
+}
+
+/// Drops every packet in and out of the netns of task `pid`, unless that
+/// is criu's own (the host's: never). For a failed restore, before its
+/// tasks are killed. Returns whether it did.
+pub fn seal_netns_of(pid: i32) -> Result<bool, Error> {
+    let path = format!("/proc/{pid}/ns/net");
+    let theirs = std::fs::File::open(&path).map_err(Error::Netns)?;
+    let ours = std::fs::metadata("/proc/self/ns/net").map_err(Error::Netns)?;
+    let meta = theirs.metadata().map_err(Error::Netns)?;
+    if meta.ino() == ours.ino() && meta.dev() == ours.dev() {
+        return Ok(false);
+    }
+    let t = "epcmig_seal";
+    let script = format!(
+        "table inet {t} {{\n\
+         \x20chain in {{ type filter hook input priority -300; policy drop; }}\n\
+         \x20chain out {{ type filter hook output priority -300; policy drop; }}\n\
+         }}\n"
+    );
+    nft_in(&script, t, Some(&OwnedFd::from(theirs)))?;
+    Ok(true)
 }

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use sctp_repair::{Mode, Snapshot};
 
 use crate::fault::{self, Injected};
+use crate::guardian;
 use crate::images;
 use crate::netlock;
 use crate::task::{self, Task};
@@ -49,6 +50,8 @@ pub enum Error {
     Injected(#[from] Injected),
     #[error("{0}")]
     Lock(#[from] netlock::Error),
+    #[error("{0}")]
+    Guardian(guardian::Error),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -107,6 +110,12 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
             what: "dup".into(),
             source,
         });
+        // And the guardian one, to thaw it if criu dies before the end.
+        let dup = dup.and_then(|d| {
+            guardian::watch_socket(d.as_fd())
+                .map(|()| d)
+                .map_err(Error::Guardian)
+        });
         match dup {
             Ok(d) => frozen().push(d),
             Err(e) => {
@@ -126,7 +135,8 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
             fault::point("sctp-lock")?;
             let t = netlock::lock(&info)?;
             lock_note = format!(" (host netns: locked by nft table {t})");
-            locked().push(t);
+            locked().push(t.clone());
+            guardian::watch_table(&t).map_err(Error::Guardian)?;
         }
     }
     let file = images::sctp_image_name(id);
@@ -163,6 +173,7 @@ pub fn end_of_dump(thaw: bool) -> Vec<String> {
             }
         }
     }
+    guardian::done();
     errors
 }
 

@@ -15,9 +15,53 @@ pub struct Figure {
     pub baseline: Option<f64>,
     /// baseline / value for times (higher is better), else value/baseline.
     pub ratio: Option<f64>,
+    /// A point of a scaling curve: the curve's name and its x (e.g.
+    /// "sctp.capture" at 1000 associations), for `cargo vm bench`'s plots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<f64>,
 }
 
 impl Figure {
+    /// A time in seconds, against a baseline time if there is one.
+    pub fn secs(name: impl Into<String>, value: f64, baseline: Option<f64>) -> Figure {
+        Figure {
+            name: name.into(),
+            unit: "s".into(),
+            value,
+            baseline,
+            ratio: baseline.map(|b| if value > 0.0 { b / value } else { 0.0 }),
+            series: None,
+            x: None,
+        }
+    }
+
+    /// A size or count, against a baseline one if there is one.
+    pub fn amount(
+        name: impl Into<String>,
+        unit: &str,
+        value: f64,
+        baseline: Option<f64>,
+    ) -> Figure {
+        Figure {
+            name: name.into(),
+            unit: unit.into(),
+            value,
+            baseline,
+            ratio: baseline.map(|b| if b > 0.0 { value / b } else { 0.0 }),
+            series: None,
+            x: None,
+        }
+    }
+
+    /// Marks the figure as the point at `x` of curve `series`.
+    pub fn at(mut self, series: &str, x: f64) -> Figure {
+        self.series = Some(series.into());
+        self.x = Some(x);
+        self
+    }
+
     pub fn print(&self) {
         let extra = match (self.baseline, self.ratio) {
             (Some(b), Some(r)) => format!("  (baseline {b:.3} {}, ratio {r:.2}x)", self.unit),
@@ -36,7 +80,8 @@ impl Figure {
 type BenchFn = fn() -> Result<Vec<Figure>>;
 
 const BENCHES: &[(&str, BenchFn)] = &[
-    ("baseline_tcp", crate::suites::baseline::bench),
+    ("migration", crate::suites::baseline::bench),
+    ("sctp", crate::suites::sctp_repair::bench),
     ("gtp", crate::suites::gtp::bench),
 ];
 

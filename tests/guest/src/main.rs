@@ -84,6 +84,7 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::plugin::sctp_host_netns_migrate,
     ),
     ("fault_every_step", suites::plugin::fault_every_step),
+    ("fault_criu_killed", suites::plugin::fault_criu_killed),
     ("soak_epc_migrations", suites::plugin::soak),
     ("badinput_images", suites::plugin::badinput_images),
     (
@@ -122,6 +123,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "sctp_repair_crate_move_under_traffic",
         sctp_repair::crate_move_under_traffic,
+    ),
+    (
+        "sctp_repair_crate_move_multihomed",
+        sctp_repair::crate_move_multihomed,
     ),
     ("sctp_repair_crate_move_auth", sctp_repair::crate_move_auth),
 ];

@@ -40,6 +40,10 @@ enum Cmd {
         /// Also write the figures as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
+        /// Where the report goes: bench.json, bench.md (tables) and one
+        /// SVG plot per group of scaling curves [default: target/bench].
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
     },
     /// Run one command in the guest and return its output and exit status.
     Exec {
@@ -57,7 +61,9 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Test { filter, guest_only } => host::test(filter.as_deref(), guest_only),
         Cmd::Demo => host::demo(),
-        Cmd::Bench { name, json } => host::bench(name.as_deref(), json.as_deref()),
+        Cmd::Bench { name, json, out } => {
+            host::bench(name.as_deref(), json.as_deref(), out.as_deref())
+        }
         Cmd::Exec { cmd } => host::exec(&cmd),
         Cmd::Shell => host::shell(),
         Cmd::Build => host::build_all().map(|_| 0),

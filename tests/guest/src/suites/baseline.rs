@@ -396,20 +396,38 @@ pub fn demo() -> Result<()> {
 }
 
 pub fn bench() -> Result<Vec<Figure>> {
-    let m = migrate_once(false)?;
-    let f = |name: &str, unit: &str, value: f64| Figure {
-        name: name.into(),
-        unit: unit.into(),
-        value,
-        baseline: None,
-        ratio: None,
-    };
+    let tcp = migrate_once(false)?;
+    let epc = crate::suites::plugin::epc_migrate_figures()?;
+    let sctp = epc
+        .sctp
+        .ok_or_else(|| anyhow::anyhow!("the EPC migration ran without its MME"))?;
+    let d = |d: Duration| d.as_secs_f64();
+    let epc_total = epc.checkpoint + epc.transfer + epc.restore;
+    // Each EPC figure against the TCP baseline's from the same run.
     Ok(vec![
-        f("tcp_baseline.checkpoint", "s", m.checkpoint.as_secs_f64()),
-        f("tcp_baseline.transfer", "s", m.transfer.as_secs_f64()),
-        f("tcp_baseline.restore", "s", m.restore.as_secs_f64()),
-        f("tcp_baseline.downtime", "s", m.downtime.as_secs_f64()),
-        f("tcp_baseline.image_bytes", "B", m.image_bytes as f64),
+        Figure::secs(
+            "migration.checkpoint",
+            d(epc.checkpoint),
+            Some(d(tcp.checkpoint)),
+        ),
+        Figure::secs("migration.transfer", d(epc.transfer), Some(d(tcp.transfer))),
+        Figure::secs("migration.restore", d(epc.restore), Some(d(tcp.restore))),
+        Figure::secs("migration.total", d(epc_total), Some(d(tcp.total()))),
+        Figure::secs("migration.downtime", d(sctp.max_gap), Some(d(tcp.downtime))),
+        Figure::amount(
+            "migration.image_bytes",
+            "B",
+            epc.image_bytes as f64,
+            Some(tcp.image_bytes as f64),
+        ),
+        Figure::secs("migration.ue_service_recovery", d(epc.ue.max_gap), None),
+        Figure::amount(
+            "migration.messages_checked",
+            "msgs",
+            sctp.messages as f64,
+            Some(tcp.echoed as f64),
+        ),
+        Figure::amount("migration.tunnels", "tunnels", epc.tunnels as f64, None),
     ])
 }
 

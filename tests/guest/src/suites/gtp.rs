@@ -1236,28 +1236,24 @@ pub fn bench() -> Result<Vec<Figure>> {
         } else {
             count.to_string()
         };
-        let f = |name: String, unit: &str, value: f64, baseline: Option<f64>| Figure {
-            name,
-            unit: unit.into(),
-            value,
-            baseline,
-            ratio: baseline.map(|b| if value > 0.0 { b / value } else { 0.0 }),
-        };
-        figs.push(f(format!("gtp.capture_{k}"), "s", capture, None));
-        figs.push(f(format!("gtp.encode_{k}"), "s", encode, None));
-        figs.push(f(
-            format!("gtp.restore_{k}"),
-            "s",
-            restore,
-            Some(one_by_one),
+        let x = count as f64;
+        figs.push(Figure::secs(format!("gtp.capture_{k}"), capture, None).at("gtp capture", x));
+        figs.push(Figure::secs(format!("gtp.encode_{k}"), encode, None));
+        // Baseline: one NEWPDP request and its ack at a time.
+        figs.push(
+            Figure::secs(format!("gtp.restore_{k}"), restore, Some(one_by_one))
+                .at("gtp restore (batched)", x),
+        );
+        figs.push(
+            Figure::secs(format!("gtp.restore_one_by_one_{k}"), one_by_one, None)
+                .at("gtp restore (one request at a time)", x),
+        );
+        figs.push(Figure::amount(
+            format!("gtp.bytes_per_pdp_{k}"),
+            "B",
+            per,
+            Some(64.0),
         ));
-        figs.push(Figure {
-            name: format!("gtp.bytes_per_pdp_{k}"),
-            unit: "B".into(),
-            value: per,
-            baseline: Some(64.0),
-            ratio: Some(per / 64.0),
-        });
     }
     Ok(figs)
 }

@@ -86,6 +86,11 @@ struct Enb {
     drain: Arc<AtomicBool>,
     writer: std::thread::JoinHandle<Result<Sent>>,
     reader: std::thread::JoinHandle<Result<(Tally, Duration)>>,
+    /// Why the reader stopped early (an association event), and when
+    /// after the start, for a failure report while it is still joined.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Echoes received so far.
+    echoed: Arc<AtomicU64>,
 }
 
 impl Enb {
@@ -118,24 +123,20 @@ impl Enb {
         });
         let drain = Arc::new(AtomicBool::new(false));
         let (s, st, n) = (sock.clone(), drain.clone(), count);
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let echoed = Arc::new(AtomicU64::new(0));
+        let (why, started, e) = (failed.clone(), Instant::now(), echoed.clone());
         let reader = std::thread::spawn(move || -> Result<(Tally, Duration)> {
-            let mut t = Tally::default();
-            let mut buf = vec![0u8; 65536];
-            let (mut last, mut gap) = (Instant::now(), Duration::ZERO);
-            let mut idle = 0;
-            while !st.load(Ordering::SeqCst) || (t.received < n.load(Ordering::SeqCst) && idle < 75)
-            {
-                match sctp_traffic::recv(s.as_fd(), &mut buf)? {
-                    Some(m) => {
-                        t.check(&m);
-                        gap = gap.max(last.elapsed());
-                        last = Instant::now();
-                        idle = 0;
-                    }
-                    None => idle += 1,
+            let r = Self::read_echoes(&s, &st, &n, &e);
+            if let Err(e) = &r {
+                if let Ok(mut w) = why.lock() {
+                    *w = Some(format!(
+                        "{e:#} ({:.1}s after it started)",
+                        started.elapsed().as_secs_f64()
+                    ));
                 }
             }
-            Ok((t, gap))
+            r
         });
         Ok(Enb {
             sock,
@@ -143,7 +144,43 @@ impl Enb {
             drain,
             writer,
             reader,
+            failed,
+            echoed,
         })
+    }
+
+    /// The reader: every echo checked until drained.
+    fn read_echoes(
+        s: &OwnedFd,
+        st: &AtomicBool,
+        n: &AtomicU64,
+        echoed: &AtomicU64,
+    ) -> Result<(Tally, Duration)> {
+        let mut t = Tally::default();
+        let mut buf = vec![0u8; 65536];
+        let (mut last, mut gap) = (Instant::now(), Duration::ZERO);
+        let mut idle = 0;
+        while !st.load(Ordering::SeqCst) || (t.received < n.load(Ordering::SeqCst) && idle < 75) {
+            match sctp_traffic::recv(s.as_fd(), &mut buf)? {
+                Some(m) => {
+                    t.check(&m);
+                    echoed.store(t.received, Ordering::SeqCst);
+                    gap = gap.max(last.elapsed());
+                    last = Instant::now();
+                    idle = 0;
+                }
+                None => idle += 1,
+            }
+        }
+        Ok((t, gap))
+    }
+
+    /// What the reader saw go wrong, if it has stopped on an error.
+    fn failure(&self) -> String {
+        match self.failed.lock().ok().and_then(|w| w.clone()) {
+            Some(why) => format!("its reader stopped: {why}"),
+            None => "its reader saw no association event".into(),
+        }
     }
 
     /// Stops the traffic, waits for the last echoes; the messages sent and
@@ -458,24 +495,15 @@ fn spgw_migrate(mode: GtpSockets, mme: bool) -> Result<EpcFigures> {
     let mut rig = EpcRig::start(mode, mme, crate::suites::gtp::N_UES)?;
     let name = if mme { "plugin-epc" } else { "plugin-spgw" };
     let dir = crate::suites::baseline::work_dir(name)?;
-    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
     let ((checkpoint, transfer, bytes, restore, pid), ue) =
         crate::suites::gtp::with_stream(rig.ues[0], || {
-            let checkpoint = rig.dump(&img_a, &[])?;
-            rig.retire_source()?;
-            let (transfer, bytes) =
-                crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+            let (checkpoint, transfer, bytes, img_b) = rig.dump_and_send_to_b(&dir)?;
             let (restore, pid) = rig.restore_on(HOST_B, &img_b, &[])?;
             Ok((checkpoint, transfer, bytes, restore, pid))
         })?;
     let fig = EpcFigures {
-        checkpoint,
-        transfer,
-        restore,
-        image_bytes: bytes,
         ue,
-        tunnels: rig.ues.len(),
-        sctp: None,
+        ..rig.figures(checkpoint, transfer, bytes, restore)
     };
     rig.check_restored_and_finish(pid, fig)
 }
@@ -511,20 +539,6 @@ fn plugin_lines(log: &std::path::Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     for l in text.lines().filter(|l| l.contains("epcmig")) {
         println!("    {}", l.trim());
-    }
-}
-
-/// Stops the base stations of a rig before restores that fail on purpose:
-/// a restore that fails can leave the restoring netns, while CRIU tears it
-/// down, answering their packets with an ABORT (see the issue notes), so
-/// their associations are not required to survive those. A new base
-/// station must reach the restored MME instead ([`new_enb_round`]).
-fn stop_enbs(rig: &mut EpcRig) {
-    if let Some((_, e1, e2)) = rig.enbs.take() {
-        for e in [e1, e2] {
-            e.stop.store(true, Ordering::SeqCst);
-            e.drain.store(true, Ordering::SeqCst);
-        }
     }
 }
 
@@ -623,6 +637,79 @@ impl EpcRig {
             let _ = nix::sys::wait::waitpid(pid, None);
         }
         Ok(took)
+    }
+
+    /// Both streaming base stations get echoes again within `limit`.
+    fn echoes_flow(&self, limit: Duration) -> Result<()> {
+        let Some((_, e1, e2)) = &self.enbs else {
+            return Ok(());
+        };
+        let before = [e1, e2].map(|e| e.echoed.load(Ordering::SeqCst));
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = [e1, e2].map(|e| e.echoed.load(Ordering::SeqCst));
+            if now[0] > before[0] && now[1] > before[1] {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no echo in {limit:?} (eNB 1: {}; eNB 2: {})",
+                e1.failure(),
+                e2.failure()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Lifts the network lock CRIU put on the source container's netns at
+    /// dump time (its iptables CRIU chain, IPv4 and IPv6): a criu that died
+    /// mid-dump leaves it, for TCP as for us.
+    fn lift_criu_lock(&self) -> Result<()> {
+        for prog in ["iptables", "ip6tables"] {
+            for args in [
+                &["-D", "INPUT", "-j", "CRIU"][..],
+                &["-D", "OUTPUT", "-j", "CRIU"],
+                &["-F", "CRIU"],
+                &["-X", "CRIU"],
+            ] {
+                let st = net::command_in(&self.ctr, prog)?.args(args).status()?;
+                ensure!(st.success(), "{prog} {} in {}", args.join(" "), self.ctr);
+            }
+        }
+        Ok(())
+    }
+
+    /// A clean dump on A, the source retired, the images over the A-B link
+    /// to `dir/images-b`: (checkpoint, transfer, image bytes, images on B).
+    fn dump_and_send_to_b(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> Result<(Duration, Duration, u64, std::path::PathBuf)> {
+        let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
+        let checkpoint = self.dump(&img_a, &[])?;
+        self.retire_source()?;
+        let (transfer, bytes) =
+            crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+        Ok((checkpoint, transfer, bytes, img_b))
+    }
+
+    /// The figures of a migration of this rig (no UE stream measured).
+    fn figures(
+        &self,
+        checkpoint: Duration,
+        transfer: Duration,
+        bytes: u64,
+        restore: Duration,
+    ) -> EpcFigures {
+        EpcFigures {
+            checkpoint,
+            transfer,
+            restore,
+            image_bytes: bytes,
+            ue: Default::default(),
+            tunnels: self.ues.len(),
+            sctp: None,
+        }
     }
 
     /// After a successful dump, the source container goes, as an
@@ -745,10 +832,11 @@ impl EpcRig {
             gtp::check_traffic(&self.ues, "after restore")?;
         }
         if let Some((before, enb1, enb2)) = &self.enbs {
-            let after = [
-                crate::suites::sctp_repair::peer_status(&enb1.sock)?,
-                crate::suites::sctp_repair::peer_status(&enb2.sock)?,
-            ];
+            let status = |e: &Enb, k| {
+                crate::suites::sctp_repair::peer_status(&e.sock)
+                    .with_context(|| format!("eNB {k}: {}", e.failure()))
+            };
+            let after = [status(enb1, 1)?, status(enb2, 2)?];
             ensure!(after == *before, "a base station's association changed");
         }
         Ok(())
@@ -1084,9 +1172,11 @@ fn nothing_restored(step: &str) -> Result<()> {
 /// MME + SPGW container under traffic: each failed dump leaves the process
 /// running, gtp0 as it was and carrying traffic, and the base stations'
 /// associations untouched (no ABORT: they keep streaming); each failed
-/// restore leaves no restored process and no link on host B. Then a clean
-/// restore from the same images brings the SPGW back with every tunnel
-/// and the MME serving a new base station.
+/// restore leaves no restored process and no link on host B, and costs
+/// the base stations, streaming all along, nothing. Then a clean restore
+/// from the same images brings the SPGW back with every tunnel, the MME
+/// with the same associations (every message echoed once, in order) and
+/// serving a new base station.
 pub fn fault_every_step() -> Result<()> {
     let mut rig = EpcRig::start(GtpSockets::Process, true, 60)?;
     let dir = crate::suites::baseline::work_dir("fault")?;
@@ -1108,12 +1198,10 @@ pub fn fault_every_step() -> Result<()> {
         rig.check_source_intact(&format!("after a dump failed at {step}"))?;
         println!("  dump failed at {step}: the source runs on, tunnels and associations intact");
     }
-    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
-    let checkpoint = rig.dump(&img_a, &[])?;
-    rig.retire_source()?;
-    stop_enbs(&mut rig);
-    let (transfer, bytes) =
-        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    // The base stations stream on through the failed restores: none may
+    // cost them their association (a failure after CRIU lifted its lock
+    // seals the netns before the kill; a dying netns does not answer).
+    let (checkpoint, transfer, bytes, img_b) = rig.dump_and_send_to_b(&dir)?;
     for step in ["gtp-setup", "sctp-restore", "gtp-attach", "sctp-thaw"] {
         expect_fault(
             rig.restore_on(HOST_B, &img_b, &[("EPCMIG_FAULT", step)]),
@@ -1125,16 +1213,69 @@ pub fn fault_every_step() -> Result<()> {
         println!("  restore failed at {step}: nothing left on host B");
     }
     let (restore, pid) = rig.restore_on(HOST_B, &img_b, &[])?;
-    let fig = EpcFigures {
-        checkpoint,
-        transfer,
-        restore,
-        image_bytes: bytes,
-        ue: Default::default(),
-        tunnels: rig.ues.len(),
-        sctp: None,
-    };
+    let fig = rig.figures(checkpoint, transfer, bytes, restore);
     new_enb_round()?;
+    rig.check_restored_and_finish(pid, fig).map(|_| ())
+}
+
+/// CRIU killed mid-dump (`EPCMIG_FAULT=kill@gtp-capture`: after the plugin
+/// froze the MME's associations, while CRIU dumps the container's netns;
+/// the tasks are out of the parasite then, so CRIU's death lets them run
+/// on). The plugin's guardian thaws the associations; once the operator
+/// lifts CRIU's own network lock, which outlives criu as it does for TCP,
+/// the source works as before: gtp0 unchanged and carrying traffic, the
+/// same base-station associations with their echoes flowing again. A
+/// clean migration then loses none of their messages.
+pub fn fault_criu_killed() -> Result<()> {
+    let mut rig = EpcRig::start(GtpSockets::Process, true, 30)?;
+    let dir = crate::suites::baseline::work_dir("criu-killed")?;
+    let img = dir.join("dump-killed");
+    let res = rig.dump(&img, &[("EPCMIG_FAULT", "kill@gtp-capture")]);
+    let Err(e) = res else {
+        anyhow::bail!("criu dump succeeded although killed at gtp-capture");
+    };
+    println!(
+        "  criu killed mid-dump: {}",
+        format!("{e:#}").lines().next().unwrap_or("")
+    );
+    // The guardian acts once the last holder of criu's end of their pair
+    // is gone (criu, and any child criu forked meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let kmsg = std::process::Command::new("dmesg").output()?;
+        let found = String::from_utf8_lossy(&kmsg.stdout)
+            .lines()
+            .rev()
+            .find(|l| l.contains("epcmig-guardian"))
+            .map(str::to_string);
+        match found {
+            Some(l) => break l,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => {
+                let ps = std::process::Command::new("ps")
+                    .args(["-eo", "pid,ppid,stat,args"])
+                    .output()?;
+                anyhow::bail!(
+                    "the guardian left no word in the kernel log in 15 s; criu: {e:#}\nprocesses:\n{}",
+                    String::from_utf8_lossy(&ps.stdout)
+                );
+            }
+        }
+    };
+    ensure!(
+        line.contains("thawed 2 of 2 SCTP socket(s)"),
+        "the guardian did not thaw both associations: {line}"
+    );
+    println!("  {}", line.trim());
+    rig.lift_criu_lock()?;
+    rig.echoes_flow(Duration::from_secs(20))
+        .context("after criu was killed and its lock lifted")?;
+    rig.check_source_intact("after criu was killed mid-dump")?;
+    println!("  the source runs on: tunnels intact, same associations, echoes flowing");
+
+    let (checkpoint, transfer, bytes, img_b) = rig.dump_and_send_to_b(&dir)?;
+    let (restore, pid) = rig.restore_on(HOST_B, &img_b, &[])?;
+    let fig = rig.figures(checkpoint, transfer, bytes, restore);
     rig.check_restored_and_finish(pid, fig).map(|_| ())
 }
 
@@ -1322,16 +1463,13 @@ fn spoil(file: &std::path::Path, how: Spoil) -> Result<()> {
 /// wrong magic or format version, oversized, replaced by a symlink or a
 /// FIFO. Each restore fails with an error in CRIU's log that names the
 /// file and the cause, and leaves nothing on host B; a restore from the
-/// intact images then succeeds (the MME's base stations lose nothing).
+/// intact images then succeeds, and the base stations, streaming through
+/// all of it, lose nothing.
 pub fn badinput_images() -> Result<()> {
     let mut rig = EpcRig::start(GtpSockets::Process, true, 30)?;
     let dir = crate::suites::baseline::work_dir("badinput")?;
-    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
-    let checkpoint = rig.dump(&img_a, &[])?;
-    rig.retire_source()?;
-    stop_enbs(&mut rig);
-    let (transfer, bytes) =
-        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    // As in fault_every_step, the base stations stream on throughout.
+    let (checkpoint, transfer, bytes, img_b) = rig.dump_and_send_to_b(&dir)?;
     let ours = |prefix: &str| -> Result<String> {
         let mut v: Vec<String> = std::fs::read_dir(&img_b)?
             .flatten()
@@ -1402,15 +1540,7 @@ pub fn badinput_images() -> Result<()> {
         println!("  {how:?} {file}: refused, nothing left: {}", line.trim());
     }
     let (restore, pid) = rig.restore_on(HOST_B, &img_b, &[])?;
-    let fig = EpcFigures {
-        checkpoint,
-        transfer,
-        restore,
-        image_bytes: bytes,
-        ue: Default::default(),
-        tunnels: rig.ues.len(),
-        sctp: None,
-    };
+    let fig = rig.figures(checkpoint, transfer, bytes, restore);
     new_enb_round()?;
     rig.check_restored_and_finish(pid, fig).map(|_| ())
 }

@@ -3,6 +3,7 @@
 mod cmd;
 mod criu;
 mod kernel;
+mod report;
 mod series;
 mod setup;
 mod sources;
@@ -269,26 +270,31 @@ pub fn demo() -> Result<u8> {
     Ok(if out.status.success() { 0 } else { 1 })
 }
 
-pub fn bench(name: Option<&str>, json: Option<&Path>) -> Result<u8> {
+pub fn bench(name: Option<&str>, json: Option<&Path>, out_dir: Option<&Path>) -> Result<u8> {
     let b = build_all()?;
     let mut argv = vec![guest_exe(), "bench".into()];
     if let Some(n) = name {
         argv.push(n.into());
     }
     let out = b.vm.run(&argv, Duration::from_secs(60 * 60))?;
+    let lines: Vec<&str> = out
+        .stdout
+        .iter()
+        .filter_map(|l| l.strip_prefix(vm::FIGURE_PREFIX))
+        .collect();
+    let figures = report::parse(&lines)?;
     if let Some(path) = json {
-        let figures: Vec<&str> = out
-            .stdout
-            .iter()
-            .filter_map(|l| l.strip_prefix(vm::FIGURE_PREFIX))
-            .collect();
-        let doc = format!("[{}]\n", figures.join(",\n"));
-        fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+        fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
             "bench: {} figure(s) written to {}",
             figures.len(),
             path.display()
         );
+    }
+    let dir = out_dir.map_or_else(|| paths::target().join("bench"), Path::to_path_buf);
+    for f in report::write(&dir, &figures)? {
+        eprintln!("bench: wrote {}", f.display());
     }
     Ok(if out.status.success() { 0 } else { 1 })
 }
