@@ -5,9 +5,11 @@
 mod apps;
 mod bench;
 mod criu;
+mod failslab;
 mod net;
 mod sctp_traffic;
 mod suites;
+mod tcp_repair;
 mod transfer;
 
 use suites::{baseline, sctp_repair};
@@ -91,6 +93,7 @@ const TESTS: &[(&str, TestFn)] = &[
         "kfuzz_sctp_repair_sockopts",
         suites::kfuzz::kfuzz_sctp_repair_sockopts,
     ),
+    ("kfuzz_gtp_netlink", suites::kfuzz::kfuzz_gtp_netlink),
     (
         "plugin_iperf3_sctp_migrate",
         suites::plugin::iperf3_sctp_migrate,

@@ -31,6 +31,11 @@ enum Cmd {
         /// Skip `cargo test` on the host and go straight to the guest.
         #[arg(long)]
         guest_only: bool,
+        /// Also build the patched kernel with KASAN and fault injection
+        /// and run the fuzz loops and selftests on it, slab allocations
+        /// failing at random in the fuzzed calls.
+        #[arg(long)]
+        hardened: bool,
     },
     /// The main job: migrate under traffic and print the figures.
     Demo,
@@ -59,7 +64,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Test { filter, guest_only } => host::test(filter.as_deref(), guest_only),
+        Cmd::Test {
+            filter,
+            guest_only,
+            hardened,
+        } => host::test(filter.as_deref(), guest_only, hardened),
         Cmd::Demo => host::demo(),
         Cmd::Bench { name, json, out } => {
             host::bench(name.as_deref(), json.as_deref(), out.as_deref())

@@ -891,7 +891,7 @@ impl EpcRig {
                         if fig.ue.old_flow_recovered {
                             "recovered"
                         } else {
-                            "did not recover (CRIU restores its conntrack entry without the SGi masquerade binding)"
+                            "did not recover (an open problem, see issue 5)"
                         }
                     )
                 };

@@ -1113,9 +1113,10 @@ fn move_under_traffic(
 
 /// `cargo vm bench sctp`: freeze + read out, and re-create + thaw, of 1 to
 /// 1,000 idle associations (A to a listener on C) with the crate, each
-/// association then checked with a message to its peer. The baseline of
-/// each count is the one-association time times the count, measured in the
-/// same run: a ratio below 1 means worse than linear.
+/// association then checked with a message to its peer; the same for as
+/// many idle TCP connections through TCP_REPAIR (as CRIU does it), in the
+/// same run, as the baseline. Also the time from leaving repair mode to
+/// the peer having a message queued while frozen, against the round trip.
 pub fn bench() -> Result<Vec<crate::bench::Figure>> {
     use crate::bench::Figure;
     const BENCH_PORT: u16 = 7300;
@@ -1125,9 +1126,23 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
         .context("raising RLIMIT_NOFILE")?;
     let c = net::host_addr(PEER_C);
     let listener = listener_on_c(BENCH_PORT, 1024)?;
+    // A backlog for 1,000 connections made before the first is accepted.
+    let tcp_listener = net::in_netns(PEER_C, move || {
+        let l = socket::socket(
+            socket::AddressFamily::Inet,
+            socket::SockType::Stream,
+            socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        socket::setsockopt(&l, socket::sockopt::ReuseAddr, &true)?;
+        socket::bind(l.as_raw_fd(), &sin(c, BENCH_PORT))?;
+        socket::listen(&l, socket::Backlog::new(1024)?)?;
+        Ok(std::net::TcpListener::from(l))
+    })?;
     let mut figs = Vec::new();
     let (mut one_capture, mut one_restore) = (None, None);
     for n in [1usize, 10, 100, 1000] {
+        let (tcp_capture, tcp_restore) = tcp_baseline(&tcp_listener, c, BENCH_PORT, n)?;
         let clients = net::in_netns(HOST_A, move || {
             (0..n)
                 .map(|_| {
@@ -1155,17 +1170,27 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
         drop(clients);
 
         let t = Instant::now();
-        let restored = net::in_netns(HOST_A, move || {
+        let mut restored = net::in_netns(HOST_A, move || {
             snaps
                 .iter()
-                .map(|s| {
+                .enumerate()
+                .map(|(i, s)| {
                     let fd = sctp_repair::restore(s)?;
-                    sctp_repair::set_mode(fd.as_fd(), Mode::Off)?;
+                    // The first stays frozen for the resume latency below.
+                    if i > 0 {
+                        sctp_repair::set_mode(fd.as_fd(), Mode::Off)?;
+                    }
                     Ok(fd)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
         let restore = t.elapsed().as_secs_f64();
+        if n == 1 {
+            figs.extend(resume_latency(&restored[0], &servers[0])?);
+        } else {
+            sctp_repair::set_mode(restored[0].as_fd(), Mode::Off)?;
+        }
+        let restored = std::mem::take(&mut restored);
 
         // Every association carries a message to its own peer.
         for (i, (s, peer)) in restored.iter().zip(&servers).enumerate() {
@@ -1194,6 +1219,113 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
             bytes as f64 / x,
             None,
         ));
+        // Per association against per TCP connection: baseline / value.
+        let (per_sctp, per_tcp) = ((capture + restore) / x, (tcp_capture + tcp_restore) / x);
+        figs.push(Figure::secs(
+            format!("sctp.capture_restore_per_assoc_vs_tcp_{n}"),
+            per_sctp,
+            Some(per_tcp),
+        ));
+        figs.push(
+            Figure::secs(format!("tcp.capture_{n}"), tcp_capture, None)
+                .at("tcp (TCP_REPAIR) freeze + read out", x),
+        );
+        figs.push(
+            Figure::secs(format!("tcp.restore_{n}"), tcp_restore, None)
+                .at("tcp (TCP_REPAIR) re-create + thaw", x),
+        );
+        println!(
+            "  {n} association(s): SCTP/TCP time per association {:.2} (target <= 1.5)",
+            if per_tcp > 0.0 {
+                per_sctp / per_tcp
+            } else {
+                0.0
+            }
+        );
     }
     Ok(figs)
+}
+
+/// `n` idle TCP connections from A to `listener` on C, frozen and read
+/// out, closed, re-created and thawed through TCP_REPAIR, each then
+/// carrying a message: (capture, restore) seconds.
+fn tcp_baseline(
+    listener: &std::net::TcpListener,
+    c: Ipv4Addr,
+    port: u16,
+    n: usize,
+) -> Result<(f64, f64)> {
+    use std::io::{Read, Write};
+    let clients = net::in_netns(HOST_A, move || {
+        (0..n)
+            .map(|_| Ok(OwnedFd::from(std::net::TcpStream::connect((c, port))?)))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut servers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (s, _) = listener.accept().context("TCP accept")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        servers.push(s);
+    }
+    let t = Instant::now();
+    let snaps = clients
+        .iter()
+        .map(crate::tcp_repair::freeze_and_capture)
+        .collect::<Result<Vec<_>>>()?;
+    let capture = t.elapsed().as_secs_f64();
+    // Closed in repair mode: no FIN, no RST.
+    drop(clients);
+    let t = Instant::now();
+    let restored = net::in_netns(HOST_A, move || {
+        snaps
+            .iter()
+            .map(crate::tcp_repair::restore_and_thaw)
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let restore = t.elapsed().as_secs_f64();
+    for (i, (s, peer)) in restored.into_iter().zip(servers.iter_mut()).enumerate() {
+        let mut s = std::net::TcpStream::from(s);
+        let msg = format!("conn {i}");
+        s.write_all(msg.as_bytes())?;
+        let mut got = vec![0u8; msg.len()];
+        peer.read_exact(&mut got)
+            .with_context(|| format!("TCP connection {i} of {n} after TCP_REPAIR"))?;
+        ensure!(got == msg.as_bytes(), "TCP connection {i}: got {got:?}");
+    }
+    Ok((capture, restore))
+}
+
+/// From leaving repair mode to the peer having the message queued on the
+/// restored (still frozen) association `s`, against a round trip on the
+/// same association afterwards: the thaw sends at once, no RTO waited.
+fn resume_latency(s: &OwnedFd, peer: &OwnedFd) -> Result<Vec<crate::bench::Figure>> {
+    use crate::bench::Figure;
+    socket::send(s.as_raw_fd(), b"queued while frozen", MsgFlags::empty())?;
+    let t = Instant::now();
+    sctp_repair::set_mode(s.as_fd(), Mode::Off)?;
+    let got = recv_within(peer, Duration::from_secs(10))?;
+    let resume = t.elapsed().as_secs_f64();
+    ensure!(
+        got == b"queued while frozen",
+        "after the thaw the peer got {got:?}"
+    );
+    let t = Instant::now();
+    socket::send(s.as_raw_fd(), b"ping", MsgFlags::empty())?;
+    ensure!(
+        recv_within(peer, Duration::from_secs(10))? == b"ping",
+        "ping"
+    );
+    socket::send(peer.as_raw_fd(), b"pong", MsgFlags::empty())?;
+    ensure!(recv_within(s, Duration::from_secs(10))? == b"pong", "pong");
+    let rtt = t.elapsed().as_secs_f64();
+    println!(
+        "  leaving repair mode to the peer's data: {:.1} ms (a round trip: {:.1} ms; RTO.Min: 1000 ms)",
+        resume * 1e3,
+        rtt * 1e3
+    );
+    Ok(vec![Figure::secs(
+        "sctp.resume_to_peer_data",
+        resume,
+        Some(rtt),
+    )])
 }

@@ -19,6 +19,8 @@ use crate::paths;
 /// Bump when the build recipe below changes in a way that alters output.
 const RECIPE: &str = "kernel-recipe-3";
 const FRAGMENT: &str = "epcmig.config";
+/// Merged after [`FRAGMENT`] for [`Variant::Hardened`].
+const HARDENED_FRAGMENT: &str = "epcmig-hardened.config";
 const TREE: &str = "linux-source-6.12";
 
 /// A built kernel.
@@ -45,6 +47,9 @@ pub enum Variant {
     /// Without our patches (release suffix `-stock`): to check how the
     /// tools behave on a kernel without SCTP repair mode.
     Stock,
+    /// The patched kernel with KASAN and fault injection (release suffix
+    /// `-hardened`): for the fuzz loops.
+    Hardened,
 }
 
 pub fn ensure(variant: Variant) -> Result<Kernel> {
@@ -52,16 +57,22 @@ pub fn ensure(variant: Variant) -> Result<Kernel> {
     let root = paths::root();
     let dir = root.join("kernel-patches");
     let series = match variant {
-        Variant::Patched => Series::load(&dir)?,
+        Variant::Patched | Variant::Hardened => Series::load(&dir)?,
         Variant::Stock => Series::empty(&dir),
     };
     let localversion = match variant {
         Variant::Patched => "",
         Variant::Stock => "-stock",
+        Variant::Hardened => "-hardened",
     };
-    let fragment_path = dir.join(FRAGMENT);
-    let fragment = fs::read_to_string(&fragment_path)
-        .with_context(|| format!("reading {}", fragment_path.display()))?;
+    let mut fragment_paths = vec![dir.join(FRAGMENT)];
+    if variant == Variant::Hardened {
+        fragment_paths.push(dir.join(HARDENED_FRAGMENT));
+    }
+    let mut fragment = String::new();
+    for p in &fragment_paths {
+        fragment += &fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    }
     let version = debian_version(&src.kernel.package)?;
     if version != src.kernel.tested {
         eprintln!(
@@ -97,7 +108,7 @@ pub fn ensure(variant: Variant) -> Result<Kernel> {
         &version,
         &src.kernel.tested,
     )?;
-    configure(&tree, &fragment_path, &fragment)?;
+    configure(&tree, &fragment_paths, &fragment)?;
 
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -251,7 +262,7 @@ use super::series;
 
 /// tinyconfig + fragment + olddefconfig, then checks every option of the
 /// fragment survived (Kconfig silently drops what it cannot satisfy).
-fn configure(tree: &Path, fragment_path: &Path, fragment: &str) -> Result<()> {
+fn configure(tree: &Path, fragment_paths: &[PathBuf], fragment: &str) -> Result<()> {
     run_quiet(
         Command::new("make")
             .current_dir(tree)
@@ -261,7 +272,7 @@ fn configure(tree: &Path, fragment_path: &Path, fragment: &str) -> Result<()> {
         Command::new("scripts/kconfig/merge_config.sh")
             .current_dir(tree)
             .args(["-m", ".config"])
-            .arg(fragment_path),
+            .args(fragment_paths),
     )?;
     run_quiet(
         Command::new("make")
@@ -277,9 +288,13 @@ fn configure(tree: &Path, fragment_path: &Path, fragment: &str) -> Result<()> {
         .filter(|l| !have.contains(l))
         .collect();
     if !missing.is_empty() {
+        let names: Vec<String> = fragment_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         bail!(
             "kernel config: options of {} not in the final .config (unknown or unmet dependencies): {}",
-            fragment_path.display(),
+            names.join(" + "),
             missing.join(", ")
         );
     }

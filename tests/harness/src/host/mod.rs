@@ -213,7 +213,10 @@ fn guest_suite(vm: &vm::Vm, stock: bool, filter: Option<&str>) -> Result<(usize,
     Ok((p, f + usize::from(splat)))
 }
 
-pub fn test(filter: Option<&str>, guest_only: bool) -> Result<u8> {
+/// The tests the hardened kernel runs: the fuzz loops and the selftests.
+const HARDENED_FILTER: &str = "kfuzz,kselftest";
+
+pub fn test(filter: Option<&str>, guest_only: bool, hardened: bool) -> Result<u8> {
     let t0 = Instant::now();
     let (hp, hf) = if guest_only { (0, 0) } else { host_tests()? };
     let b = build_all()?;
@@ -240,6 +243,19 @@ pub fn test(filter: Option<&str>, guest_only: bool) -> Result<u8> {
             k.release
         );
         let (p, f) = guest_suite(&vm::Vm::new(&k.bzimage), true, filter)?;
+        gp += p;
+        gf += f;
+    }
+    if hardened {
+        let k = kernel::ensure(kernel::Variant::Hardened)?;
+        eprintln!(
+            "vm: booting {} (KASAN, failslab) for {HARDENED_FILTER}, with slab allocations failing in the fuzzed calls",
+            k.release
+        );
+        // The guest's fuzz loops turn failslab on around each fuzzed call.
+        std::env::set_var("EPCMIG_FAILSLAB", "1");
+        let (p, f) = guest_suite(&vm::Vm::new(&k.bzimage), false, Some(HARDENED_FILTER))?;
+        std::env::remove_var("EPCMIG_FAILSLAB");
         gp += p;
         gf += f;
     }

@@ -198,6 +198,7 @@ const PASSED_THROUGH: &[&str] = &[
     "EPCMIG_SOAK",
     "EPCMIG_KFUZZ_SECS",
     "EPCMIG_KFUZZ_SEED",
+    "EPCMIG_FAILSLAB",
 ];
 
 impl Vm {

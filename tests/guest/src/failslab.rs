@@ -1,0 +1,84 @@
+//! Fault injection for the fuzz loops on the hardened kernel
+//! (`cargo vm test --hardened`, which sets `EPCMIG_FAILSLAB=1`): slab
+//! allocations fail at random, but only inside the calls a loop wraps with
+//! [`Failslab::around`], so that the kernel's error paths run under KASAN
+//! while the test's own setup stays reliable.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+const DIR: &str = "/sys/kernel/debug/failslab";
+
+/// Whether failslab is on.
+#[derive(Clone, Copy)]
+pub struct Failslab {
+    on: bool,
+}
+
+fn write(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).with_context(|| format!("writing {value:?} to {path}"))
+}
+
+impl Failslab {
+    /// Turns failslab on for flagged tasks if `EPCMIG_FAILSLAB=1`.
+    pub fn setup() -> Result<Failslab> {
+        let on = std::env::var("EPCMIG_FAILSLAB").is_ok_and(|v| v == "1");
+        if on {
+            if !std::path::Path::new(DIR).exists() {
+                let st = std::process::Command::new("mount")
+                    .args(["-t", "debugfs", "debugfs", "/sys/kernel/debug"])
+                    .status()?;
+                anyhow::ensure!(
+                    st.success() && std::path::Path::new(DIR).exists(),
+                    "EPCMIG_FAILSLAB=1 but this kernel has no {DIR} (CONFIG_FAILSLAB, CONFIG_FAULT_INJECTION_DEBUG_FS)"
+                );
+            }
+            // One allocation in five fails, sleeping ones too, without end,
+            // for tasks that asked (make-it-fail) only.
+            for (f, v) in [
+                ("probability", "20"),
+                ("interval", "1"),
+                ("times", "-1"),
+                ("space", "0"),
+                ("verbose", "0"),
+                ("task-filter", "Y"),
+                ("ignore-gfp-wait", "N"),
+            ] {
+                write(&format!("{DIR}/{f}"), v)?;
+            }
+        }
+        Ok(Failslab { on })
+    }
+
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Runs `f` with this thread's slab allocations failing at random.
+    pub fn around<T>(&self, f: impl FnOnce() -> T) -> T {
+        if !self.on {
+            return f();
+        }
+        set_make_it_fail(true);
+        let r = f();
+        set_make_it_fail(false);
+        r
+    }
+}
+
+/// /proc/thread-self/make-it-fail; turning it off is retried until it
+/// sticks (the write itself may meet an injected failure).
+fn set_make_it_fail(on: bool) {
+    let v: &[u8] = if on { b"1" } else { b"0" };
+    for _ in 0..1000 {
+        let ok = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/thread-self/make-it-fail")
+            .and_then(|mut f| f.write_all(v))
+            .is_ok();
+        if ok {
+            return;
+        }
+    }
+}
