@@ -178,12 +178,15 @@ fn kernel_splats() -> Result<Vec<String>> {
         .collect())
 }
 
-/// The fuzz loop; `EPCMIG_KFUZZ_SECS` sets its length (120 s by default).
-pub fn kfuzz_sctp_repair_sockopts() -> Result<()> {
+/// A fuzz loop's length (`EPCMIG_KFUZZ_SECS`, 120 s by default, divided
+/// by `share`), its seed (`EPCMIG_KFUZZ_SEED` or the clock) and failslab,
+/// printed so that a run can be replayed.
+fn fuzz_setup(what: &str, share: u64) -> Result<(u64, u64, crate::failslab::Failslab)> {
     let secs: u64 = std::env::var("EPCMIG_KFUZZ_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
+        .unwrap_or(120)
+        / share;
     let seed_val = std::env::var("EPCMIG_KFUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -196,13 +199,19 @@ pub fn kfuzz_sctp_repair_sockopts() -> Result<()> {
         });
     let fs = crate::failslab::Failslab::setup()?;
     println!(
-        "  kfuzz: seed {seed_val} (EPCMIG_KFUZZ_SEED to replay), {secs} s{}",
+        "  {what}: seed {seed_val} (EPCMIG_KFUZZ_SEED to replay), {secs} s{}",
         if fs.on() {
             ", slab allocations failing at random in the fuzzed calls"
         } else {
             ""
         }
     );
+    Ok((secs, seed_val, fs))
+}
+
+/// The fuzz loop; `EPCMIG_KFUZZ_SECS` sets its length (120 s by default).
+pub fn kfuzz_sctp_repair_sockopts() -> Result<()> {
+    let (secs, seed_val, fs) = fuzz_setup("kfuzz", 1)?;
     let before = kernel_splats()?;
     let _topo = Topology::build()?;
 
@@ -504,30 +513,7 @@ fn gtp_value(rng: &mut Rng, ifindex: u32, fds: &[i32]) -> Vec<u8> {
 /// and every gtp RTM_NEWLINK refused with EPERM. No kernel splat. Half of
 /// `EPCMIG_KFUZZ_SECS` (60 s by default).
 pub fn kfuzz_gtp_netlink() -> Result<()> {
-    let secs: u64 = std::env::var("EPCMIG_KFUZZ_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120)
-        / 2;
-    let seed_val = std::env::var("EPCMIG_KFUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
-    let fs = crate::failslab::Failslab::setup()?;
-    println!(
-        "  kfuzz gtp: seed {seed_val} (EPCMIG_KFUZZ_SEED to replay), {secs} s{}",
-        if fs.on() {
-            ", slab allocations failing at random in the fuzzed calls"
-        } else {
-            ""
-        }
-    );
+    let (secs, seed_val, fs) = fuzz_setup("kfuzz gtp", 2)?;
     let before = kernel_splats()?;
     let _ = std::process::Command::new("modprobe").arg("gtp").status();
     let ns = "kfuzz-gtp";
