@@ -112,9 +112,13 @@ fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
     Ok(sockaddr_from_storage(&ss))
 }
 
-fn capture_sockopts(sock: BorrowedFd<'_>) -> Vec<SockOpt> {
+fn capture_sockopts(sock: BorrowedFd<'_>, auth: bool) -> Vec<SockOpt> {
     let mut v = Vec::new();
     for &(level, name, size) in SOCKOPTS {
+        // The HMACs matter (and are there to read) only with SCTP-AUTH.
+        if name == SCTP_HMAC_IDENT && level == SOL_SCTP && !auth {
+            continue;
+        }
         let mut buf = vec![0u8; size];
         // Options a kernel lacks are skipped, not fatal: they are tuning.
         if let Ok(n) = sockopt::get(sock, level, name, &mut buf) {
@@ -129,6 +133,25 @@ fn capture_sockopts(sock: BorrowedFd<'_>) -> Vec<SockOpt> {
     v
 }
 
+/// What the capture needs to know of a socket before reading it.
+#[derive(Clone, Copy)]
+struct Probe {
+    family: u16,
+    listening: bool,
+}
+
+/// Checks that `sock` is SCTP and learns its family and whether it listens.
+fn probe(sock: BorrowedFd<'_>) -> Result<Probe> {
+    ensure_sctp(sock)?;
+    let family = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(os("getsockopt(SO_DOMAIN)"))?;
+    let family = u16::try_from(family).map_err(|_| Error::NotSctp)?;
+    let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+        .map_err(os("getsockopt(SO_ACCEPTCONN)"))?
+        != 0;
+    Ok(Probe { family, listening })
+}
+
 /// Freezes `sock` (unless it is listening or already frozen) and captures
 /// it, leaving it frozen. A partial delivery or a request waiting for its
 /// answer cannot be captured ([`Error::Busy`]) but completes if the
@@ -137,25 +160,25 @@ fn capture_sockopts(sock: BorrowedFd<'_>) -> Vec<SockOpt> {
 /// was frozen by the caller is never thawed here.
 pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
     let deadline = Instant::now() + patience;
-    let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
-        .map_err(|e| classify("getsockopt(SO_ACCEPTCONN)", e))?
-        != 0;
-    let ours = !listening && crate::mode(sock)? == Mode::Off;
+    // One probe for all tries: a socket's family and role do not change
+    // while we hold it (checked once more under repair mode by the kernel).
+    let p = probe(sock)?;
+    let ours = !p.listening && crate::mode_of_sctp(sock)? == Mode::Off;
     let mut pause = Duration::from_millis(1);
     loop {
         if ours {
-            crate::set_mode(sock, Mode::On)?;
+            crate::set_mode_of_sctp(sock, Mode::On)?;
         }
-        match capture(sock) {
+        match capture_probed(sock, p, ours) {
             Err(Error::Busy) if ours && Instant::now() < deadline => {
-                crate::set_mode(sock, Mode::Off)?;
+                crate::set_mode_of_sctp(sock, Mode::Off)?;
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(e) => {
                 if ours {
                     // Best effort: the capture error is the one to report.
-                    let _ = crate::set_mode(sock, Mode::Off);
+                    let _ = crate::set_mode_of_sctp(sock, Mode::Off);
                 }
                 return Err(e);
             }
@@ -167,16 +190,15 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
 /// Reads the complete state of `sock`, which must be in repair mode
 /// (ESTABLISHED) or listening. The socket is left as it was.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
-    ensure_sctp(sock)?;
-    let family = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(os("getsockopt(SO_DOMAIN)"))?;
-    let family = u16::try_from(family).map_err(|_| Error::NotSctp)?;
-    let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
-        .map_err(os("getsockopt(SO_ACCEPTCONN)"))?
-        != 0;
-    let sockopts = capture_sockopts(sock);
+    let p = probe(sock)?;
+    capture_probed(sock, p, false)
+}
 
-    if listening {
+/// [`capture`] of a probed socket; `frozen` if we just froze it ourselves.
+fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
+    let family = p.family;
+    if p.listening {
+        let sockopts = capture_sockopts(sock, false);
         let name = sockname(sock)?.ok_or(Error::NotSctp)?;
         let local_addrs = if name.ip().is_unspecified() {
             vec![name]
@@ -199,7 +221,7 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         });
     }
 
-    if crate::mode(sock)? != Mode::On {
+    if !frozen && crate::mode_of_sctp(sock)? != Mode::On {
         return Err(Error::NotFrozen);
     }
     // A non-zero id selects the association of a one-to-one socket.
@@ -237,7 +259,9 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
         &v1,
     )
     .map_err(os("getsockopt(SCTP_REPAIR_TSN_MAP)"))?;
-    let auth = if assoc_features(&assoc) & uapi::SCTP_REPAIR_FEAT_AUTH != 0 {
+    let uses_auth = assoc_features(&assoc) & uapi::SCTP_REPAIR_FEAT_AUTH != 0;
+    let sockopts = capture_sockopts(sock, uses_auth);
+    let auth = if uses_auth {
         sockopt::get_var(
             sock,
             SOL_SCTP,

@@ -152,6 +152,11 @@ pub(crate) fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
 /// The repair mode `sock` is in.
 pub fn mode(sock: BorrowedFd<'_>) -> Result<Mode> {
     ensure_sctp(sock)?;
+    mode_of_sctp(sock)
+}
+
+/// [`mode`] of a socket known to be SCTP.
+pub(crate) fn mode_of_sctp(sock: BorrowedFd<'_>) -> Result<Mode> {
     let mut val: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid fd for the call; pointers to a live c_int and its size.
@@ -186,6 +191,11 @@ pub fn mode(sock: BorrowedFd<'_>) -> Result<Mode> {
 /// Puts `sock` into or out of repair mode.
 pub fn set_mode(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
     ensure_sctp(sock)?;
+    set_mode_of_sctp(sock, mode)
+}
+
+/// [`set_mode`] on a socket known to be SCTP.
+pub(crate) fn set_mode_of_sctp(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
     let val = mode.raw();
     // SAFETY: the fd is borrowed for the call, and we pass a pointer to a
     // live c_int with its exact size.

@@ -67,7 +67,10 @@ fn peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
 /// Reads every queue of a frozen socket.
 pub(crate) fn read_all(sock: BorrowedFd<'_>) -> Result<Vec<QueueRecord>> {
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 256 << 10];
+    // Most records are a chunk of at most a path MTU; a bigger one (a
+    // whole received message) comes back truncated and the buffer grows.
+    // Small enough to stay off mmap, so idle sockets cost no syscall here.
+    let mut buf = vec![0u8; 16 << 10];
     for q in QUEUES {
         select(sock, q)?;
         loop {
@@ -100,6 +103,7 @@ pub(crate) fn read_all(sock: BorrowedFd<'_>) -> Result<Vec<QueueRecord>> {
 
 /// Writes the records back, queue by queue, in the order read.
 pub(crate) fn write_all(sock: BorrowedFd<'_>, records: &[QueueRecord]) -> Result<()> {
+    let mut any = false;
     for q in QUEUES {
         let mut selected = false;
         for (i, r) in records
@@ -110,6 +114,7 @@ pub(crate) fn write_all(sock: BorrowedFd<'_>, records: &[QueueRecord]) -> Result
             if !selected {
                 select(sock, q)?;
                 selected = true;
+                any = true;
             }
             // SAFETY: `r.data` is valid for its length during the call.
             let n =
@@ -137,5 +142,8 @@ pub(crate) fn write_all(sock: BorrowedFd<'_>, records: &[QueueRecord]) -> Result
             }
         }
     }
-    select(sock, uapi::SCTP_REPAIR_QUEUE_NONE)
+    if any {
+        select(sock, uapi::SCTP_REPAIR_QUEUE_NONE)?;
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use epcmig_sys::sctp_repair as uapi;
 
 use crate::snapshot::{Kind, Snapshot};
 use crate::sockopt::{self, SOL_SCTP};
-use crate::{classify, set_mode, Error, Mode, Result};
+use crate::{classify, Error, Mode, Result};
 
 /// SCTP_SOCKOPT_BINDX_ADD (uapi/linux/sctp.h).
 const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
@@ -109,7 +109,7 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
     }
     // SAFETY: fd is fresh and ours.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    restore_onto(sock.as_fd(), snap)?;
+    restore_onto_sctp(sock.as_fd(), snap)?;
     Ok(sock)
 }
 
@@ -117,6 +117,11 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
 /// number a restored process expects).
 pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     crate::ensure_sctp(sock)?;
+    restore_onto_sctp(sock, snap)
+}
+
+/// [`restore_onto`] a socket known to be SCTP.
+fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     // Buffer sizes first: the restored receive window must fit them.
     for o in snap.sockopts.iter().filter(|o| o.level == libc::SOL_SOCKET) {
         let force = match o.name {
@@ -159,7 +164,7 @@ pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
                         .map_err(|e| classify("setsockopt(SCTP_HMAC_IDENT)", e))?;
                 }
             }
-            set_mode(sock, Mode::On)?;
+            crate::set_mode_of_sctp(sock, Mode::On)?;
             bind_all(sock, &snap.local_addrs)?;
             set_blob(
                 sock,

@@ -72,6 +72,10 @@ const TESTS: &[(&str, TestFn)] = &[
         sctp_repair::crate_freeze_thaw,
     ),
     ("sctp_repair_crate_errors", sctp_repair::crate_errors),
+    (
+        "tcp_repair_baseline_moves_queues",
+        sctp_repair::tcp_baseline_moves_queues,
+    ),
     ("sctp_repair_crate_move", sctp_repair::crate_move),
     ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),

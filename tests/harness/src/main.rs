@@ -49,6 +49,10 @@ enum Cmd {
         /// SVG plot per group of scaling curves [default: target/bench].
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+        /// Measure on the test kernel (lockdep and object debugging on)
+        /// instead of the `-bench` build of the same patched kernel.
+        #[arg(long)]
+        debug_kernel: bool,
     },
     /// Run one command in the guest and return its output and exit status.
     Exec {
@@ -70,9 +74,17 @@ fn main() -> ExitCode {
             hardened,
         } => host::test(filter.as_deref(), guest_only, hardened),
         Cmd::Demo => host::demo(),
-        Cmd::Bench { name, json, out } => {
-            host::bench(name.as_deref(), json.as_deref(), out.as_deref())
-        }
+        Cmd::Bench {
+            name,
+            json,
+            out,
+            debug_kernel,
+        } => host::bench(
+            name.as_deref(),
+            json.as_deref(),
+            out.as_deref(),
+            debug_kernel,
+        ),
         Cmd::Exec { cmd } => host::exec(&cmd),
         Cmd::Shell => host::shell(),
         Cmd::Build => host::build_all().map(|_| 0),

@@ -185,7 +185,7 @@ impl Enb {
 
     /// Stops the traffic, waits for the last echoes; the messages sent and
     /// the longest time without an echo (the downtime this eNB saw).
-    fn finish(self) -> Result<(Tally, Duration)> {
+    fn finish(self) -> Result<(Tally, Duration, u64)> {
         self.stop.store(true, Ordering::SeqCst);
         let sent = self
             .writer
@@ -204,7 +204,7 @@ impl Enb {
             Arc::strong_count(&self.sock) == 1,
             "eNB socket still shared"
         );
-        Ok((tally, gap))
+        Ok((tally, gap, sent.count))
     }
 }
 
@@ -252,8 +252,8 @@ pub fn sctp_mme_migrate() -> Result<()> {
             crate::suites::sctp_repair::peer_status(&enb2.sock)?,
         ];
         ensure!(after == before, "a base station's association changed");
-        let (t1, gap1) = enb1.finish().context("eNB 1")?;
-        let (t2, gap2) = enb2.finish().context("eNB 2")?;
+        let (t1, gap1, _) = enb1.finish().context("eNB 1")?;
+        let (t2, gap2, _) = enb2.finish().context("eNB 2")?;
         println!(
             "  checkpoint {:.2}s, transfer {:.2}s ({bytes} bytes), restore {:.2}s; \
              {} + {} messages echoed on {STREAMS} streams while migrating, 0 lost, duplicated or reordered; \
@@ -345,7 +345,7 @@ pub fn sctp_leave_running_and_default_dir() -> Result<()> {
             crate::suites::sctp_repair::peer_status(&enb.sock)? == before,
             "the base station's association changed"
         );
-        let (t, gap) = enb.finish().context("eNB")?;
+        let (t, gap, _) = enb.finish().context("eNB")?;
         let log = std::fs::read_to_string(img_a.join("dump.log")).unwrap_or_default();
         ensure!(
             log.contains("epcmig:"),
@@ -936,8 +936,8 @@ fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
     let enb3 = connect_from_c(EPC_S1AP)?;
     let (mut s3, mut t3) = (Sent::default(), Tally::default());
     echo_round(&enb3, &mut s3, &mut t3, 5)?;
-    let (t1, gap1) = enb1.finish().context("eNB 1")?;
-    let (t2, gap2) = enb2.finish().context("eNB 2")?;
+    let (t1, gap1, sent1) = enb1.finish().context("eNB 1")?;
+    let (t2, gap2, sent2) = enb2.finish().context("eNB 2")?;
     println!(
         "  MME in the same netns: {} + {} messages echoed on {STREAMS} streams, \
          0 lost, duplicated or reordered; longest silence {:.2}s; same associations; \
@@ -947,7 +947,9 @@ fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
         gap1.max(gap2).as_secs_f64()
     );
     Ok(SctpSeen {
+        sent: sent1 + sent2,
         messages: t1.received + t2.received,
+        anomalies: t1.errors.len() + t2.errors.len(),
         max_gap: gap1.max(gap2),
     })
 }
@@ -955,6 +957,10 @@ fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
 /// What the base stations' SCTP peers counted through a migration.
 #[derive(Debug, Clone, Copy)]
 pub struct SctpSeen {
+    /// Messages the eNBs sent.
+    pub sent: u64,
+    /// Lost, duplicated, reordered or corrupt messages the eNBs counted.
+    pub anomalies: usize,
     /// Messages echoed back, each checked (none lost, duplicated,
     /// reordered or corrupt, or the test fails).
     pub messages: u64,
@@ -1101,7 +1107,7 @@ pub fn sctp_host_netns_migrate() -> Result<()> {
             crate::suites::sctp_repair::peer_status(&enb.sock)? == before,
             "the base station's association changed"
         );
-        let (t, gap) = enb.finish().context("eNB")?;
+        let (t, gap, _) = enb.finish().context("eNB")?;
         println!(
             "  host-netns MME: lock {} held on A for the move; {} messages echoed, 0 lost, \
              duplicated or reordered, longest silence {:.2}s, same association",

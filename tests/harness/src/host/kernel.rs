@@ -21,6 +21,8 @@ const RECIPE: &str = "kernel-recipe-3";
 const FRAGMENT: &str = "epcmig.config";
 /// Merged after [`FRAGMENT`] for [`Variant::Hardened`].
 const HARDENED_FRAGMENT: &str = "epcmig-hardened.config";
+/// Merged after [`FRAGMENT`] for [`Variant::Bench`].
+const BENCH_FRAGMENT: &str = "epcmig-bench.config";
 const TREE: &str = "linux-source-6.12";
 
 /// A built kernel.
@@ -50,6 +52,9 @@ pub enum Variant {
     /// The patched kernel with KASAN and fault injection (release suffix
     /// `-hardened`): for the fuzz loops.
     Hardened,
+    /// The patched kernel without lockdep and object debugging (release
+    /// suffix `-bench`): what `cargo vm bench` measures.
+    Bench,
 }
 
 pub fn ensure(variant: Variant) -> Result<Kernel> {
@@ -57,17 +62,20 @@ pub fn ensure(variant: Variant) -> Result<Kernel> {
     let root = paths::root();
     let dir = root.join("kernel-patches");
     let series = match variant {
-        Variant::Patched | Variant::Hardened => Series::load(&dir)?,
+        Variant::Patched | Variant::Hardened | Variant::Bench => Series::load(&dir)?,
         Variant::Stock => Series::empty(&dir),
     };
     let localversion = match variant {
         Variant::Patched => "",
         Variant::Stock => "-stock",
         Variant::Hardened => "-hardened",
+        Variant::Bench => "-bench",
     };
     let mut fragment_paths = vec![dir.join(FRAGMENT)];
-    if variant == Variant::Hardened {
-        fragment_paths.push(dir.join(HARDENED_FRAGMENT));
+    match variant {
+        Variant::Hardened => fragment_paths.push(dir.join(HARDENED_FRAGMENT)),
+        Variant::Bench => fragment_paths.push(dir.join(BENCH_FRAGMENT)),
+        Variant::Patched | Variant::Stock => {}
     }
     let mut fragment = String::new();
     for p in &fragment_paths {
@@ -209,6 +217,38 @@ fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Options whose final value in `fragment` (later lines win, as in
+/// merge_config.sh) the `.config` text does not have.
+fn unmet(fragment: &str, config: &str) -> Vec<String> {
+    let mut want: Vec<(&str, String)> = Vec::new();
+    for l in fragment.lines().map(str::trim) {
+        let (name, line) = if let Some(n) = l
+            .strip_prefix("# ")
+            .and_then(|r| r.strip_suffix(" is not set"))
+        {
+            (n, l.to_string())
+        } else if l.starts_with("CONFIG_") {
+            (l.split('=').next().unwrap_or(l), l.to_string())
+        } else {
+            continue;
+        };
+        want.retain(|(n, _)| *n != name);
+        want.push((name, line));
+    }
+    let have: std::collections::HashSet<&str> = config.lines().collect();
+    want.into_iter()
+        .filter(|(name, line)| {
+            if line.starts_with('#') {
+                // Off: either "is not set" or absent altogether.
+                have.iter().any(|h| h.starts_with(&format!("{name}=")))
+            } else {
+                !have.contains(line.as_str())
+            }
+        })
+        .map(|(_, line)| line)
+        .collect()
+}
+
 fn sanitize(v: &str) -> String {
     v.chars()
         .map(|c| {
@@ -280,13 +320,7 @@ fn configure(tree: &Path, fragment_paths: &[PathBuf], fragment: &str) -> Result<
             .args(["ARCH=x86_64", "olddefconfig"]),
     )?;
     let config = fs::read_to_string(tree.join(".config"))?;
-    let have: std::collections::HashSet<&str> = config.lines().collect();
-    let missing: Vec<&str> = fragment
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_"))
-        .filter(|l| !have.contains(l))
-        .collect();
+    let missing = unmet(fragment, &config);
     if !missing.is_empty() {
         let names: Vec<String> = fragment_paths
             .iter()
@@ -299,4 +333,23 @@ fn configure(tree: &Path, fragment_paths: &[PathBuf], fragment: &str) -> Result<
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unmet;
+
+    #[test]
+    fn later_fragment_lines_win_and_off_means_absent_or_not_set() {
+        let frag = "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_A is not set\n# CONFIG_C is not set\n";
+        assert!(unmet(frag, "# CONFIG_A is not set\nCONFIG_B=y\n").is_empty());
+        assert_eq!(
+            unmet(frag, "CONFIG_A=y\nCONFIG_B=y\n"),
+            ["# CONFIG_A is not set"]
+        );
+        assert_eq!(
+            unmet(frag, "CONFIG_C=y\n"),
+            ["CONFIG_B=y", "# CONFIG_C is not set"]
+        );
+    }
 }

@@ -46,8 +46,13 @@ fn cargo() -> Command {
 /// Installs prerequisites, builds the kernel, CRIU and the workspace, and
 /// lays out `target/vm` (our criu on PATH, the plugin dir).
 pub fn build_all() -> Result<Built> {
+    build_with(kernel::Variant::Patched)
+}
+
+/// Like [`build_all`], booting kernel `variant`.
+fn build_with(variant: kernel::Variant) -> Result<Built> {
     setup::ensure()?;
-    let k = kernel::ensure(kernel::Variant::Patched)?;
+    let k = kernel::ensure(variant)?;
     let criu = criu::ensure()?;
     eprintln!("cargo: building the workspace (plugin and guest binaries)");
     let st = cargo()
@@ -282,16 +287,25 @@ fn report_splats(out: &vm::Outcome) -> bool {
 
 pub fn demo() -> Result<u8> {
     let b = build_all()?;
-    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-    let out = b.vm.run(
-        &[exe, "guest".into(), "demo".into()],
-        Duration::from_secs(30 * 60),
-    )?;
+    let out =
+        b.vm.run(&[guest_exe(), "demo".into()], Duration::from_secs(30 * 60))?;
     Ok(if out.status.success() { 0 } else { 1 })
 }
 
-pub fn bench(name: Option<&str>, json: Option<&Path>, out_dir: Option<&Path>) -> Result<u8> {
-    let b = build_all()?;
+pub fn bench(
+    name: Option<&str>,
+    json: Option<&Path>,
+    out_dir: Option<&Path>,
+    debug_kernel: bool,
+) -> Result<u8> {
+    // Figures of the kernel users run, not of lockdep (see
+    // kernel-patches/epcmig-bench.config), unless asked otherwise.
+    let b = build_with(if debug_kernel {
+        kernel::Variant::Patched
+    } else {
+        kernel::Variant::Bench
+    })?;
+    eprintln!("vm: booting {} for the benchmarks", b.kernel_release);
     let mut argv = vec![guest_exe(), "bench".into()];
     if let Some(n) = name {
         argv.push(n.into());
@@ -313,7 +327,7 @@ pub fn bench(name: Option<&str>, json: Option<&Path>, out_dir: Option<&Path>) ->
         );
     }
     let dir = out_dir.map_or_else(|| paths::target().join("bench"), Path::to_path_buf);
-    for f in report::write(&dir, &figures)? {
+    for f in report::write(&dir, &b.kernel_release, &figures)? {
         eprintln!("bench: wrote {}", f.display());
     }
     Ok(if out.status.success() { 0 } else { 1 })

@@ -257,7 +257,8 @@ fn xlabel(group: &str) -> &'static str {
 
 /// Writes bench.json, bench.md and `<group>-scaling.svg` under `dir`;
 /// returns the files written.
-pub fn write(dir: &Path, figs: &[Figure]) -> Result<Vec<PathBuf>> {
+/// Writes the report for figures measured on kernel `release`.
+pub fn write(dir: &Path, release: &str, figs: &[Figure]) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
     let mut put = |name: String, text: String| -> Result<()> {
@@ -270,7 +271,14 @@ pub fn write(dir: &Path, figs: &[Figure]) -> Result<Vec<PathBuf>> {
         "bench.json".into(),
         serde_json::to_string_pretty(figs)? + "\n",
     )?;
-    put("bench.md".into(), table(figs))?;
+    put(
+        "bench.md".into(),
+        table(figs).replacen(
+            "\n\n",
+            &format!("\n\nMeasured on kernel `{release}`.\n\n"),
+            1,
+        ),
+    )?;
     for (group, curves) in groups(figs) {
         let title = format!("{group}: time against {}", xlabel(&group));
         put(
