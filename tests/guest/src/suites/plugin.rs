@@ -878,7 +878,7 @@ impl EpcRig {
         let result = self
             .check_restored(pid, false)
             .with_context(|| format!("restored netns:\n{}", Self::diagnose(pid)))
-            .map(|()| {
+            .and_then(|()| {
                 let ue = if fig.ue.sent == 0 {
                     String::new()
                 } else {
@@ -891,7 +891,7 @@ impl EpcRig {
                         if fig.ue.old_flow_recovered {
                             "recovered"
                         } else {
-                            "did not recover (an open problem, see issue 5)"
+                            "did not recover"
                         }
                     )
                 };
@@ -904,6 +904,13 @@ impl EpcRig {
                     fig.restore.as_secs_f64(),
                     self.echo.count.load(Ordering::Relaxed)
                 );
+                // Its conntrack entry came with the netns (criu-patches 0002
+                // gives it its masquerade binding back).
+                ensure!(
+                    fig.ue.sent == 0 || fig.ue.old_flow_recovered,
+                    "a UE flow through the SGi masquerade from before the move got no echo after it"
+                );
+                Ok(())
             });
         let dst_ns = gtp_state::Netns::Pid(pid);
         let EpcRig {
