@@ -319,10 +319,17 @@ fn stock_kernel_is_unpatched() -> Result<()> {
 }
 
 /// The longest a guest test may take: a hung test fails the run (with the
-/// summary line the host expects) instead of hanging it.
-const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+/// summary line the host expects) instead of hanging it. A long soak
+/// (`EPCMIG_SOAK=N`) gets a minute more per migration.
+fn test_limit() -> std::time::Duration {
+    let soak: u64 = std::env::var("EPCMIG_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::time::Duration::from_secs(20 * 60 + soak.saturating_mul(60))
+}
 
-/// Runs `f`, catching panics; if it outlives [`TEST_LIMIT`], reports it as
+/// Runs `f`, catching panics; if it outlives [`test_limit()`], reports it as
 /// failed and ends the guest run (a thread cannot be stopped).
 fn with_watchdog(
     name: &str,
@@ -334,11 +341,11 @@ fn with_watchdog(
     let (tx, rx) = mpsc::channel::<()>();
     let owned = name.to_string();
     std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TEST_LIMIT) {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(test_limit()) {
             println!(
                 "test {owned} ... FAILED ({}s)\n  error: still running after {} s: hung",
-                TEST_LIMIT.as_secs(),
-                TEST_LIMIT.as_secs()
+                test_limit().as_secs(),
+                test_limit().as_secs()
             );
             println!("guest: {passed} passed, {} failed", failed + 1);
             std::process::exit(1);
