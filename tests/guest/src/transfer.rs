@@ -54,7 +54,9 @@ pub fn send_dir(
 }
 
 fn send(addr: SocketAddr, src: &PathBuf) -> Result<u64> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    // Long enough for SYN retransmissions (1, 3, 7, 15 s): a soak once saw
+    // the A-B link answer nothing for 5 s under TCG (not explained yet).
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))
         .with_context(|| format!("connecting {addr}"))?;
     let mut w = BufWriter::with_capacity(1 << 20, s);
     let mut total = 0u64;
