@@ -340,12 +340,13 @@ fn with_watchdog(
     use std::sync::mpsc;
     let (tx, rx) = mpsc::channel::<()>();
     let owned = name.to_string();
+    let limit = test_limit();
     std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(test_limit()) {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             println!(
                 "test {owned} ... FAILED ({}s)\n  error: still running after {} s: hung",
-                test_limit().as_secs(),
-                test_limit().as_secs()
+                limit.as_secs(),
+                limit.as_secs()
             );
             println!("guest: {passed} passed, {} failed", failed + 1);
             std::process::exit(1);

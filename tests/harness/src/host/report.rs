@@ -60,8 +60,8 @@ fn num(v: f64) -> String {
 }
 
 /// The Markdown report.
-pub fn table(figs: &[Figure]) -> String {
-    let mut md = String::from("# epcmig benchmark report\n\n");
+pub fn table(figs: &[Figure], release: &str) -> String {
+    let mut md = format!("# epcmig benchmark report\n\nMeasured on kernel `{release}`.\n\n");
     let by_name: BTreeMap<&str, &Figure> = figs.iter().map(|f| (f.name.as_str(), f)).collect();
     if KPIS.iter().any(|(n, _)| by_name.contains_key(n)) {
         md.push_str(
@@ -255,9 +255,8 @@ fn xlabel(group: &str) -> &'static str {
     }
 }
 
-/// Writes bench.json, bench.md and `<group>-scaling.svg` under `dir`;
-/// returns the files written.
-/// Writes the report for figures measured on kernel `release`.
+/// Writes bench.json, bench.md and `<group>-scaling.svg` under `dir` for
+/// figures measured on kernel `release`; returns the files written.
 pub fn write(dir: &Path, release: &str, figs: &[Figure]) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
@@ -271,14 +270,7 @@ pub fn write(dir: &Path, release: &str, figs: &[Figure]) -> Result<Vec<PathBuf>>
         "bench.json".into(),
         serde_json::to_string_pretty(figs)? + "\n",
     )?;
-    put(
-        "bench.md".into(),
-        table(figs).replacen(
-            "\n\n",
-            &format!("\n\nMeasured on kernel `{release}`.\n\n"),
-            1,
-        ),
-    )?;
+    put("bench.md".into(), table(figs, release))?;
     for (group, curves) in groups(figs) {
         let title = format!("{group}: time against {}", xlabel(&group));
         put(
@@ -319,7 +311,11 @@ mod tests {
 
     #[test]
     fn table_puts_kpis_next_to_the_baseline() {
-        let md = table(&[fig("migration.total", 1.0, None), fig("x.y", 3.0, None)]);
+        let md = table(
+            &[fig("migration.total", 1.0, None), fig("x.y", 3.0, None)],
+            "6.12-test",
+        );
+        assert!(md.contains("Measured on kernel `6.12-test`."), "{md}");
         assert!(
             md.contains("| migration time (total) | 1 s | 2 s | 2.00x |"),
             "{md}"
