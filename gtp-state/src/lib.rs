@@ -9,8 +9,10 @@
 //! [`sockets`]). [`restore`] re-creates all of it in another namespace: the
 //! link with the same name and ifindex, with kernel-created sockets or with
 //! the UDP sockets of a restored process ([`SocketSource::Fds`]), the
-//! contexts in batches of `GTP_CMD_NEWPDP` messages per send(), then
-//! addresses and routes. It refuses to restore over anything that exists,
+//! contexts in `GTP_CMD_NEWPDPS` requests of many contexts each where the
+//! kernel has that command (kernel-patches/0020), else in batches of
+//! `GTP_CMD_NEWPDP` requests per send() ([`Install`]), then addresses and
+//! routes. It refuses to restore over anything that exists,
 //! before it changes anything, and removes what it made if a later step
 //! fails. [`format`] is the capture file; [`GtpState`] serialises to JSON.
 //!
@@ -39,10 +41,10 @@ pub use model::{
     SocketsFound, Tunnel,
 };
 pub use netns::Netns;
-pub use nl::DEFAULT_BATCH;
+pub use nl::{Install, DEFAULT_BATCH};
 pub use restore::{
-    add_pdps, delete_device, has_placeholder, reserve, restore, RestoreOptions, SocketSource,
-    MAX_HASH_SIZE,
+    add_pdps, delete_device, has_placeholder, kernel_has_bulk_install, reserve, restore,
+    RestoreOptions, SocketSource, MAX_HASH_SIZE,
 };
 
 /// Errors from capturing or restoring gtp state.

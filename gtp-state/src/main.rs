@@ -75,6 +75,10 @@ enum Cmd {
         /// PDP contexts per netlink send().
         #[arg(long, default_value_t = gtp_state::DEFAULT_BATCH)]
         batch: usize,
+        /// Send one GTP_CMD_NEWPDP request per context (in batches of
+        /// --batch per send()) even where the kernel has GTP_CMD_NEWPDPS.
+        #[arg(long)]
+        no_bulk: bool,
         /// PDP hash size of the re-created device (default: as captured),
         /// e.g. to size it for the table when the original used the
         /// kernel's default.
@@ -148,6 +152,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             kernel_sockets,
             local,
             batch,
+            no_bulk,
             hash_size,
         } => {
             let st = read(&input)?;
@@ -162,9 +167,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 SocketSource::AsCaptured
             };
+            let install = if no_bulk {
+                gtp_state::Install::Batched(batch)
+            } else {
+                gtp_state::Install::Bulk(batch)
+            };
             let opts = RestoreOptions {
                 sockets,
-                batch,
+                install,
                 hash_size,
                 ..Default::default()
             };

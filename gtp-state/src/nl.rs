@@ -1,6 +1,7 @@
 //! Netlink plumbing: a blocking socket that sends requests (one, a dump, or
 //! a batch) and collects replies and acks; the `gtp` generic-netlink family
-//! messages (GTP_CMD_NEWPDP / GETPDP) on top of netlink-packet-generic.
+//! messages (GTP_CMD_NEWPDP / NEWPDPS / GETPDP) on top of
+//! netlink-packet-generic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -11,7 +12,7 @@ use netlink_packet_core::{
     NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLM_F_ACK,
     NLM_F_DUMP, NLM_F_REQUEST,
 };
-use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::nlas::{GenlCtrlAttrs, OpAttrs};
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::{protocols, Socket, SocketAddr};
@@ -19,17 +20,42 @@ use netlink_sys::{protocols, Socket, SocketAddr};
 use crate::model::{Pdp, Tunnel};
 use crate::Error;
 
-/// GTP_CMD_NEWPDP requests written in one send() when installing PDP
-/// contexts. Only failed requests and the last one of a batch are
-/// answered, so the receive buffer does not limit it; past a few hundred
-/// requests the syscalls saved no longer matter (measured in the guest).
+/// PDP contexts per send() when installing them: per GTP_CMD_NEWPDPS
+/// request, or GTP_CMD_NEWPDP requests per datagram. Only failed requests
+/// and the last one of a batch are answered, so the receive buffer does
+/// not limit it; past a few hundred contexts the syscalls saved no longer
+/// matter (measured in the guest).
 pub const DEFAULT_BATCH: usize = 1024;
 /// The largest batch: a datagram must fit the socket's send buffer
 /// (netlink refuses a longer one with EMSGSIZE); 2048 of the longest
 /// requests fit the default (2 x net.core.wmem_max, 416 KiB).
 const MAX_BATCH: usize = 2048;
-/// A GTP_CMD_NEWPDP request is at most this long (v0, IPv6 peer and MS).
-const NEWPDP_MAX_LEN: usize = 16 + 4 + 8 + 8 + 12 + 8 + 20 + 8 + 20;
+/// The PDP attributes of one context are at most this long (v0, IPv6
+/// peer and MS).
+const PDP_ATTRS_MAX_LEN: usize = 8 + 12 + 8 + 20 + 8 + 20;
+/// A GTP_CMD_NEWPDP request is at most this long.
+const NEWPDP_MAX_LEN: usize = 16 + 4 + 8 + PDP_ATTRS_MAX_LEN;
+
+/// How PDP contexts are handed to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// GTP_CMD_NEWPDPS requests of up to this many contexts each, where
+    /// the kernel has the command (kernel-patches/0020); otherwise as
+    /// [`Install::Batched`].
+    Bulk(usize),
+    /// This many GTP_CMD_NEWPDP requests per send(), only the last acked:
+    /// what a stock kernel allows.
+    Batched(usize),
+    /// One GTP_CMD_NEWPDP request and its ack at a time: what per-tunnel
+    /// tools (libgtpnl's gtp-tunnel) do. The benchmarks' baseline.
+    OneByOne,
+}
+
+impl Default for Install {
+    fn default() -> Self {
+        Install::Bulk(DEFAULT_BATCH)
+    }
+}
 const NEWPDP_FLAGS: u16 = netlink_packet_core::NLM_F_EXCL | netlink_packet_core::NLM_F_CREATE;
 const RCVBUF: i32 = 8 << 20;
 const RECV_BUF: usize = 1 << 20;
@@ -76,8 +102,10 @@ impl Nl {
         let mut sock = Socket::new(proto).map_err(io)?;
         sock.bind_auto().map_err(io)?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(io)?;
-        // Extended acks carry the kernel's error text; optional.
+        // Extended acks carry the kernel's error text and which attribute
+        // it refused; optional. Capped acks do not echo a refused request.
         let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
         // Room for a batch of acks: SO_RCVBUFFORCE needs CAP_NET_ADMIN,
         // plain SO_RCVBUF is capped by net.core.rmem_max.
         let fd = sock.as_raw_fd();
@@ -198,6 +226,24 @@ impl Nl {
         }
     }
 
+    /// Reads replies until the ack (or error) of request `seq`.
+    fn ack(&mut self, seq: u32, op: &'static str) -> Result<Ack, Error> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .sock
+                .recv(&mut self.buf, libc::MSG_TRUNC)
+                .map_err(|e| Error::from_io(op, e))?;
+            if n > self.buf.len() {
+                return Err(Error::Protocol(format!("{op}: netlink reply truncated")));
+            }
+            let all = acks(&self.buf).map_err(|e| Error::Protocol(format!("{op}: {e}")))?;
+            if let Some(a) = all.into_iter().find(|a| a.seq == seq) {
+                return Ok(a);
+            }
+        }
+    }
+
     /// Sends `framed` (one datagram of requests numbered `first_seq`,
     /// `first_seq + 1`, ... `count` of them, the last with NLM_F_ACK) and
     /// reads their replies up to the last one's ack. The kernel answers a
@@ -245,7 +291,10 @@ impl Nl {
                 Err(e) => return Err(Error::from_io(op, e)),
             }
             let mut done = false;
-            for (seq, code) in acks(&self.buf).map_err(|e| Error::Protocol(format!("{op}: {e}")))? {
+            for Ack {
+                seq, errno: code, ..
+            } in acks(&self.buf).map_err(|e| Error::Protocol(format!("{op}: {e}")))?
+            {
                 let idx = seq.wrapping_sub(first_seq) as usize;
                 if idx >= count {
                     continue;
@@ -262,10 +311,20 @@ impl Nl {
     }
 }
 
-/// The (sequence number, errno) of every NLMSG_ERROR (ack or error) in a
-/// datagram; other messages are skipped. The errno is positive, 0 for an
-/// ack.
-fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>, &'static str> {
+/// An NLMSG_ERROR message: an ack or an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ack {
+    seq: u32,
+    /// Positive; 0 for an ack.
+    errno: i32,
+    /// NLMSGERR_ATTR_OFFS: where in the request the refused attribute
+    /// starts, from its netlink header.
+    offset: Option<u32>,
+}
+
+/// Every NLMSG_ERROR (ack or error) in a datagram; other messages are
+/// skipped.
+fn acks(buf: &[u8]) -> Result<Vec<Ack>, &'static str> {
     const NLMSG_ERROR: u16 = 2;
     let mut out = Vec::new();
     let mut off = 0;
@@ -282,7 +341,12 @@ fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>, &'static str> {
                 return Err("short NLMSG_ERROR");
             }
             let code = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
-            out.push((seq, code.checked_neg().unwrap_or(i32::MAX)));
+            let flags = u16::from_ne_bytes([b[6], b[7]]);
+            out.push(Ack {
+                seq,
+                errno: code.checked_neg().unwrap_or(i32::MAX),
+                offset: ack_offset(&b[..len], flags),
+            });
         }
         off = off.saturating_add((len + 3) & !3);
     }
@@ -291,10 +355,35 @@ fn acks(buf: &[u8]) -> Result<Vec<(u32, i32)>, &'static str> {
 
 const NLMSG_HDRLEN: usize = 16;
 
+/// The NLMSGERR_ATTR_OFFS of an NLMSG_ERROR `msg` with netlink `flags`,
+/// if it has one. Its TLVs follow the error code and the request's
+/// header, or the whole request unless the ack is capped.
+fn ack_offset(msg: &[u8], flags: u16) -> Option<u32> {
+    const NLM_F_CAPPED: u16 = 0x100;
+    const NLM_F_ACK_TLVS: u16 = 0x200;
+    const NLMSGERR_ATTR_OFFS: u16 = 2;
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let req = msg.get(NLMSG_HDRLEN + 4..)?;
+    let echoed = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        u32::from_ne_bytes(req.get(..4)?.try_into().ok()?) as usize
+    };
+    let tlvs = req.get(echoed.checked_add(3)? & !3..)?;
+    NlasIterator::new(tlvs)
+        .filter_map(Result::ok)
+        .find(|n| n.kind() == NLMSGERR_ATTR_OFFS)
+        .and_then(|n| Some(u32::from_ne_bytes(n.value().get(..4)?.try_into().ok()?)))
+}
+
 // ------------------------------------------------------- gtp genl family
 
 pub(crate) const GTP_CMD_NEWPDP: u8 = 0;
 pub(crate) const GTP_CMD_GETPDP: u8 = 2;
+/// Many PDP contexts in one request (kernel-patches/0020).
+const GTP_CMD_NEWPDPS: u8 = 4;
 
 const GTPA_LINK: u16 = 1;
 const GTPA_VERSION: u16 = 2;
@@ -307,6 +396,7 @@ const GTPA_O_TEI: u16 = 9;
 const GTPA_PEER_ADDR6: u16 = 11;
 const GTPA_MS_ADDR6: u16 = 12;
 const GTPA_FAMILY: u16 = 13;
+const GTPA_PDP: u16 = 14;
 
 /// One `gtp` family attribute (include/uapi/linux/gtp.h).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -541,25 +631,28 @@ fn put_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
     out.extend_from_slice(&[0; 3][..(4 - value.len() % 4) % 4]);
 }
 
-/// Appends a GTP_CMD_NEWPDP request for `p` on `ifindex`: the bytes
-/// [`GtpNl`]'s generic path would write for `pdp_attrs(ifindex, p)` (see
-/// the tests), without building a message per context.
-pub(crate) fn put_newpdp(
-    out: &mut Vec<u8>,
-    family: u16,
-    flags: u16,
-    seq: u32,
-    ifindex: u32,
-    p: &Pdp,
-) {
+/// Appends the netlink and genl headers of a `cmd` request; the length is
+/// filled in by [`end_request`].
+fn start_request(out: &mut Vec<u8>, family: u16, flags: u16, seq: u32, cmd: u8) -> usize {
     let start = out.len();
-    out.extend_from_slice(&0u32.to_ne_bytes()); // length, below
+    out.extend_from_slice(&0u32.to_ne_bytes()); // length
     out.extend_from_slice(&family.to_ne_bytes());
     out.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    out.extend_from_slice(&[GTP_CMD_NEWPDP, 0, 0, 0]); // genl header
-    put_nla(out, GTPA_LINK, &ifindex.to_ne_bytes());
+    out.extend_from_slice(&[cmd, 0, 0, 0]); // genl header
+    start
+}
+
+fn end_request(out: &mut [u8], start: usize) {
+    // Requests are at most a few MiB (MAX_BATCH contexts).
+    let len = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// Appends the attributes of `p` that GTP_CMD_NEWPDP takes besides the
+/// device.
+fn put_pdp_attrs(out: &mut Vec<u8>, p: &Pdp) {
     match p.tunnel {
         Tunnel::V0 { tid, flow } => {
             put_nla(out, GTPA_VERSION, &0u32.to_ne_bytes());
@@ -586,15 +679,62 @@ pub(crate) fn put_newpdp(
             put_nla(out, GTPA_MS_ADDR6, &x.octets());
         }
     }
-    // A request is a few dozen bytes.
-    let len = (out.len() - start) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
+
+/// Appends a GTP_CMD_NEWPDP request for `p` on `ifindex`: the bytes
+/// [`GtpNl`]'s generic path would write for `pdp_attrs(ifindex, p)` (see
+/// the tests), without building a message per context.
+pub(crate) fn put_newpdp(
+    out: &mut Vec<u8>,
+    family: u16,
+    flags: u16,
+    seq: u32,
+    ifindex: u32,
+    p: &Pdp,
+) {
+    let start = start_request(out, family, flags, seq, GTP_CMD_NEWPDP);
+    put_nla(out, GTPA_LINK, &ifindex.to_ne_bytes());
+    put_pdp_attrs(out, p);
+    end_request(out, start);
+}
+
+/// Appends one GTP_CMD_NEWPDPS request for all of `pdps` on `ifindex`,
+/// each in a GTPA_PDP nest. `nests` gets where each nest starts, from the
+/// request's netlink header (what an extended ack's offset points at).
+fn put_newpdps(
+    out: &mut Vec<u8>,
+    family: u16,
+    flags: u16,
+    seq: u32,
+    ifindex: u32,
+    pdps: &[Pdp],
+    nests: &mut Vec<usize>,
+) {
+    let start = start_request(out, family, flags, seq, GTP_CMD_NEWPDPS);
+    put_nla(out, GTPA_LINK, &ifindex.to_ne_bytes());
+    nests.clear();
+    for p in pdps {
+        let nest = out.len();
+        nests.push(nest - start);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(GTPA_PDP | NLA_F_NESTED).to_ne_bytes());
+        put_pdp_attrs(out, p);
+        // A nest holds at most PDP_ATTRS_MAX_LEN bytes.
+        let len = (out.len() - nest) as u16;
+        out[nest..nest + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+    end_request(out, start);
+}
+
+const NLA_F_NESTED: u16 = 1 << 15;
 
 /// A generic-netlink socket with the `gtp` family resolved.
 pub(crate) struct GtpNl {
     pub nl: Nl,
     pub family: u16,
+    /// The kernel has GTP_CMD_NEWPDPS (it lists it among the family's
+    /// operations).
+    pub bulk: bool,
 }
 
 impl GtpNl {
@@ -611,14 +751,25 @@ impl GtpNl {
             }
             Err(e) => return Err(e),
         };
+        let mut family = None;
+        let mut bulk = false;
         for r in replies {
             for a in r.payload.nlas {
-                if let GenlCtrlAttrs::FamilyId(id) = a {
-                    return Ok(GtpNl { nl, family: id });
+                match a {
+                    GenlCtrlAttrs::FamilyId(id) => family = Some(id),
+                    GenlCtrlAttrs::Ops(ops) => {
+                        bulk |= ops.iter().flatten().any(
+                            |o| matches!(o, OpAttrs::Id(id) if *id == u32::from(GTP_CMD_NEWPDPS)),
+                        )
+                    }
+                    _ => {}
                 }
             }
         }
-        Err(Error::NoGtpSupport)
+        match family {
+            Some(family) => Ok(GtpNl { nl, family, bulk }),
+            None => Err(Error::NoGtpSupport),
+        }
     }
 
     fn msg(&self, cmd: u8, attrs: Vec<GtpAttr>) -> GenlMessage<GtpMsg> {
@@ -642,15 +793,24 @@ impl GtpNl {
         Ok(out)
     }
 
-    /// Installs `pdps` on `ifindex`, `batch` GTP_CMD_NEWPDP requests per
-    /// send(). With `batch` 1, one request and its ack at a time (what
-    /// per-tunnel tools do). Otherwise only the last request of a batch
-    /// asks for an ack: the kernel reports every failed request anyway,
-    /// with its sequence number, so the first context refused is still
-    /// named exactly. NLM_F_EXCL: an existing context is never updated in
-    /// place. Requests after a refused one in the same batch are still
-    /// carried out by the kernel.
-    pub fn add_pdps(&mut self, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
+    /// Installs `pdps` on `ifindex` as `how` says. An existing context is
+    /// never updated in place (NLM_F_EXCL; GTP_CMD_NEWPDPS always adds). The first context refused is
+    /// named in the error; the ones before it stay (the caller removes the
+    /// device on error).
+    pub fn add_pdps(&mut self, ifindex: u32, pdps: &[Pdp], how: Install) -> Result<(), Error> {
+        match how {
+            Install::Bulk(n) if self.bulk => self.add_pdps_bulk(ifindex, pdps, n),
+            Install::Bulk(n) | Install::Batched(n) => self.add_pdps_batched(ifindex, pdps, n),
+            Install::OneByOne => self.add_pdps_batched(ifindex, pdps, 1),
+        }
+    }
+
+    /// `batch` GTP_CMD_NEWPDP requests per send(). Only the last request
+    /// of a batch asks for an ack: the kernel reports every failed request
+    /// anyway, with its sequence number, so the first context refused is
+    /// still named exactly. Requests after a refused one in the same batch
+    /// are still carried out by the kernel.
+    fn add_pdps_batched(&mut self, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
         let batch = batch.clamp(1, MAX_BATCH);
         let mut buf = Vec::with_capacity(batch * NEWPDP_MAX_LEN);
         for chunk in pdps.chunks(batch) {
@@ -665,18 +825,60 @@ impl GtpNl {
                 self.nl
                     .send_batch(&buf, first, chunk.len(), "adding PDP contexts")?
             {
-                let pdp = chunk.get(idx).map(|p| p.to_string()).unwrap_or_default();
-                return Err(match errno {
-                    libc::EPERM => Error::PermissionDenied("adding PDP contexts"),
-                    libc::EEXIST => Error::PdpConflict(format!("{pdp} exists")),
-                    _ => Error::PdpRejected {
-                        pdp,
-                        source: std::io::Error::from_raw_os_error(errno),
-                    },
-                });
+                return Err(pdp_error(chunk.get(idx), errno));
             }
         }
         Ok(())
+    }
+
+    /// One GTP_CMD_NEWPDPS request of up to `batch` contexts per send().
+    /// The kernel stops a request at the first context it refuses and
+    /// points at its nest in the extended ack.
+    fn add_pdps_bulk(&mut self, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
+        const OP: &str = "adding PDP contexts";
+        let batch = batch.clamp(1, MAX_BATCH);
+        let mut buf = Vec::with_capacity(20 + batch * (4 + PDP_ATTRS_MAX_LEN));
+        let mut nests = Vec::with_capacity(batch);
+        for chunk in pdps.chunks(batch) {
+            buf.clear();
+            let seq = self.nl.next_seq();
+            // No NLM_F_EXCL: genetlink refuses it on new commands, and
+            // GTP_CMD_NEWPDPS never updates a context in place anyway.
+            let flags = NLM_F_ACK;
+            put_newpdps(
+                &mut buf,
+                self.family,
+                flags,
+                seq,
+                ifindex,
+                chunk,
+                &mut nests,
+            );
+            self.nl.send(&buf, OP)?;
+            let ack = self.nl.ack(seq, OP)?;
+            if ack.errno != 0 {
+                // Without an offset (a kernel that does not report one)
+                // the context is not known: name none.
+                let idx = ack
+                    .offset
+                    .and_then(|o| nests.binary_search(&(o as usize)).ok());
+                return Err(pdp_error(idx.and_then(|i| chunk.get(i)), ack.errno));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error for a context the kernel refused with `errno`.
+fn pdp_error(pdp: Option<&Pdp>, errno: i32) -> Error {
+    let pdp = pdp.map(|p| p.to_string()).unwrap_or_default();
+    match errno {
+        libc::EPERM => Error::PermissionDenied("adding PDP contexts"),
+        libc::EEXIST => Error::PdpConflict(format!("{pdp} exists")),
+        _ => Error::PdpRejected {
+            pdp,
+            source: std::io::Error::from_raw_os_error(errno),
+        },
     }
 }
 
@@ -768,12 +970,96 @@ mod tests {
         let mut d = msg(5, 2, 0);
         d.extend(msg(6, 0x1d, 0));
         d.extend(msg(7, 2, -libc::EEXIST));
-        assert_eq!(acks(&d).unwrap(), vec![(5, 0), (7, libc::EEXIST)]);
+        let got: Vec<(u32, i32)> = acks(&d).unwrap().iter().map(|a| (a.seq, a.errno)).collect();
+        assert_eq!(got, vec![(5, 0), (7, libc::EEXIST)]);
         let mut bad = msg(5, 2, 0);
         bad[0] = 200;
         assert!(acks(&bad).is_err());
         bad[0] = 4;
         assert!(acks(&bad).is_err());
         assert_eq!(acks(&d[..10]).unwrap(), vec![]);
+    }
+
+    /// An error for a capped request, with NLMSGERR_ATTR_MSG and _OFFS.
+    fn ext_ack(seq: u32, errno: i32, offs: u32, capped: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&2u16.to_ne_bytes());
+        let flags: u16 = 0x200 | if capped { 0x100 } else { 0 };
+        b.extend_from_slice(&flags.to_ne_bytes());
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&(-errno).to_ne_bytes());
+        // The request's header, then (uncapped) its 8 payload bytes.
+        let req_len: u32 = if capped { 16 } else { 24 };
+        b.extend_from_slice(&req_len.to_ne_bytes());
+        b.extend_from_slice(&[0; 12]);
+        if !capped {
+            b.extend_from_slice(&[0xee; 8]);
+        }
+        put_nla(&mut b, 1, b"no\0");
+        put_nla(&mut b, 2, &offs.to_ne_bytes());
+        let len = b.len() as u32;
+        b[..4].copy_from_slice(&len.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn ext_ack_offsets_are_read() {
+        for capped in [true, false] {
+            let d = ext_ack(9, libc::EEXIST, 132, capped);
+            let a = acks(&d).unwrap();
+            assert_eq!(
+                a,
+                vec![Ack {
+                    seq: 9,
+                    errno: libc::EEXIST,
+                    offset: Some(132)
+                }]
+            );
+        }
+        // Truncated TLVs: no offset, no panic.
+        let d = ext_ack(9, libc::EEXIST, 132, true);
+        for cut in 20..d.len() {
+            let mut t = d[..cut].to_vec();
+            let len = cut as u32;
+            t[..4].copy_from_slice(&len.to_ne_bytes());
+            let _ = acks(&t);
+        }
+    }
+
+    #[test]
+    fn newpdps_nests_are_where_the_kernel_will_point() {
+        let ps = samples();
+        let mut out = vec![0xaa; 3];
+        let mut nests = Vec::new();
+        put_newpdps(
+            &mut out,
+            0x1d,
+            NEWPDP_FLAGS | NLM_F_ACK,
+            5,
+            7,
+            &ps,
+            &mut nests,
+        );
+        let req = &out[3..];
+        assert_eq!(
+            u32::from_ne_bytes(req[..4].try_into().unwrap()) as usize,
+            req.len()
+        );
+        assert_eq!(req[16], GTP_CMD_NEWPDPS);
+        assert_eq!(nests.len(), ps.len());
+        for (p, &at) in ps.iter().zip(&nests) {
+            let nla = NlaBuffer::new_checked(&req[at..]).unwrap();
+            assert_eq!(nla.kind(), GTPA_PDP);
+            assert!(nla.nested_flag());
+            let attrs: Vec<GtpAttr> = NlasIterator::new(nla.value())
+                .map(|n| GtpAttr::parse(&n.unwrap()).unwrap())
+                .collect();
+            let mut with_link = vec![GtpAttr::Link(7)];
+            with_link.extend(attrs);
+            assert_eq!(pdp_from_attrs(&with_link).unwrap(), (7, *p));
+            assert!(nla.length() as usize <= 4 + PDP_ATTRS_MAX_LEN);
+        }
     }
 }

@@ -7,7 +7,7 @@ use netlink_packet_route::link::{GtpRole, InfoGtp};
 
 use crate::model::{pdp_conflict, Device, GtpState, Pdp, Role, Sockets, Tunnel};
 use crate::netns::Netns;
-use crate::nl::{GtpNl, Nl, DEFAULT_BATCH};
+use crate::nl::{GtpNl, Install, Nl};
 use crate::rt::{self, LinkSel, NewGtp};
 use crate::Error;
 
@@ -33,9 +33,9 @@ pub enum SocketSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreOptions {
     pub sockets: SocketSource,
-    /// GTP_CMD_NEWPDP messages written per send() (1: one request and ack
-    /// at a time, the baseline).
-    pub batch: usize,
+    /// How the PDP contexts are sent: by default GTP_CMD_NEWPDPS where
+    /// the kernel has it, else batches of GTP_CMD_NEWPDP.
+    pub install: Install,
     /// PDP hash size of the new device; None: as captured. The kernel's
     /// default, 1024, makes chains of ~100 contexts at 100k (installing
     /// them takes ~1.7x as long as with 16384 buckets); the re-created
@@ -58,7 +58,7 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             sockets: SocketSource::AsCaptured,
-            batch: DEFAULT_BATCH,
+            install: Install::default(),
             hash_size: None,
             addresses_and_routes: true,
             replace_placeholder: false,
@@ -237,7 +237,7 @@ fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, opts: &RestoreOptions) -> R
             )))
         }
     }
-    gtp.add_pdps(d.ifindex, &st.pdps, opts.batch)?;
+    gtp.add_pdps(d.ifindex, &st.pdps, opts.install)?;
     rt::set_link(nl, d.ifindex, d.mtu, d.up)?;
     if !opts.addresses_and_routes {
         return Ok(());
@@ -304,15 +304,21 @@ fn remove_placeholder(nl: &mut Nl, d: &Device) -> Result<(), Error> {
     }
 }
 
-/// Installs `pdps` on the existing gtp device `ifindex` in `ns`, `batch`
-/// per send(). For setting up a device made by something else (tests, an
-/// eNB emulator); restore uses the same path.
-pub fn add_pdps(ns: &Netns, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
+/// Installs `pdps` on the existing gtp device `ifindex` in `ns`, as `how`
+/// says. For setting up a device made by something else (tests, an eNB
+/// emulator); restore uses the same path.
+pub fn add_pdps(ns: &Netns, ifindex: u32, pdps: &[Pdp], how: Install) -> Result<(), Error> {
     let pdps = pdps.to_vec();
     ns.run(move || {
         let mut g = GtpNl::open()?;
-        g.add_pdps(ifindex, &pdps, batch)
+        g.add_pdps(ifindex, &pdps, how)
     })
+}
+
+/// Whether the kernel in `ns` has GTP_CMD_NEWPDPS, which
+/// [`Install::Bulk`] uses.
+pub fn kernel_has_bulk_install(ns: &Netns) -> Result<bool, Error> {
+    ns.run(|| Ok(GtpNl::open()?.bulk))
 }
 
 /// Deletes the gtp device `dev` in `ns` (its contexts go with it).

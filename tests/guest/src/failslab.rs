@@ -38,6 +38,7 @@ impl Failslab {
             }
             // One allocation in five fails, sleeping ones too, without end,
             // for tasks that asked (make-it-fail) only.
+            keep_heap_off_the_kernel();
             for (f, v) in [
                 ("probability", "20"),
                 ("interval", "1"),
@@ -67,6 +68,30 @@ impl Failslab {
         set_make_it_fail(false);
         r
     }
+}
+
+/// Memory this process can allocate without a syscall once failslab is on.
+const HEAP_RESERVE: usize = 64 << 20;
+
+/// Makes the wrapped calls' own allocations come from heap memory that is
+/// already mapped. Growing the heap (brk, mmap) allocates VMAs and maple
+/// tree nodes from the slab, which then fails too: malloc returns NULL and
+/// Rust aborts the whole guest suite. So: one arena (no per-thread arena
+/// mmaps), no mmap for big blocks, no trimming, and HEAP_RESERVE mapped,
+/// touched and freed up front.
+fn keep_heap_off_the_kernel() {
+    // SAFETY: mallopt only changes glibc's malloc tunables; called before
+    // the fuzz threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
+    let chunks: Vec<Vec<u8>> = (0..HEAP_RESERVE >> 20)
+        .map(|_| vec![1u8; 1 << 20])
+        .collect();
+    drop(std::hint::black_box(chunks));
 }
 
 /// /proc/thread-self/make-it-fail; turning it off is retried until it

@@ -119,6 +119,7 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::gtp::gtp_migrate_process_sockets,
     ),
     ("gtp_bad_input", suites::gtp::gtp_bad_input),
+    ("gtp_bulk_install", suites::gtp::gtp_bulk_install),
     (
         "sctp_repair_crate_move_streams",
         sctp_repair::crate_move_streams,

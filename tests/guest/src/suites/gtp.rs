@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use gtp_state::{
-    Device, Error, FdOwner, FoundBy, GtpSocket, GtpState, Netns, Pdp, RestoreOptions, Role,
-    SocketSource, Sockets, SocketsFound, Tunnel,
+    Device, Error, FdOwner, FoundBy, GtpSocket, GtpState, Install, Netns, Pdp, RestoreOptions,
+    Role, SocketSource, Sockets, SocketsFound, Tunnel,
 };
 
 use crate::bench::Figure;
@@ -246,8 +246,13 @@ pub(crate) fn enb(ues: &[Ue]) -> Result<()> {
     ])?;
     let st = gtp_state::capture(&ns_path(PEER_C), "gtp1").context("capturing the eNB's gtp1")?;
     let pdps: Vec<Pdp> = ues.iter().map(Ue::enb).collect();
-    gtp_state::add_pdps(&ns_path(PEER_C), st.device.ifindex, &pdps, 256)
-        .context("adding the eNB's contexts")?;
+    gtp_state::add_pdps(
+        &ns_path(PEER_C),
+        st.device.ifindex,
+        &pdps,
+        Install::default(),
+    )
+    .context("adding the eNB's contexts")?;
     Ok(())
 }
 
@@ -672,7 +677,8 @@ fn migrate(mode: Mode) -> Result<()> {
     }
     spgw_gtp_routes(&spgw)?;
     let pdps: Vec<Pdp> = ues.iter().map(|u| u.spgw).collect();
-    gtp_state::add_pdps(&ns_path(&spgw), GTP0_INDEX, &pdps, 256).context("adding contexts")?;
+    gtp_state::add_pdps(&ns_path(&spgw), GTP0_INDEX, &pdps, Install::default())
+        .context("adding contexts")?;
     enb(&ues)?;
     let _echo = Echo::start()?;
     check_traffic(&ues, "before")?;
@@ -869,7 +875,8 @@ pub fn gtp_sockets_named_by_kernel() -> Result<()> {
 }
 
 /// On a kernel that does not name a device's sockets (stock 6.12),
-/// capture falls back to the GTP ports, in both socket modes.
+/// capture falls back to the GTP ports, in both socket modes; restore
+/// falls back from GTP_CMD_NEWPDPS to batched GTP_CMD_NEWPDP.
 pub fn stock_gtp_sockets_guessed() -> Result<()> {
     let ns = "epc-gtp-stock";
     let _g = scratch_ns(ns)?;
@@ -882,6 +889,24 @@ pub fn stock_gtp_sockets_guessed() -> Result<()> {
         st.sockets == Sockets::Kernel { local: None },
         "kernel-created sockets taken for {:?}",
         st.sockets
+    );
+    gtp_state::delete_device(&ns_path(ns), "gtp0")?;
+
+    // No GTP_CMD_NEWPDPS: the default restore falls back to batches of
+    // GTP_CMD_NEWPDP.
+    ensure!(
+        !gtp_state::kernel_has_bulk_install(&ns_path(ns))?,
+        "a stock kernel lists GTP_CMD_NEWPDPS"
+    );
+    let small = small_state();
+    gtp_state::restore(&ns_path(ns), &small, &RestoreOptions::default())
+        .context("restore on a stock kernel")?;
+    let back = gtp_state::capture(&ns_path(ns), "gtp0")?;
+    ensure!(
+        back.pdps.len() == small.pdps.len(),
+        "restored {} of {} contexts",
+        back.pdps.len(),
+        small.pdps.len()
     );
     gtp_state::delete_device(&ns_path(ns), "gtp0")?;
 
@@ -902,6 +927,80 @@ pub fn stock_gtp_sockets_guessed() -> Result<()> {
         st.sockets
     );
     gtp_state::delete_device(&ns_path(ns), "gtp0")?;
+    Ok(())
+}
+
+/// GTP_CMD_NEWPDPS (kernel-patches/0020): the kernel lists it, a restore
+/// through it equals one through batched GTP_CMD_NEWPDP field for field,
+/// and a refused context is named exactly, with the kernel's own
+/// semantics (the ones before it stay, the ones after it are not added).
+pub fn gtp_bulk_install() -> Result<()> {
+    let ns = "epc-gtp-bulk";
+    let _g = scratch_ns(ns)?;
+    let n = ns_path(ns);
+    ensure!(
+        gtp_state::kernel_has_bulk_install(&n)?,
+        "the patched kernel does not list GTP_CMD_NEWPDPS"
+    );
+    let mut st = small_state();
+    st.pdps = ues(1000).iter().map(|u| u.spgw).collect();
+    let mut seen = Vec::new();
+    for install in [Install::Bulk(300), Install::Batched(300), Install::OneByOne] {
+        let opts = RestoreOptions {
+            install,
+            ..Default::default()
+        };
+        gtp_state::restore(&n, &st, &opts).with_context(|| format!("{install:?}"))?;
+        let mut back = gtp_state::capture(&n, "gtp0")?.pdps;
+        back.sort_by_key(|p| p.to_string());
+        ensure!(back.len() == st.pdps.len(), "{install:?}: {}", back.len());
+        seen.push(back);
+        gtp_state::delete_device(&n, "gtp0")?;
+    }
+    let mut want = st.pdps.clone();
+    want.sort_by_key(|p| p.to_string());
+    ensure!(
+        seen.iter().all(|s| *s == want),
+        "the three ways installed different tables"
+    );
+
+    // A conflict in the middle of a request: [fresh, dup, fresh].
+    let mut base = small_state();
+    base.pdps.truncate(10);
+    // The kernel keys tunnels by TEI (or TID) and MS family: a context
+    // that exists, as it is, collides both ways.
+    let dup = base.pdps[4];
+    let extra = |i: u8| Pdp {
+        tunnel: Tunnel::V1 {
+            i_tei: 0xb0000 + u32::from(i),
+            o_tei: 7,
+        },
+        peer: "192.0.2.99".parse().expect("literal"),
+        ms: IpAddr::from([10, 98, 0, i]),
+    };
+    for install in [Install::Bulk(64), Install::Batched(64)] {
+        gtp_state::restore(&n, &base, &RestoreOptions::default())?;
+        let r = gtp_state::add_pdps(&n, GTP0_INDEX, &[extra(1), dup, extra(2)], install);
+        match &r {
+            Err(Error::PdpConflict(what)) if what.starts_with(&dup.to_string()) => {
+                println!("  {install:?}: {what}")
+            }
+            other => bail!("{install:?}: a duplicate I-TEI gave {other:?}"),
+        }
+        let now = gtp_state::capture(&n, "gtp0")?.pdps;
+        ensure!(
+            now.contains(&extra(1)),
+            "{install:?}: the context before went"
+        );
+        // Batched requests are separate: the kernel still adds the one
+        // after; a bulk request ends at the refused one.
+        let after = now.contains(&extra(2));
+        ensure!(
+            after == matches!(install, Install::Batched(_)),
+            "{install:?}: context after the refused one added: {after}"
+        );
+        gtp_state::delete_device(&n, "gtp0")?;
+    }
     Ok(())
 }
 
@@ -1174,8 +1273,9 @@ fn bench_ns() -> Result<(String, NsGuard)> {
     Ok((ns.to_string(), NsGuard(ns)))
 }
 
-/// Capture and restore of 1k, 10k and 100k contexts; restore against the
-/// same contexts added one request+ack at a time.
+/// Capture and restore of 1k, 10k and 100k contexts; restore (with
+/// GTP_CMD_NEWPDPS, and with batched GTP_CMD_NEWPDP as on a stock kernel)
+/// against the same contexts added one request+ack at a time.
 pub fn bench() -> Result<Vec<Figure>> {
     let mut figs = Vec::new();
     let (ns, _g) = bench_ns()?;
@@ -1198,7 +1298,7 @@ pub fn bench() -> Result<Vec<Figure>> {
             "16384",
         ])?;
         let pdps: Vec<Pdp> = ues.iter().map(|u| u.spgw).collect();
-        gtp_state::add_pdps(&n, GTP0_INDEX, &pdps, gtp_state::DEFAULT_BATCH)?;
+        gtp_state::add_pdps(&n, GTP0_INDEX, &pdps, Install::default())?;
         let t = Instant::now();
         let st = gtp_state::capture(&n, "gtp0")?;
         let capture = t.elapsed().as_secs_f64();
@@ -1212,24 +1312,31 @@ pub fn bench() -> Result<Vec<Figure>> {
         })?;
         let per = (bytes.len() - empty.len()) as f64 / count as f64;
 
-        gtp_state::delete_device(&n, "gtp0")?;
-        let t = Instant::now();
-        gtp_state::restore(&n, &st, &RestoreOptions::default())?;
-        let restore = t.elapsed().as_secs_f64();
-        gtp_state::delete_device(&n, "gtp0")?;
-        let t = Instant::now();
-        gtp_state::restore(
-            &n,
-            &st,
-            &RestoreOptions {
-                batch: 1,
+        // GTP_CMD_NEWPDPS, batched GTP_CMD_NEWPDP (all a stock kernel
+        // allows), and one request+ack at a time (per-tunnel tools).
+        let mut times = Vec::new();
+        for install in [
+            Install::default(),
+            Install::Batched(gtp_state::DEFAULT_BATCH),
+            Install::OneByOne,
+        ] {
+            gtp_state::delete_device(&n, "gtp0")?;
+            let opts = RestoreOptions {
+                install,
                 ..Default::default()
-            },
-        )?;
-        let one_by_one = t.elapsed().as_secs_f64();
-        let again = gtp_state::capture(&n, "gtp0")?;
-        ensure!(again.pdps.len() == count, "restored {}", again.pdps.len());
+            };
+            let t = Instant::now();
+            gtp_state::restore(&n, &st, &opts)?;
+            times.push(t.elapsed().as_secs_f64());
+            let again = gtp_state::capture(&n, "gtp0")?;
+            ensure!(
+                again.pdps.len() == count,
+                "{install:?}: restored {}",
+                again.pdps.len()
+            );
+        }
         gtp_state::delete_device(&n, "gtp0")?;
+        let (restore, batched, one_by_one) = (times[0], times[1], times[2]);
 
         let k = if count >= 1000 {
             format!("{}k", count / 1000)
@@ -1242,7 +1349,15 @@ pub fn bench() -> Result<Vec<Figure>> {
         // Baseline: one NEWPDP request and its ack at a time.
         figs.push(
             Figure::secs(format!("gtp.restore_{k}"), restore, Some(one_by_one))
-                .at("gtp restore (batched)", x),
+                .at("gtp restore (GTP_CMD_NEWPDPS)", x),
+        );
+        figs.push(
+            Figure::secs(
+                format!("gtp.restore_batched_{k}"),
+                batched,
+                Some(one_by_one),
+            )
+            .at("gtp restore (batched GTP_CMD_NEWPDP, stock kernel)", x),
         );
         figs.push(
             Figure::secs(format!("gtp.restore_one_by_one_{k}"), one_by_one, None)

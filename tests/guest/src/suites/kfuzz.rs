@@ -504,8 +504,45 @@ fn gtp_value(rng: &mut Rng, ifindex: u32, fds: &[i32]) -> Vec<u8> {
     }
 }
 
+const GTP_CMD_NEWPDPS: u8 = 4;
+
+/// A GTP_CMD_NEWPDPS request: usually GTPA_LINK, then up to a dozen
+/// GTPA_PDP nests, two in three of them a well-formed GTPv1 context from
+/// a small TEI and address space (so requests add contexts, collide
+/// midway and stay bounded), with random attributes mixed in; now and
+/// then a nest of the wrong type or without the nested flag.
+fn newpdps_payload(rng: &mut Rng, ifindex: u32, fds: &[i32]) -> Vec<u8> {
+    const GTPA_PDP: u16 = 14;
+    let mut p = vec![GTP_CMD_NEWPDPS, rng.below(3) as u8, 0, 0];
+    if rng.below(8) != 0 {
+        p.extend(nla(1, &ifindex.to_ne_bytes()));
+    }
+    for _ in 0..rng.below(12) {
+        let mut inner = Vec::new();
+        if rng.below(3) != 0 {
+            inner.extend(nla(2, &1u32.to_ne_bytes()));
+            inner.extend(nla(8, &(rng.below(4096) as u32).to_ne_bytes()));
+            inner.extend(nla(9, &(rng.next() as u32).to_ne_bytes()));
+            inner.extend(nla(4, &[192, 0, 2, 1]));
+            inner.extend(nla(5, &[10, 77, rng.below(16) as u8, rng.below(256) as u8]));
+        }
+        for _ in 0..rng.below(4) {
+            let ty = rng.below(16) as u16;
+            inner.extend(nla(ty, &gtp_value(rng, ifindex, fds)));
+        }
+        let ty = if rng.below(16) == 0 {
+            rng.below(16) as u16
+        } else {
+            GTPA_PDP
+        };
+        let nested = if rng.below(8) == 0 { 0 } else { NLA_F_NESTED };
+        p.extend(nla(ty | nested, &inner));
+    }
+    p
+}
+
 /// The gtp fuzz loop: generic netlink PDP commands (NEWPDP, DELPDP,
-/// GETPDP, ECHOREQ and unknown ones) with random attributes, sizes and
+/// GETPDP, ECHOREQ, NEWPDPS and unknown ones) with random attributes, sizes and
 /// flags against a real gtp device; RTM_NEWLINK of gtp devices with random
 /// IFLA_GTP_* attributes (the socket inodes the patches report included,
 /// which a request must not set), each device made then dumped with
@@ -562,17 +599,23 @@ fn gtp_fuzz_in_netns(
     let mut errnos = std::collections::BTreeMap::<i32, u64>::new();
     while Instant::now() < deadline {
         for _ in 0..32 {
-            // GTP_CMD_NEWPDP is 0, DELPDP 1, GETPDP 2, ECHOREQ 3.
-            let cmd = [0u8, 0, 0, 1, 2, 2, 3, rng.below(9) as u8][rng.below(8)];
-            let mut p = vec![cmd, rng.below(3) as u8, 0, 0];
-            for _ in 0..rng.below(8) {
-                let ty = if rng.below(4) == 0 {
-                    1
-                } else {
-                    rng.below(16) as u16
-                };
-                p.extend(nla(ty, &gtp_value(&mut rng, ifindex, &fds)));
-            }
+            // GTP_CMD_NEWPDP is 0, DELPDP 1, GETPDP 2, ECHOREQ 3,
+            // NEWPDPS 4 (kernel-patches/0020).
+            let cmd = [0u8, 0, 0, 1, 2, 2, 3, 4, 4, rng.below(9) as u8][rng.below(10)];
+            let p = if cmd == GTP_CMD_NEWPDPS {
+                newpdps_payload(&mut rng, ifindex, &fds)
+            } else {
+                let mut p = vec![cmd, rng.below(3) as u8, 0, 0];
+                for _ in 0..rng.below(8) {
+                    let ty = if rng.below(4) == 0 {
+                        1
+                    } else {
+                        rng.below(16) as u16
+                    };
+                    p.extend(nla(ty, &gtp_value(&mut rng, ifindex, &fds)));
+                }
+                p
+            };
             let flags = [0, 0, NLM_F_DUMP, NLM_F_EXCL | NLM_F_CREATE][rng.below(4)];
             // Sometimes a few bytes off: lengths and nesting broken too.
             let p = if rng.below(4) == 0 { rng.mutate(p) } else { p };
@@ -633,9 +676,12 @@ fn gtp_fuzz_in_netns(
         let mut rtnl = RawNl::open(libc::NETLINK_ROUTE)?;
         let mut rng = Rng(seed_val ^ 0xaaaa);
         for i in 0..2000 {
-            let cmd = [0u8, 1, 2, 3][i % 4];
+            let cmd = [0u8, 1, 2, 3, GTP_CMD_NEWPDPS][i % 5];
             let mut p = vec![cmd, 0, 0, 0];
             p.extend(nla(1, &ifindex.to_ne_bytes()));
+            if cmd == GTP_CMD_NEWPDPS {
+                p = newpdps_payload(&mut rng, ifindex, &[0]);
+            }
             for _ in 0..rng.below(4) {
                 p.extend(nla(
                     rng.below(16) as u16,

@@ -589,7 +589,13 @@ impl EpcRig {
         // Its control plane: UE pools routed into gtp0, the contexts.
         gtp::spgw_gtp_routes(&ctr)?;
         let pdps: Vec<gtp_state::model::Pdp> = ues.iter().map(|u| u.spgw).collect();
-        gtp_state::add_pdps(&src_ns, gtp::GTP0_INDEX, &pdps, 256).context("adding contexts")?;
+        gtp_state::add_pdps(
+            &src_ns,
+            gtp::GTP0_INDEX,
+            &pdps,
+            gtp_state::Install::default(),
+        )
+        .context("adding contexts")?;
         gtp::enb(&ues)?;
         let echo = gtp::Echo::start()?;
         gtp::check_traffic(&ues, "before")?;
