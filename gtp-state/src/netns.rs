@@ -40,11 +40,10 @@ impl Netns {
         }
     }
 
-    /// Runs `f` on a thread inside this netns and returns its result.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
+    /// Runs `f` on a thread inside this netns and returns its result. The
+    /// thread is scoped: `f` may borrow (a table of 100k contexts need not
+    /// be copied to reach it).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
         let file = match self.path() {
             None => None,
             Some(p) => Some(File::open(&p).map_err(|e| match e.raw_os_error() {
@@ -59,31 +58,33 @@ impl Netns {
             .path()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "current".into());
-        std::thread::Builder::new()
-            .name("gtp-state-netns".into())
-            .spawn(move || {
-                if let Some(file) = file {
-                    // SAFETY: setns(2) on an fd we own; it changes only this
-                    // thread's network namespace.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    if rc != 0 {
-                        let e = std::io::Error::last_os_error();
-                        return Err(match e.raw_os_error() {
-                            Some(libc::EPERM) => Error::PermissionDenied("entering the netns"),
-                            _ => Error::Netns {
-                                path: desc,
-                                source: e,
-                            },
-                        });
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("gtp-state-netns".into())
+                .spawn_scoped(scope, move || {
+                    if let Some(file) = file {
+                        // SAFETY: setns(2) on an fd we own; it changes only this
+                        // thread's network namespace.
+                        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                        if rc != 0 {
+                            let e = std::io::Error::last_os_error();
+                            return Err(match e.raw_os_error() {
+                                Some(libc::EPERM) => Error::PermissionDenied("entering the netns"),
+                                _ => Error::Netns {
+                                    path: desc,
+                                    source: e,
+                                },
+                            });
+                        }
                     }
-                }
-                f()
-            })
-            .map_err(|e| Error::Io {
-                op: "spawning the netns thread",
-                source: e,
-            })?
-            .join()
-            .map_err(|_| Error::Protocol("netns worker thread panicked".into()))?
+                    f()
+                })
+                .map_err(|e| Error::Io {
+                    op: "spawning the netns thread",
+                    source: e,
+                })?
+                .join()
+                .map_err(|_| Error::Protocol("netns worker thread panicked".into()))?
+        })
     }
 }

@@ -136,9 +136,7 @@ fn socket_attrs(st: &GtpState, src: &SocketSource) -> Result<Vec<InfoGtp>, Error
 /// route exists, the contexts conflict with each other, or the sockets
 /// cannot carry them. If a later step fails the device is deleted again.
 pub fn restore(ns: &Netns, st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
-    let st = st.clone();
-    let opts = opts.clone();
-    ns.run(move || restore_here(&st, &opts))
+    ns.run(|| restore_here(st, opts))
 }
 
 /// [`restore`] in the calling thread's netns.
@@ -308,10 +306,9 @@ fn remove_placeholder(nl: &mut Nl, d: &Device) -> Result<(), Error> {
 /// says. For setting up a device made by something else (tests, an eNB
 /// emulator); restore uses the same path.
 pub fn add_pdps(ns: &Netns, ifindex: u32, pdps: &[Pdp], how: Install) -> Result<(), Error> {
-    let pdps = pdps.to_vec();
-    ns.run(move || {
+    ns.run(|| {
         let mut g = GtpNl::open()?;
-        g.add_pdps(ifindex, &pdps, how)
+        g.add_pdps(ifindex, pdps, how)
     })
 }
 
