@@ -166,11 +166,8 @@ impl Nl {
         Ok(())
     }
 
-    /// Receives one datagram and splits it into messages.
-    fn recv<T>(&mut self, op: &'static str) -> Result<Vec<NetlinkMessage<T>>, Error>
-    where
-        T: NetlinkDeserializable,
-    {
+    /// Receives one datagram into `self.buf`; a truncated one is an error.
+    fn recv_datagram(&mut self, op: &'static str) -> Result<(), Error> {
         self.buf.clear();
         let n = self
             .sock
@@ -179,6 +176,15 @@ impl Nl {
         if n > self.buf.len() {
             return Err(Error::Protocol(format!("{op}: netlink reply truncated")));
         }
+        Ok(())
+    }
+
+    /// Receives one datagram and splits it into messages.
+    fn recv<T>(&mut self, op: &'static str) -> Result<Vec<NetlinkMessage<T>>, Error>
+    where
+        T: NetlinkDeserializable,
+    {
+        self.recv_datagram(op)?;
         let mut out = Vec::new();
         let mut off = 0;
         while off + 16 <= self.buf.len() {
@@ -229,14 +235,7 @@ impl Nl {
     /// Reads replies until the ack (or error) of request `seq`.
     fn ack(&mut self, seq: u32, op: &'static str) -> Result<Ack, Error> {
         loop {
-            self.buf.clear();
-            let n = self
-                .sock
-                .recv(&mut self.buf, libc::MSG_TRUNC)
-                .map_err(|e| Error::from_io(op, e))?;
-            if n > self.buf.len() {
-                return Err(Error::Protocol(format!("{op}: netlink reply truncated")));
-            }
+            self.recv_datagram(op)?;
             let all = acks(&self.buf).map_err(|e| Error::Protocol(format!("{op}: {e}")))?;
             if let Some(a) = all.into_iter().find(|a| a.seq == seq) {
                 return Ok(a);
@@ -794,9 +793,9 @@ impl GtpNl {
     }
 
     /// Installs `pdps` on `ifindex` as `how` says. An existing context is
-    /// never updated in place (NLM_F_EXCL; GTP_CMD_NEWPDPS always adds). The first context refused is
-    /// named in the error; the ones before it stay (the caller removes the
-    /// device on error).
+    /// never updated in place (NLM_F_EXCL; GTP_CMD_NEWPDPS always adds).
+    /// The first context refused is named in the error; the ones before it
+    /// stay (the caller removes the device on error).
     pub fn add_pdps(&mut self, ifindex: u32, pdps: &[Pdp], how: Install) -> Result<(), Error> {
         match how {
             Install::Bulk(n) if self.bulk => self.add_pdps_bulk(ifindex, pdps, n),
@@ -980,7 +979,8 @@ mod tests {
         assert_eq!(acks(&d[..10]).unwrap(), vec![]);
     }
 
-    /// An error for a capped request, with NLMSGERR_ATTR_MSG and _OFFS.
+    /// An error with NLMSGERR_ATTR_MSG and _OFFS, for a request echoed
+    /// whole or (capped) as its header only.
     fn ext_ack(seq: u32, errno: i32, offs: u32, capped: bool) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&0u32.to_ne_bytes());

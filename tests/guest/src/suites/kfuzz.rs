@@ -677,11 +677,13 @@ fn gtp_fuzz_in_netns(
         let mut rng = Rng(seed_val ^ 0xaaaa);
         for i in 0..2000 {
             let cmd = [0u8, 1, 2, 3, GTP_CMD_NEWPDPS][i % 5];
-            let mut p = vec![cmd, 0, 0, 0];
-            p.extend(nla(1, &ifindex.to_ne_bytes()));
-            if cmd == GTP_CMD_NEWPDPS {
-                p = newpdps_payload(&mut rng, ifindex, &[0]);
-            }
+            let mut p = if cmd == GTP_CMD_NEWPDPS {
+                newpdps_payload(&mut rng, ifindex, &[0])
+            } else {
+                let mut p = vec![cmd, 0, 0, 0];
+                p.extend(nla(1, &ifindex.to_ne_bytes()));
+                p
+            };
             for _ in 0..rng.below(4) {
                 p.extend(nla(
                     rng.below(16) as u16,
