@@ -82,6 +82,13 @@
  */
 #define SCTP_REPAIR_AUTH	140	/* struct sctp_repair_auth */
 
+/* Repair mode, read only: what the socket options named in struct
+ * sctp_repair_sock report for a frozen one-to-one style socket and its
+ * association, in one call.  A checkpoint reads thousands of associations;
+ * this spares it a dozen calls for each.
+ */
+#define SCTP_REPAIR_SOCK	141	/* struct sctp_repair_sock */
+
 /* sctp_repair_auth srau_param_len[]: the parameters, in this order */
 #define SCTP_REPAIR_AUTH_RANDOM		0	/* our RANDOM */
 #define SCTP_REPAIR_AUTH_CHUNKS		1	/* our CHUNKS */
@@ -281,6 +288,33 @@ struct sctp_repair_auth {
 	__u16	srau_param_len[SCTP_REPAIR_AUTH_PARAMS];
 	__u32	srau_reserved;		/* 0 */
 	__u8	srau_data[];
+};
+
+/* SCTP_REPAIR_SOCK: each field is what the option named reports, except
+ * srso_maxseg: the fragmentation limit the user set with SCTP_MAXSEG (0 if
+ * none), where SCTP_MAXSEG reports the fragmentation point in use.
+ */
+struct sctp_repair_sock {
+	__u32	srso_version;		/* SCTP_REPAIR_V1 */
+	__u32	srso_sndbuf;		/* SO_SNDBUF */
+	__u32	srso_rcvbuf;		/* SO_RCVBUF */
+	__u16	srso_subscribe;		/* SCTP_EVENTS: the events enabled,
+					 * bit (type - SCTP_SN_TYPE_BASE)
+					 */
+	__u8	srso_nodelay;		/* SCTP_NODELAY */
+	__u8	srso_disable_fragments;	/* SCTP_DISABLE_FRAGMENTS */
+	__u8	srso_frag_interleave;	/* SCTP_FRAGMENT_INTERLEAVE */
+	__u8	srso_recvrcvinfo;	/* SCTP_RECVRCVINFO */
+	__u8	srso_recvnxtinfo;	/* SCTP_RECVNXTINFO */
+	__u8	srso_reserved;		/* 0 */
+	__u32	srso_pd_point;		/* SCTP_PARTIAL_DELIVERY_POINT */
+	__u32	srso_maxseg;		/* see above */
+	__u32	srso_rcv_context;	/* SCTP_CONTEXT */
+	/* SCTP_DEFAULT_SNDINFO */
+	__u16	srso_snd_sid;
+	__u16	srso_snd_flags;
+	__u32	srso_snd_ppid;
+	__u32	srso_snd_context;
 };
 
 #endif /* EPCMIG_SCTP_REPAIR_H */

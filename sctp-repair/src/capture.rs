@@ -12,30 +12,104 @@ use crate::state::{
     assoc_features, sockaddr_from_storage, ASSOC_SIZE, AUTH_HDR, GAP_SIZE, PATHS_HDR, PATH_SIZE,
     STREAMS_HDR, STREAM_SIZE, TSN_MAP_SIZE,
 };
-use crate::{classify, ensure_sctp, Error, Mode, Result};
+use crate::{classify, Error, Mode, Result};
 
 /// SCTP_GET_LOCAL_ADDRS (uapi/linux/sctp.h).
 const SCTP_GET_LOCAL_ADDRS: libc::c_int = 109;
 
-/// Socket options replayed on restore: (level, name, buffer size). Socket
-/// buffer sizes come first: the restored receive window is checked against
-/// the receive buffer.
-pub(crate) const SOCKOPTS: &[(libc::c_int, libc::c_int, usize)] = &[
-    (libc::SOL_SOCKET, libc::SO_RCVBUF, 4),
-    (libc::SOL_SOCKET, libc::SO_SNDBUF, 4),
-    (SOL_SCTP, 3, 4),   // SCTP_NODELAY
-    (SOL_SCTP, 8, 4),   // SCTP_DISABLE_FRAGMENTS
-    (SOL_SCTP, 11, 32), // SCTP_EVENTS (struct sctp_event_subscribe)
-    (SOL_SCTP, 13, 8),  // SCTP_MAXSEG (struct sctp_assoc_value)
-    (SOL_SCTP, 17, 8),  // SCTP_CONTEXT
-    (SOL_SCTP, 18, 4),  // SCTP_FRAGMENT_INTERLEAVE
-    (SOL_SCTP, 19, 4),  // SCTP_PARTIAL_DELIVERY_POINT
-    (SOL_SCTP, 30, 4),  // SCTP_AUTO_ASCONF
-    (SOL_SCTP, 32, 4),  // SCTP_RECVRCVINFO
-    (SOL_SCTP, 33, 4),  // SCTP_RECVNXTINFO
-    (SOL_SCTP, 34, 16), // SCTP_DEFAULT_SNDINFO (struct sctp_sndinfo)
-    (SOL_SCTP, 22, 12), // SCTP_HMAC_IDENT (struct sctp_hmacalgo), with SCTP-AUTH
+/// A socket option captured and replayed on restore.
+pub(crate) struct Replayed {
+    pub level: libc::c_int,
+    pub name: libc::c_int,
+    /// Buffer size to read it with.
+    pub size: usize,
+    /// Bytes `.0...1` of the value that are all zero when the option is at
+    /// the default of a fresh socket (sctp_init_sock() zeroes them, with no
+    /// sysctl behind them): such an option is not written back. `None`: it
+    /// is always written.
+    pub zero_default: Option<(usize, usize)>,
+    /// Whether it applies to an association (else to a listener only).
+    pub established: bool,
+}
+
+const fn opt(
+    level: libc::c_int,
+    name: libc::c_int,
+    size: usize,
+    zero_default: Option<(usize, usize)>,
+) -> Replayed {
+    Replayed {
+        level,
+        name,
+        size,
+        zero_default,
+        established: true,
+    }
+}
+
+// Option names (uapi/linux/sctp.h).
+const SCTP_NODELAY: libc::c_int = 3;
+const SCTP_DISABLE_FRAGMENTS: libc::c_int = 8;
+const SCTP_EVENTS: libc::c_int = 11;
+const SCTP_MAXSEG: libc::c_int = 13;
+const SCTP_CONTEXT: libc::c_int = 17;
+const SCTP_FRAGMENT_INTERLEAVE: libc::c_int = 18;
+const SCTP_PARTIAL_DELIVERY_POINT: libc::c_int = 19;
+const SCTP_RECVRCVINFO: libc::c_int = 32;
+const SCTP_RECVNXTINFO: libc::c_int = 33;
+const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
+
+/// SCTP_AUTO_ASCONF: only a socket bound to the wildcard address has it,
+/// and an association is restored bound to its own addresses, where
+/// setting it is refused; so it is captured and replayed for listeners.
+const SCTP_AUTO_ASCONF: libc::c_int = 30;
+
+/// Socket options replayed on restore. Socket buffer sizes come first: the
+/// restored receive window is checked against the receive buffer.
+pub(crate) const SOCKOPTS: &[Replayed] = &[
+    opt(libc::SOL_SOCKET, libc::SO_RCVBUF, 4, None),
+    opt(libc::SOL_SOCKET, libc::SO_SNDBUF, 4, None),
+    opt(SOL_SCTP, SCTP_NODELAY, 4, Some((0, 4))),
+    opt(SOL_SCTP, SCTP_DISABLE_FRAGMENTS, 4, Some((0, 4))),
+    // struct sctp_event_subscribe, as long as the kernel's
+    opt(SOL_SCTP, SCTP_EVENTS, 32, Some((0, 32))),
+    // struct sctp_assoc_value. Read by itself, an association reports its
+    // fragmentation point, never 0: then it is always written.
+    opt(SOL_SCTP, SCTP_MAXSEG, 8, None),
+    // struct sctp_assoc_value
+    opt(SOL_SCTP, SCTP_CONTEXT, 8, Some((4, 8))),
+    opt(SOL_SCTP, SCTP_FRAGMENT_INTERLEAVE, 4, Some((0, 4))),
+    opt(SOL_SCTP, SCTP_PARTIAL_DELIVERY_POINT, 4, Some((0, 4))),
+    Replayed {
+        established: false,
+        ..opt(SOL_SCTP, SCTP_AUTO_ASCONF, 4, None)
+    },
+    opt(SOL_SCTP, SCTP_RECVRCVINFO, 4, Some((0, 4))),
+    opt(SOL_SCTP, SCTP_RECVNXTINFO, 4, Some((0, 4))),
+    // struct sctp_sndinfo: sid, flags, ppid, context; the assoc id after
+    // them is not state.
+    opt(SOL_SCTP, SCTP_DEFAULT_SNDINFO, 16, Some((0, 12))),
+    // struct sctp_hmacalgo, with SCTP-AUTH
+    opt(SOL_SCTP, SCTP_HMAC_IDENT, 12, None),
 ];
+
+impl Replayed {
+    /// The entry for a captured option, if it is one we replay.
+    pub(crate) fn of(o: &SockOpt) -> Option<&'static Replayed> {
+        SOCKOPTS
+            .iter()
+            .find(|r| r.level == o.level && r.name == o.name)
+    }
+
+    /// Whether `value` is what a fresh socket has anyway.
+    pub(crate) fn is_default(&self, value: &[u8]) -> bool {
+        self.zero_default.is_some_and(|(a, b)| {
+            value
+                .get(a..b.min(value.len()))
+                .is_some_and(|v| v.iter().all(|&x| x == 0))
+        })
+    }
+}
 
 /// SCTP_HMAC_IDENT: the HMACs the socket offers; SCTP_REPAIR_AUTH wants a
 /// transform on the new socket for each one the association offered.
@@ -84,14 +158,35 @@ fn parse_packed(buf: &[u8], count: usize) -> Vec<SocketAddr> {
 }
 
 fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
-    // Room for 256 IPv6 addresses. The kernel sets optlen to the bytes of
-    // addresses only (not the header), so we go by addr_num instead.
-    let mut buf = vec![0u8; 8 + 256 * std::mem::size_of::<libc::sockaddr_in6>()];
-    buf[..4].copy_from_slice(&assoc_id.to_ne_bytes());
-    sockopt::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, &mut buf)
-        .map_err(os("getsockopt(SCTP_GET_LOCAL_ADDRS)"))?;
-    let n = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-    Ok(parse_packed(&buf[8..], n))
+    // Room for a few IPv6 addresses first: most associations have one or
+    // two, and a big zeroed buffer per capture is what costs here. The
+    // kernel answers ENOMEM when they do not fit; then room for 256. It
+    // sets optlen to the bytes of addresses only (not the header), so we
+    // go by addr_num instead.
+    const FEW: usize = 8 + 4 * std::mem::size_of::<libc::sockaddr_in6>();
+    let mut few = [0u8; FEW];
+    let mut many = Vec::new();
+    for n in [4, 256] {
+        let buf: &mut [u8] = if n == 4 {
+            &mut few
+        } else {
+            many.resize(8 + n * std::mem::size_of::<libc::sockaddr_in6>(), 0);
+            &mut many
+        };
+        buf[..4].copy_from_slice(&assoc_id.to_ne_bytes());
+        match sockopt::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, buf) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && n < 256 => continue,
+            Err(e) => return Err(classify("getsockopt(SCTP_GET_LOCAL_ADDRS)", e)),
+            Ok(_) => {
+                let n = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+                return Ok(parse_packed(&buf[8..], n));
+            }
+        }
+    }
+    Err(classify(
+        "getsockopt(SCTP_GET_LOCAL_ADDRS)",
+        std::io::Error::from_raw_os_error(libc::ENOMEM),
+    ))
 }
 
 fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
@@ -112,20 +207,23 @@ fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
     Ok(sockaddr_from_storage(&ss))
 }
 
-fn capture_sockopts(sock: BorrowedFd<'_>, auth: bool) -> Vec<SockOpt> {
-    let mut v = Vec::new();
-    for &(level, name, size) in SOCKOPTS {
-        // The HMACs matter (and are there to read) only with SCTP-AUTH.
-        if name == SCTP_HMAC_IDENT && level == SOL_SCTP && !auth {
+fn capture_sockopts(sock: BorrowedFd<'_>, established: bool, auth: bool) -> Vec<SockOpt> {
+    let mut v = Vec::with_capacity(SOCKOPTS.len());
+    for r in SOCKOPTS {
+        if established && !r.established {
             continue;
         }
-        let mut buf = vec![0u8; size];
+        // The HMACs matter (and are there to read) only with SCTP-AUTH.
+        if r.name == SCTP_HMAC_IDENT && r.level == SOL_SCTP && !auth {
+            continue;
+        }
+        let mut buf = vec![0u8; r.size];
         // Options a kernel lacks are skipped, not fatal: they are tuning.
-        if let Ok(n) = sockopt::get(sock, level, name, &mut buf) {
+        if let Ok(n) = sockopt::get(sock, r.level, r.name, &mut buf) {
             buf.truncate(n);
             v.push(SockOpt {
-                level,
-                name,
+                level: r.level,
+                name: r.name,
                 value: buf,
             });
         }
@@ -133,23 +231,144 @@ fn capture_sockopts(sock: BorrowedFd<'_>, auth: bool) -> Vec<SockOpt> {
     v
 }
 
+/// The options of a frozen association from one SCTP_REPAIR_SOCK read,
+/// in the form the options themselves report (so that restore replays
+/// them alike); those at a fresh socket's default are left out. `None` on
+/// a kernel without SCTP_REPAIR_SOCK.
+fn sock_settings(sock: BorrowedFd<'_>) -> Result<Option<Vec<SockOpt>>> {
+    let mut raw = [0u8; std::mem::size_of::<uapi::sctp_repair_sock>()];
+    match sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_SOCK as i32, &mut raw) {
+        Ok(n) if n == raw.len() => {}
+        Ok(_) => {
+            return Err(classify(
+                "getsockopt(SCTP_REPAIR_SOCK)",
+                std::io::Error::from_raw_os_error(libc::EMSGSIZE),
+            ))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => return Ok(None),
+        Err(e) => return Err(classify("getsockopt(SCTP_REPAIR_SOCK)", e)),
+    }
+    // SAFETY: sctp_repair_sock is plain integers, valid for any bytes, and
+    // `raw` has its size; read_unaligned copes with the byte alignment.
+    let rs: uapi::sctp_repair_sock = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    Ok(Some(settings_as_sockopts(&rs)))
+}
+
+/// [`sock_settings`]' conversion: `rs` as the options report themselves,
+/// those at a fresh socket's default left out.
+fn settings_as_sockopts(rs: &uapi::sctp_repair_sock) -> Vec<SockOpt> {
+    let mut v = Vec::with_capacity(SOCKOPTS.len());
+    let mut put = |level, name, value: Vec<u8>| v.push(SockOpt { level, name, value });
+    // Always: the restored receive window is checked against them.
+    put(
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        rs.srso_rcvbuf.to_ne_bytes().to_vec(),
+    );
+    put(
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        rs.srso_sndbuf.to_ne_bytes().to_vec(),
+    );
+    let int = |x: u32| x.to_ne_bytes().to_vec();
+    // struct sctp_assoc_value { assoc_id 0, value }
+    let assoc_value = |x: u32| [[0u8; 4], x.to_ne_bytes()].concat();
+    for (name, x) in [
+        (SCTP_NODELAY, u32::from(rs.srso_nodelay)),
+        (SCTP_DISABLE_FRAGMENTS, u32::from(rs.srso_disable_fragments)),
+        (SCTP_FRAGMENT_INTERLEAVE, u32::from(rs.srso_frag_interleave)),
+        (SCTP_PARTIAL_DELIVERY_POINT, rs.srso_pd_point),
+        (SCTP_RECVRCVINFO, u32::from(rs.srso_recvrcvinfo)),
+        (SCTP_RECVNXTINFO, u32::from(rs.srso_recvnxtinfo)),
+    ] {
+        if x != 0 {
+            put(SOL_SCTP, name, int(x));
+        }
+    }
+    if rs.srso_subscribe != 0 {
+        // struct sctp_event_subscribe: one byte per event type, as many
+        // as the highest one enabled needs (the kernel takes fewer than
+        // its own struct has, not more).
+        let n = 16 - rs.srso_subscribe.leading_zeros() as usize;
+        let events = (0..n)
+            .map(|i| u8::from(rs.srso_subscribe >> i & 1 != 0))
+            .collect();
+        put(SOL_SCTP, SCTP_EVENTS, events);
+    }
+    if rs.srso_maxseg != 0 {
+        put(SOL_SCTP, SCTP_MAXSEG, assoc_value(rs.srso_maxseg));
+    }
+    if rs.srso_rcv_context != 0 {
+        put(SOL_SCTP, SCTP_CONTEXT, assoc_value(rs.srso_rcv_context));
+    }
+    if rs.srso_snd_sid != 0
+        || rs.srso_snd_flags != 0
+        || rs.srso_snd_ppid != 0
+        || rs.srso_snd_context != 0
+    {
+        // struct sctp_sndinfo { sid, flags, ppid, context, assoc_id 0 }
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&rs.srso_snd_sid.to_ne_bytes());
+        b.extend_from_slice(&rs.srso_snd_flags.to_ne_bytes());
+        b.extend_from_slice(&rs.srso_snd_ppid.to_ne_bytes());
+        b.extend_from_slice(&rs.srso_snd_context.to_ne_bytes());
+        b.extend_from_slice(&[0u8; 4]);
+        put(SOL_SCTP, SCTP_DEFAULT_SNDINFO, b);
+    }
+    v
+}
+
+/// SCTP_HMAC_IDENT, which SCTP_REPAIR_SOCK does not cover: the HMACs
+/// matter only to an association that uses SCTP-AUTH.
+fn capture_hmacs(sock: BorrowedFd<'_>) -> Option<SockOpt> {
+    let mut buf = vec![0u8; 12];
+    let n = sockopt::get(sock, SOL_SCTP, SCTP_HMAC_IDENT, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(SockOpt {
+        level: SOL_SCTP,
+        name: SCTP_HMAC_IDENT,
+        value: buf,
+    })
+}
+
 /// What the capture needs to know of a socket before reading it.
 #[derive(Clone, Copy)]
 struct Probe {
     family: u16,
     listening: bool,
+    /// `None` on a kernel without repair mode, where only a listener can
+    /// be captured.
+    mode: Option<Mode>,
 }
 
-/// Checks that `sock` is SCTP and learns its family and whether it listens.
+/// Checks that `sock` is SCTP and learns its family, whether it listens
+/// and its repair mode.
 fn probe(sock: BorrowedFd<'_>) -> Result<Probe> {
-    ensure_sctp(sock)?;
+    // The repair mode first: only SCTP sockets answer it, which spares the
+    // SO_PROTOCOL check unless it fails.
+    let mode = match crate::mode(sock) {
+        Ok(m) => Some(m),
+        Err(Error::Unsupported) => None,
+        Err(e) => return Err(e),
+    };
     let family = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(os("getsockopt(SO_DOMAIN)"))?;
     let family = u16::try_from(family).map_err(|_| Error::NotSctp)?;
     let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
         .map_err(os("getsockopt(SO_ACCEPTCONN)"))?
         != 0;
-    Ok(Probe { family, listening })
+    Ok(Probe {
+        family,
+        listening,
+        mode,
+    })
+}
+
+impl Probe {
+    /// The repair mode of a socket that has one to read.
+    fn mode(self) -> Result<Mode> {
+        self.mode.ok_or(Error::Unsupported)
+    }
 }
 
 /// Freezes `sock` (unless it is listening or already frozen) and captures
@@ -159,20 +378,29 @@ fn probe(sock: BorrowedFd<'_>) -> Result<Probe> {
 /// tried again, with a growing pause, for up to `patience`. A socket that
 /// was frozen by the caller is never thawed here.
 pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
-    let deadline = Instant::now() + patience;
+    // Set on the first busy try only: most captures succeed at once, and
+    // the clock is not free in every VM.
+    let mut deadline = None;
     // One probe for all tries: a socket's family and role do not change
     // while we hold it (checked once more under repair mode by the kernel).
     let p = probe(sock)?;
-    let ours = !p.listening && crate::mode_of_sctp(sock)? == Mode::Off;
+    let ours = !p.listening && p.mode()? == Mode::Off;
     let mut pause = Duration::from_millis(1);
     loop {
         if ours {
             crate::set_mode_of_sctp(sock, Mode::On)?;
         }
         match capture_probed(sock, p, ours) {
-            Err(Error::Busy) if ours && Instant::now() < deadline => {
+            Err(Error::Busy)
+                if ours
+                    && Instant::now()
+                        < *deadline.get_or_insert_with(|| Instant::now() + patience) =>
+            {
+                let left = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
                 crate::set_mode_of_sctp(sock, Mode::Off)?;
-                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(e) => {
@@ -198,7 +426,7 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
 fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
     let family = p.family;
     if p.listening {
-        let sockopts = capture_sockopts(sock, false);
+        let sockopts = capture_sockopts(sock, false, false);
         let name = sockname(sock)?.ok_or(Error::NotSctp)?;
         let local_addrs = if name.ip().is_unspecified() {
             vec![name]
@@ -221,7 +449,7 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
         });
     }
 
-    if !frozen && crate::mode_of_sctp(sock)? != Mode::On {
+    if !frozen && p.mode()? != Mode::On {
         return Err(Error::NotFrozen);
     }
     // A non-zero id selects the association of a one-to-one socket.
@@ -260,7 +488,15 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     )
     .map_err(os("getsockopt(SCTP_REPAIR_TSN_MAP)"))?;
     let uses_auth = assoc_features(&assoc) & uapi::SCTP_REPAIR_FEAT_AUTH != 0;
-    let sockopts = capture_sockopts(sock, uses_auth);
+    let sockopts = match sock_settings(sock)? {
+        Some(mut v) => {
+            if uses_auth {
+                v.extend(capture_hmacs(sock));
+            }
+            v
+        }
+        None => capture_sockopts(sock, true, uses_auth),
+    };
     let auth = if uses_auth {
         sockopt::get_var(
             sock,
@@ -289,4 +525,95 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     };
     crate::state::check_blobs(&snap).map_err(Error::Format)?;
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: libc::c_int) -> &'static Replayed {
+        let o = SockOpt {
+            level: SOL_SCTP,
+            name,
+            value: Vec::new(),
+        };
+        Replayed::of(&o).expect("a replayed option")
+    }
+
+    #[test]
+    fn defaults_are_told_by_their_state_bytes_only() {
+        // SCTP_DEFAULT_SNDINFO: zero fields with an assoc id is a default.
+        let mut sndinfo = [0u8; 16];
+        sndinfo[12..].copy_from_slice(&7i32.to_ne_bytes());
+        assert!(entry(34).is_default(&sndinfo));
+        sndinfo[4..8].copy_from_slice(&46u32.to_ne_bytes());
+        assert!(!entry(34).is_default(&sndinfo));
+        // SCTP_CONTEXT: only the value, not the assoc id, counts.
+        let mut ctx = [1u8, 0, 0, 0, 0, 0, 0, 0];
+        assert!(entry(17).is_default(&ctx));
+        ctx[5] = 1;
+        assert!(!entry(17).is_default(&ctx));
+        // SCTP_EVENTS is as long as the kernel's struct, shorter than ours.
+        assert!(entry(11).is_default(&[0u8; 14]));
+        assert!(!entry(11).is_default(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        // A value too short to hold its state bytes is written, not guessed.
+        assert!(!entry(17).is_default(&[0u8; 2]));
+        // SCTP_MAXSEG and SCTP_HMAC_IDENT are always written.
+        assert!(!entry(13).is_default(&[0u8; 8]));
+        assert!(!entry(SCTP_HMAC_IDENT).is_default(&[0u8; 12]));
+    }
+
+    #[test]
+    fn settings_read_at_once_become_the_options_that_are_not_defaults() {
+        // SAFETY: all-zero is a valid sctp_repair_sock.
+        let mut rs: uapi::sctp_repair_sock = unsafe { std::mem::zeroed() };
+        rs.srso_version = uapi::SCTP_REPAIR_V1;
+        rs.srso_sndbuf = 212_992;
+        rs.srso_rcvbuf = 425_984;
+        let names = |v: &[SockOpt]| v.iter().map(|o| o.name).collect::<Vec<_>>();
+        // All defaults: the buffer sizes only.
+        assert_eq!(
+            names(&settings_as_sockopts(&rs)),
+            [libc::SO_RCVBUF, libc::SO_SNDBUF]
+        );
+        rs.srso_nodelay = 1;
+        // SCTP_DATA_IO_EVENT and SCTP_SHUTDOWN_EVENT
+        rs.srso_subscribe = 0b10_0001;
+        rs.srso_maxseg = 1000;
+        rs.srso_snd_ppid = 46u32.to_be();
+        let v = settings_as_sockopts(&rs);
+        assert_eq!(
+            names(&v),
+            [
+                libc::SO_RCVBUF,
+                libc::SO_SNDBUF,
+                SCTP_NODELAY,
+                SCTP_EVENTS,
+                SCTP_MAXSEG,
+                SCTP_DEFAULT_SNDINFO
+            ]
+        );
+        let value = |name| &v.iter().find(|o| o.name == name).expect("present").value;
+        assert_eq!(value(libc::SO_RCVBUF), &425_984u32.to_ne_bytes());
+        assert_eq!(value(SCTP_EVENTS), &[1, 0, 0, 0, 0, 1]);
+        assert_eq!(value(SCTP_MAXSEG)[4..], 1000u32.to_ne_bytes());
+        assert_eq!(
+            value(SCTP_DEFAULT_SNDINFO)[4..8],
+            46u32.to_be().to_ne_bytes()
+        );
+        // Every entry is one restore replays, and none is a default.
+        for o in &v {
+            let r = Replayed::of(o).expect("replayed");
+            assert!(r.established && !r.is_default(&o.value), "{}", o.name);
+        }
+    }
+
+    #[test]
+    fn auto_asconf_is_a_listener_option() {
+        assert!(!entry(SCTP_AUTO_ASCONF).established);
+        assert!(SOCKOPTS
+            .iter()
+            .filter(|r| r.name != SCTP_AUTO_ASCONF)
+            .all(|r| r.established));
+    }
 }

@@ -151,8 +151,16 @@ pub(crate) fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
 
 /// The repair mode `sock` is in.
 pub fn mode(sock: BorrowedFd<'_>) -> Result<Mode> {
-    ensure_sctp(sock)?;
-    mode_of_sctp(sock)
+    mode_of_sctp(sock).map_err(|e| refine(sock, e))
+}
+
+/// Only SCTP sockets take SOL_SCTP options, so the happy path needs no
+/// SO_PROTOCOL check; a failure is told apart from "not SCTP" afterwards.
+fn refine(sock: BorrowedFd<'_>, e: Error) -> Error {
+    match ensure_sctp(sock) {
+        Ok(()) => e,
+        Err(not_sctp) => not_sctp,
+    }
 }
 
 /// [`mode`] of a socket known to be SCTP.
@@ -190,8 +198,7 @@ pub(crate) fn mode_of_sctp(sock: BorrowedFd<'_>) -> Result<Mode> {
 
 /// Puts `sock` into or out of repair mode.
 pub fn set_mode(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
-    ensure_sctp(sock)?;
-    set_mode_of_sctp(sock, mode)
+    set_mode_of_sctp(sock, mode).map_err(|e| refine(sock, e))
 }
 
 /// [`set_mode`] on a socket known to be SCTP.

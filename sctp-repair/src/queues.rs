@@ -64,18 +64,48 @@ fn peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((n as usize, mh.msg_flags & libc::MSG_TRUNC != 0))
 }
 
+/// SK_MEMINFO_WMEM_QUEUED, an index into SO_MEMINFO's array.
+const SK_MEMINFO_WMEM_QUEUED: usize = 5;
+/// Entries of SO_MEMINFO's array (SK_MEMINFO_VARS).
+const SK_MEMINFO_VARS: usize = 9;
+
+/// Whether the association may have DATA to send or in flight. Every DATA
+/// chunk is charged to the socket's sk_wmem_queued from the moment it is
+/// queued (or written back in repair mode) until it is acknowledged, so 0
+/// there means both send queues are empty: one call instead of four to
+/// select and read them. The receive queue has no such test: a partial
+/// delivery the user has read up to is a record with no memory behind it.
+fn may_have_outbound(sock: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 4 * SK_MEMINFO_VARS];
+    match sockopt::get(sock, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut buf) {
+        Ok(n) if n == buf.len() => {
+            let at = 4 * SK_MEMINFO_WMEM_QUEUED;
+            buf[at..at + 4].iter().any(|&b| b != 0)
+        }
+        // Cannot tell: read the queues.
+        _ => true,
+    }
+}
+
 /// Reads every queue of a frozen socket.
 pub(crate) fn read_all(sock: BorrowedFd<'_>) -> Result<Vec<QueueRecord>> {
     let mut out = Vec::new();
+    let outbound = may_have_outbound(sock);
     // Most records are a chunk of at most a path MTU; a bigger one (a
     // whole received message) comes back truncated and the buffer grows.
-    // Small enough to stay off mmap, so idle sockets cost no syscall here.
-    let mut buf = vec![0u8; 16 << 10];
+    // Small, because an idle socket reads no record into it at all, and a
+    // big zeroed buffer per capture is a cost of its own.
+    let mut small = [0u8; RECORD_HDR + 1500];
+    let mut big = Vec::new();
     for q in QUEUES {
+        if !outbound && q != uapi::SCTP_REPAIR_QUEUE_RECV {
+            continue;
+        }
         select(sock, q)?;
         loop {
-            let (n, trunc) = peek(sock, &mut buf)
-                .map_err(|e| classify("recvmsg(MSG_PEEK) of a repair queue", e))?;
+            let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+            let (n, trunc) =
+                peek(sock, buf).map_err(|e| classify("recvmsg(MSG_PEEK) of a repair queue", e))?;
             if n == 0 {
                 break;
             }
@@ -88,7 +118,7 @@ pub(crate) fn read_all(sock: BorrowedFd<'_>) -> Result<Vec<QueueRecord>> {
                         io::Error::from_raw_os_error(libc::EMSGSIZE),
                     ));
                 }
-                buf.resize(want, 0);
+                big.resize(want, 0);
                 continue;
             }
             out.push(QueueRecord {

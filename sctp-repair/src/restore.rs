@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use epcmig_sys::sctp_repair as uapi;
 
+use crate::capture::Replayed;
 use crate::snapshot::{Kind, Snapshot};
 use crate::sockopt::{self, SOL_SCTP};
 use crate::{classify, Error, Mode, Result};
@@ -114,7 +115,8 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
 }
 
 /// Like [`restore`], onto a fresh SCTP socket the caller made (e.g. the fd
-/// number a restored process expects).
+/// number a restored process expects). Fresh means untouched: options the
+/// snapshot holds at a new socket's defaults are not written again.
 pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     crate::ensure_sctp(sock)?;
     restore_onto_sctp(sock, snap)
@@ -206,18 +208,21 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
 }
 
 fn apply_sctp_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    let established = snap.kind == Kind::Established;
     for o in snap.sockopts.iter().filter(|o| o.level == SOL_SCTP) {
         // Only the options we capture are replayed; anything else in a
         // snapshot is ignored rather than handed to the kernel.
-        if !crate::capture::SOCKOPTS
-            .iter()
-            .any(|&(l, n, _)| l == o.level && n == o.name)
-        {
+        let Some(r) = Replayed::of(o) else {
             continue;
-        }
+        };
         // Applied before the association if it uses SCTP-AUTH; meaningless
         // (and refused) on a socket without it.
         if o.name == crate::capture::SCTP_HMAC_IDENT {
+            continue;
+        }
+        // The socket is fresh: writing a default changes nothing, and each
+        // write is a system call on the migration's critical path.
+        if (established && !r.established) || r.is_default(&o.value) {
             continue;
         }
         sockopt::set(sock, o.level, o.name, &o.value)

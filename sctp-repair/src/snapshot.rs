@@ -140,7 +140,8 @@ pub struct Snapshot {
     pub paths: Vec<u8>,
     pub streams: Vec<u8>,
     pub tsn_map: Vec<u8>,
-    /// Socket options that shape behaviour, replayed after the state.
+    /// Socket options that shape behaviour, replayed after the state. One
+    /// at a fresh socket's default may be absent (nothing to replay).
     pub sockopts: Vec<SockOpt>,
     /// Queued data: unsent, in flight, received but not read.
     pub queues: Vec<crate::QueueRecord>,

@@ -566,10 +566,11 @@ pub(crate) fn compare(a: &GtpState, b: &GtpState) -> Result<()> {
     Ok(())
 }
 
+/// The gtp-state CLI of the same build (debug or release) as this binary.
 fn gtp_bin() -> std::path::PathBuf {
-    crate::vm_dir()
-        .parent()
-        .map(|t| t.join("debug").join("gtp-state"))
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("gtp-state")))
         .unwrap_or_default()
 }
 

@@ -37,6 +37,8 @@ pub fn key(parts: &[&str]) -> String {
 pub struct Built {
     pub kernel_release: String,
     vm: vm::Vm,
+    /// The in-guest binary (tests/guest) of the profile built.
+    guest: String,
 }
 
 fn cargo() -> Command {
@@ -46,18 +48,47 @@ fn cargo() -> Command {
 /// Installs prerequisites, builds the kernel, CRIU and the workspace, and
 /// lays out `target/vm` (our criu on PATH, the plugin dir).
 pub fn build_all() -> Result<Built> {
-    build_with(kernel::Variant::Patched)
+    build_with(kernel::Variant::Patched, Profile::Debug)
 }
 
-/// Like [`build_all`], booting kernel `variant`.
-fn build_with(variant: kernel::Variant) -> Result<Built> {
+/// How the workspace is compiled for the guest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    /// The tests: debug assertions and overflow checks on.
+    Debug,
+    /// Figures (`bench`, `demo`): what users run. Timing unoptimised code
+    /// would weigh our user-space code, not the kernel work, and would
+    /// tilt the comparison against whichever side has more of it.
+    Release,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
+/// Like [`build_all`], booting kernel `variant` with the workspace built
+/// as `profile`.
+fn build_with(variant: kernel::Variant, profile: Profile) -> Result<Built> {
     setup::ensure()?;
     let k = kernel::ensure(variant)?;
     let criu = criu::ensure()?;
-    eprintln!("cargo: building the workspace (plugin and guest binaries)");
+    let mut args = vec!["build", "--quiet", "--workspace"];
+    match profile {
+        Profile::Debug => args.push("--all-targets"),
+        Profile::Release => args.push("--release"),
+    }
+    eprintln!(
+        "cargo: building the workspace (plugin and guest binaries, {})",
+        profile.dir()
+    );
     let st = cargo()
         .current_dir(paths::root())
-        .args(["build", "--quiet", "--workspace", "--all-targets"])
+        .args(&args)
         .status()
         .context("running cargo build")?;
     if !st.success() {
@@ -68,12 +99,13 @@ fn build_with(variant: kernel::Variant) -> Result<Built> {
     fs::create_dir_all(&bin)?;
     fs::create_dir_all(&plugins)?;
     relink(&criu, &bin.join("criu"))?;
+    let out = paths::target().join(profile.dir());
     relink(
-        &paths::target().join("debug/libepcmig_criu.so"),
+        &out.join("libepcmig_criu.so"),
         &plugins.join("libepcmig_criu.so"),
     )?;
     relink(
-        &paths::target().join("debug/epcmig-criu-action"),
+        &out.join("epcmig-criu-action"),
         &plugins.join("epcmig-criu-action"),
     )?;
     relink(&k.selftests, &paths::vm_dir().join("selftests"))?;
@@ -89,19 +121,22 @@ fn build_with(variant: kernel::Variant) -> Result<Built> {
         return Ok(Built {
             kernel_release: other.display().to_string(),
             vm,
+            guest: guest_exe(profile),
         });
     }
     let vm = vm::Vm::new(&k.bzimage);
     Ok(Built {
         kernel_release: k.release,
         vm,
+        guest: guest_exe(profile),
     })
 }
 
-/// The in-guest binary (tests/guest), built by `build_all`.
-fn guest_exe() -> String {
+/// The in-guest binary (tests/guest) of `profile`.
+fn guest_exe(profile: Profile) -> String {
     paths::target()
-        .join("debug/epcmig-guest")
+        .join(profile.dir())
+        .join("epcmig-guest")
         .to_string_lossy()
         .into_owned()
 }
@@ -171,7 +206,7 @@ fn parse_summary(lines: &[String]) -> Option<(usize, usize)> {
 /// unpatched) kernel that match `filter`, asked of the guest binary itself
 /// (it runs on the host for this).
 fn guest_tests(stock: bool, filter: Option<&str>) -> Result<Vec<String>> {
-    let mut c = Command::new(guest_exe());
+    let mut c = Command::new(guest_exe(Profile::Debug));
     c.arg("list");
     if stock {
         c.arg("--stock");
@@ -188,7 +223,7 @@ fn guest_tests(stock: bool, filter: Option<&str>) -> Result<Vec<String>> {
 /// Boots `vm` and runs `epcmig-guest test [--stock] [FILTER]`; returns
 /// (passed, failed), a kernel splat counting as one failure.
 fn guest_suite(vm: &vm::Vm, stock: bool, filter: Option<&str>) -> Result<(usize, usize)> {
-    let mut argv = vec![guest_exe(), "test".into()];
+    let mut argv = vec![guest_exe(Profile::Debug), "test".into()];
     if stock {
         argv.push("--stock".into());
     }
@@ -286,9 +321,11 @@ fn report_splats(out: &vm::Outcome) -> bool {
 }
 
 pub fn demo() -> Result<u8> {
-    let b = build_all()?;
-    let out =
-        b.vm.run(&[guest_exe(), "demo".into()], Duration::from_secs(30 * 60))?;
+    let b = build_with(kernel::Variant::Patched, Profile::Release)?;
+    let out = b.vm.run(
+        &[b.guest.clone(), "demo".into()],
+        Duration::from_secs(30 * 60),
+    )?;
     Ok(if out.status.success() { 0 } else { 1 })
 }
 
@@ -300,13 +337,14 @@ pub fn bench(
 ) -> Result<u8> {
     // Figures of the kernel users run, not of lockdep (see
     // kernel-patches/epcmig-bench.config), unless asked otherwise.
-    let b = build_with(if debug_kernel {
+    let variant = if debug_kernel {
         kernel::Variant::Patched
     } else {
         kernel::Variant::Bench
-    })?;
+    };
+    let b = build_with(variant, Profile::Release)?;
     eprintln!("vm: booting {} for the benchmarks", b.kernel_release);
-    let mut argv = vec![guest_exe(), "bench".into()];
+    let mut argv = vec![b.guest.clone(), "bench".into()];
     if let Some(n) = name {
         argv.push(n.into());
     }
