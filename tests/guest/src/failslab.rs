@@ -37,16 +37,19 @@ impl Failslab {
                 );
             }
             // One allocation in five fails, sleeping ones too, without end,
-            // for tasks that asked (make-it-fail) only.
+            // for tasks that asked (make-it-fail) only. The probability
+            // goes last: until task-filter is on, the defaults (times 1)
+            // would fail one allocation of whichever task comes next.
             keep_heap_off_the_kernel();
+            keep_pages_in()?;
             for (f, v) in [
-                ("probability", "20"),
-                ("interval", "1"),
+                ("task-filter", "Y"),
                 ("times", "-1"),
+                ("interval", "1"),
                 ("space", "0"),
                 ("verbose", "0"),
-                ("task-filter", "Y"),
                 ("ignore-gfp-wait", "N"),
+                ("probability", "20"),
             ] {
                 write(&format!("{DIR}/{f}"), v)?;
             }
@@ -78,8 +81,7 @@ const HEAP_RESERVE: usize = 64 << 20;
 /// tree nodes from the slab, which then fails too: malloc would return
 /// NULL and Rust abort the whole guest suite. So: one arena (no per-thread
 /// arena mmaps), no mmap for big blocks, no trimming, and HEAP_RESERVE
-/// mapped, touched and freed up front. (The guest still dies in
-/// kfuzz_sctp_repair_sockopts with failslab on, issue 6: not only this.)
+/// mapped, touched and freed up front.
 fn keep_heap_off_the_kernel() {
     // SAFETY: mallopt only changes glibc's malloc tunables; called before
     // the fuzz threads start.
@@ -93,6 +95,21 @@ fn keep_heap_off_the_kernel() {
         .map(|_| vec![1u8; 1 << 20])
         .collect();
     drop(std::hint::black_box(chunks));
+}
+
+/// Faults in and locks every page of the process, now and as mapped later.
+/// Our binary and its libraries live on the guest's 9p root: a page of
+/// code first run inside a wrapped call is read from 9p then, with slab
+/// allocations failing, and a failed read of a mapped file is SIGBUS. That
+/// killed the guest suite silently (issue 6): the first forced failure,
+/// before task-filter was on, showed the trace, a page fault in
+/// filemap_fault -> netfs_read_folio -> v9fs.
+fn keep_pages_in() -> Result<()> {
+    // SAFETY: mlockall only changes how this process's memory is paged.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("mlockall");
+    }
+    Ok(())
 }
 
 /// /proc/thread-self/make-it-fail; turning it off is retried until it
