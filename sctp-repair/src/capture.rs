@@ -96,9 +96,24 @@ pub(crate) const SOCKOPTS: &[Replayed] = &[
 impl Replayed {
     /// The entry for a captured option, if it is one we replay.
     pub(crate) fn of(o: &SockOpt) -> Option<&'static Replayed> {
-        SOCKOPTS
-            .iter()
-            .find(|r| r.level == o.level && r.name == o.name)
+        Self::find(o.level, o.name)
+    }
+
+    fn find(level: libc::c_int, name: libc::c_int) -> Option<&'static Replayed> {
+        SOCKOPTS.iter().find(|r| r.level == level && r.name == name)
+    }
+
+    /// Reads the option from `sock`; `None` if this kernel lacks it (the
+    /// options are tuning: a missing one is skipped, not fatal).
+    fn read(&self, sock: BorrowedFd<'_>) -> Option<SockOpt> {
+        let mut buf = vec![0u8; self.size];
+        let n = sockopt::get(sock, self.level, self.name, &mut buf).ok()?;
+        buf.truncate(n);
+        Some(SockOpt {
+            level: self.level,
+            name: self.name,
+            value: buf,
+        })
     }
 
     /// Whether `value` is what a fresh socket has anyway.
@@ -158,35 +173,23 @@ fn parse_packed(buf: &[u8], count: usize) -> Vec<SocketAddr> {
 }
 
 fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
+    const SIN6: usize = std::mem::size_of::<libc::sockaddr_in6>();
+    // The kernel sets optlen to the bytes of addresses only (not the
+    // header), so we go by addr_num instead.
+    let read = |buf: &mut [u8]| -> std::io::Result<Vec<SocketAddr>> {
+        buf[..4].copy_from_slice(&assoc_id.to_ne_bytes());
+        sockopt::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, buf)?;
+        let n = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        Ok(parse_packed(&buf[8..], n))
+    };
     // Room for a few IPv6 addresses first: most associations have one or
     // two, and a big zeroed buffer per capture is what costs here. The
-    // kernel answers ENOMEM when they do not fit; then room for 256. It
-    // sets optlen to the bytes of addresses only (not the header), so we
-    // go by addr_num instead.
-    const FEW: usize = 8 + 4 * std::mem::size_of::<libc::sockaddr_in6>();
-    let mut few = [0u8; FEW];
-    let mut many = Vec::new();
-    for n in [4, 256] {
-        let buf: &mut [u8] = if n == 4 {
-            &mut few
-        } else {
-            many.resize(8 + n * std::mem::size_of::<libc::sockaddr_in6>(), 0);
-            &mut many
-        };
-        buf[..4].copy_from_slice(&assoc_id.to_ne_bytes());
-        match sockopt::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, buf) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && n < 256 => continue,
-            Err(e) => return Err(classify("getsockopt(SCTP_GET_LOCAL_ADDRS)", e)),
-            Ok(_) => {
-                let n = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-                return Ok(parse_packed(&buf[8..], n));
-            }
-        }
+    // kernel answers ENOMEM when they do not fit; then room for 256.
+    match read(&mut [0u8; 8 + 4 * SIN6]) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => read(&mut vec![0u8; 8 + 256 * SIN6]),
+        r => r,
     }
-    Err(classify(
-        "getsockopt(SCTP_GET_LOCAL_ADDRS)",
-        std::io::Error::from_raw_os_error(libc::ENOMEM),
-    ))
+    .map_err(os("getsockopt(SCTP_GET_LOCAL_ADDRS)"))
 }
 
 fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
@@ -208,27 +211,13 @@ fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
 }
 
 fn capture_sockopts(sock: BorrowedFd<'_>, established: bool, auth: bool) -> Vec<SockOpt> {
-    let mut v = Vec::with_capacity(SOCKOPTS.len());
-    for r in SOCKOPTS {
-        if established && !r.established {
-            continue;
-        }
+    SOCKOPTS
+        .iter()
+        .filter(|r| !established || r.established)
         // The HMACs matter (and are there to read) only with SCTP-AUTH.
-        if r.name == SCTP_HMAC_IDENT && r.level == SOL_SCTP && !auth {
-            continue;
-        }
-        let mut buf = vec![0u8; r.size];
-        // Options a kernel lacks are skipped, not fatal: they are tuning.
-        if let Ok(n) = sockopt::get(sock, r.level, r.name, &mut buf) {
-            buf.truncate(n);
-            v.push(SockOpt {
-                level: r.level,
-                name: r.name,
-                value: buf,
-            });
-        }
-    }
-    v
+        .filter(|r| auth || !(r.name == SCTP_HMAC_IDENT && r.level == SOL_SCTP))
+        .filter_map(|r| r.read(sock))
+        .collect()
 }
 
 /// The options of a frozen association from one SCTP_REPAIR_SOCK read,
@@ -321,14 +310,7 @@ fn settings_as_sockopts(rs: &uapi::sctp_repair_sock) -> Vec<SockOpt> {
 /// SCTP_HMAC_IDENT, which SCTP_REPAIR_SOCK does not cover: the HMACs
 /// matter only to an association that uses SCTP-AUTH.
 fn capture_hmacs(sock: BorrowedFd<'_>) -> Option<SockOpt> {
-    let mut buf = vec![0u8; 12];
-    let n = sockopt::get(sock, SOL_SCTP, SCTP_HMAC_IDENT, &mut buf).ok()?;
-    buf.truncate(n);
-    Some(SockOpt {
-        level: SOL_SCTP,
-        name: SCTP_HMAC_IDENT,
-        value: buf,
-    })
+    Replayed::find(SOL_SCTP, SCTP_HMAC_IDENT)?.read(sock)
 }
 
 /// What the capture needs to know of a socket before reading it.
@@ -391,14 +373,14 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
             crate::set_mode_of_sctp(sock, Mode::On)?;
         }
         match capture_probed(sock, p, ours) {
-            Err(Error::Busy)
-                if ours
-                    && Instant::now()
-                        < *deadline.get_or_insert_with(|| Instant::now() + patience) =>
-            {
-                let left = deadline.map_or(Duration::ZERO, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
+            Err(Error::Busy) if ours => {
+                let end = *deadline.get_or_insert_with(|| Instant::now() + patience);
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // Best effort: being busy is the error to report.
+                    let _ = crate::set_mode_of_sctp(sock, Mode::Off);
+                    return Err(Error::Busy);
+                }
                 crate::set_mode_of_sctp(sock, Mode::Off)?;
                 std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(50));
