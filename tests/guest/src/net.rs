@@ -57,6 +57,39 @@ pub fn add_addr(ns: &str, dev: &str, cidr: &str) -> Result<()> {
     }
 }
 
+/// What the hosts `nss` and the switch know of each other: neighbour
+/// caches, links with counters, TCP sockets and IP/TCP counters, the
+/// switch's forwarding table and the kernel log's tail. For errors about
+/// traffic between hosts that went missing.
+pub fn link_report(nss: &[&str]) -> String {
+    let run = |ns: Option<&str>, prog: &str, args: &[&str]| -> String {
+        let cmd = match ns {
+            Some(ns) => command_in(ns, prog),
+            None => Ok(Command::new(prog)),
+        };
+        match cmd.and_then(|mut c| Ok(c.args(args).output()?)) {
+            Ok(o) => format!(
+                "$ {prog} {}{}\n{}{}",
+                args.join(" "),
+                ns.map(|n| format!("  (in {n})")).unwrap_or_default(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("$ {prog} {}: {e:#}\n", args.join(" ")),
+        }
+    };
+    let mut out = String::from("state of the hosts' link:\n");
+    for &ns in nss {
+        out += &run(Some(ns), "ip", &["neigh", "show"]);
+        out += &run(Some(ns), "ip", &["-s", "link", "show"]);
+        out += &run(Some(ns), "ss", &["-tan"]);
+        out += &run(Some(ns), "cat", &["/proc/net/snmp"]);
+    }
+    out += &run(None, "bridge", &["-n", LAN, "fdb", "show", "br", "sw0"]);
+    out += &run(None, "sh", &["-c", "dmesg | tail -n 30"]);
+    out
+}
+
 /// Runs `ip ARGS...`, failing with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
     let o = Command::new("ip")

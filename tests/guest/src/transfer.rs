@@ -42,7 +42,11 @@ pub fn send_dir(
         .context("image receiver did not start")?;
     let src = src.to_path_buf();
     let t = Instant::now();
-    let sent = crate::net::in_netns(from, move || send(addr, &src))?;
+    let sent = crate::net::in_netns(from, move || send(addr, &src)).map_err(|e| {
+        // The A-B link has gone silent for seconds under TCG, unexplained:
+        // say what both ends and the switch looked like.
+        e.context(crate::net::link_report(&[from, to]))
+    })?;
     let got = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
