@@ -37,6 +37,12 @@ pub fn host_addr(ns: &str) -> Ipv4Addr {
     }
 }
 
+/// The fixed MAC address of host `ns`'s bridge: locally administered,
+/// ending in the last byte of the host's IPv4 address.
+fn bridge_mac(ns: &str) -> String {
+    format!("02:00:c0:00:02:{:02x}", host_addr(ns).octets()[3])
+}
+
 /// A host's IPv6 address (2001:db8::/64, documentation prefix).
 pub fn host_addr6(ns: &str) -> std::net::Ipv6Addr {
     let last = match ns {
@@ -174,7 +180,16 @@ impl Topology {
                 add_addr(ns, "eth0", &format!("{}/64", host_addr6(ns)))?;
                 ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             } else {
-                ip(&["-n", ns, "link", "add", "name", "br0", "type", "bridge"])?;
+                // A fixed address: a bridge without one takes the lowest
+                // of its ports' and changes it as container veths come and
+                // go. The other host's ARP cache then holds an address
+                // nobody answers to, and the A-B link is silent until the
+                // entry fails (a soak's image transfer timed out on it: A
+                // cached B's bridge as a veth's MAC after that veth left).
+                let mac = bridge_mac(ns);
+                ip(&[
+                    "-n", ns, "link", "add", "name", "br0", "address", &mac, "type", "bridge",
+                ])?;
                 ip(&["-n", ns, "link", "set", "eth0", "master", "br0", "up"])?;
                 ip(&["-n", ns, "addr", "add", &addr, "dev", "br0"])?;
                 add_addr(ns, "br0", &format!("{}/64", host_addr6(ns)))?;

@@ -43,8 +43,8 @@ pub fn send_dir(
     let src = src.to_path_buf();
     let t = Instant::now();
     let sent = crate::net::in_netns(from, move || send(addr, &src)).map_err(|e| {
-        // The A-B link has gone silent for seconds under TCG, unexplained:
-        // say what both ends and the switch looked like.
+        // Say what both ends and the switch looked like: this is how the
+        // hosts' bridges were found to change MAC address (see net.rs).
         e.context(crate::net::link_report(&[from, to]))
     })?;
     let got = receiver
@@ -58,8 +58,7 @@ pub fn send_dir(
 }
 
 fn send(addr: SocketAddr, src: &PathBuf) -> Result<u64> {
-    // Long enough for SYN retransmissions (1, 3, 7, 15 s): a soak once saw
-    // the A-B link answer nothing for 5 s under TCG (not explained yet).
+    // Long enough for SYN retransmissions (1, 3, 7, 15 s).
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))
         .with_context(|| format!("connecting {addr}"))?;
     let mut w = BufWriter::with_capacity(1 << 20, s);
