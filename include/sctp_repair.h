@@ -292,7 +292,9 @@ struct sctp_repair_auth {
 
 /* SCTP_REPAIR_SOCK: each field is what the option named reports, except
  * srso_maxseg: the fragmentation limit the user set with SCTP_MAXSEG (0 if
- * none), where SCTP_MAXSEG reports the fragmentation point in use.
+ * none), where SCTP_MAXSEG reports the fragmentation point in use, and
+ * srso_queues: which queues SCTP_REPAIR_QUEUE would read records from (a
+ * queue whose bit is clear reads none).
  */
 struct sctp_repair_sock {
 	__u32	srso_version;		/* SCTP_REPAIR_V1 */
@@ -306,7 +308,9 @@ struct sctp_repair_sock {
 	__u8	srso_frag_interleave;	/* SCTP_FRAGMENT_INTERLEAVE */
 	__u8	srso_recvrcvinfo;	/* SCTP_RECVRCVINFO */
 	__u8	srso_recvnxtinfo;	/* SCTP_RECVNXTINFO */
-	__u8	srso_reserved;		/* 0 */
+	__u8	srso_queues;		/* the repair queues with records to
+					 * read: bit SCTP_REPAIR_QUEUE_*
+					 */
 	__u32	srso_pd_point;		/* SCTP_PARTIAL_DELIVERY_POINT */
 	__u32	srso_maxseg;		/* see above */
 	__u32	srso_rcv_context;	/* SCTP_CONTEXT */

@@ -223,8 +223,9 @@ fn capture_sockopts(sock: BorrowedFd<'_>, established: bool, auth: bool) -> Vec<
 /// The options of a frozen association from one SCTP_REPAIR_SOCK read,
 /// in the form the options themselves report (so that restore replays
 /// them alike); those at a fresh socket's default are left out. `None` on
-/// a kernel without SCTP_REPAIR_SOCK.
-fn sock_settings(sock: BorrowedFd<'_>) -> Result<Option<Vec<SockOpt>>> {
+/// a kernel without SCTP_REPAIR_SOCK. With them, which repair queues hold
+/// records (a bit per queue).
+fn sock_settings(sock: BorrowedFd<'_>) -> Result<Option<(Vec<SockOpt>, u8)>> {
     let mut raw = [0u8; std::mem::size_of::<uapi::sctp_repair_sock>()];
     match sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_SOCK as i32, &mut raw) {
         Ok(n) if n == raw.len() => {}
@@ -240,7 +241,7 @@ fn sock_settings(sock: BorrowedFd<'_>) -> Result<Option<Vec<SockOpt>>> {
     // SAFETY: sctp_repair_sock is plain integers, valid for any bytes, and
     // `raw` has its size; read_unaligned copes with the byte alignment.
     let rs: uapi::sctp_repair_sock = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
-    Ok(Some(settings_as_sockopts(&rs)))
+    Ok(Some((settings_as_sockopts(&rs), rs.srso_queues)))
 }
 
 /// [`sock_settings`]' conversion: `rs` as the options report themselves,
@@ -470,14 +471,14 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     )
     .map_err(os("getsockopt(SCTP_REPAIR_TSN_MAP)"))?;
     let uses_auth = assoc_features(&assoc) & uapi::SCTP_REPAIR_FEAT_AUTH != 0;
-    let sockopts = match sock_settings(sock)? {
-        Some(mut v) => {
+    let (sockopts, queues_held) = match sock_settings(sock)? {
+        Some((mut v, held)) => {
             if uses_auth {
                 v.extend(capture_hmacs(sock));
             }
-            v
+            (v, Some(held))
         }
-        None => capture_sockopts(sock, true, uses_auth),
+        None => (capture_sockopts(sock, true, uses_auth), None),
     };
     let auth = if uses_auth {
         sockopt::get_var(
@@ -491,7 +492,7 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     } else {
         Vec::new()
     };
-    let queues = crate::queues::read_all(sock)?;
+    let queues = crate::queues::read_all(sock, queues_held)?;
     let snap = Snapshot {
         kind: Kind::Established,
         family,

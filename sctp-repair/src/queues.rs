@@ -87,10 +87,28 @@ fn may_have_outbound(sock: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Reads every queue of a frozen socket.
-pub(crate) fn read_all(sock: BorrowedFd<'_>) -> Result<Vec<QueueRecord>> {
+/// The queues to read when the kernel does not say (no SCTP_REPAIR_SOCK),
+/// as a bit per queue: the receive queue always, the send queues if
+/// something may be queued to send.
+fn queues_to_read(sock: BorrowedFd<'_>) -> u8 {
+    let recv = 1 << uapi::SCTP_REPAIR_QUEUE_RECV;
+    if may_have_outbound(sock) {
+        QUEUES.iter().fold(0, |m, q| m | 1 << q)
+    } else {
+        recv
+    }
+}
+
+/// Reads the queues of a frozen socket that `which` flags (a bit per
+/// queue, SCTP_REPAIR_SOCK's srso_queues); all that may hold records if
+/// `None`. A queue not flagged holds none: an idle association costs no
+/// call here.
+pub(crate) fn read_all(sock: BorrowedFd<'_>, which: Option<u8>) -> Result<Vec<QueueRecord>> {
     let mut out = Vec::new();
-    let outbound = may_have_outbound(sock);
+    let which = which.unwrap_or_else(|| queues_to_read(sock));
+    if which == 0 {
+        return Ok(out);
+    }
     // Most records are a chunk of at most a path MTU; a bigger one (a
     // whole received message) comes back truncated and the buffer grows.
     // Small, because an idle socket reads no record into it at all, and a
@@ -98,7 +116,7 @@ pub(crate) fn read_all(sock: BorrowedFd<'_>) -> Result<Vec<QueueRecord>> {
     let mut small = [0u8; RECORD_HDR + 1500];
     let mut big = Vec::new();
     for q in QUEUES {
-        if !outbound && q != uapi::SCTP_REPAIR_QUEUE_RECV {
+        if which & 1 << q == 0 {
             continue;
         }
         select(sock, q)?;
