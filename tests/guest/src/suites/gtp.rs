@@ -1287,21 +1287,13 @@ pub fn bench() -> Result<Vec<Figure>> {
     let n = ns_path(&ns);
     for count in [1_000usize, 10_000, 100_000] {
         let ues = ues(count);
-        ip(&[
-            "-n",
-            &ns,
-            "link",
-            "add",
-            "gtp0",
-            "index",
-            &GTP0_INDEX.to_string(),
-            "type",
-            "gtp",
-            "role",
-            "ggsn",
-            "hsize",
-            &BENCH_HASH_SIZE.to_string(),
-        ])?;
+        // Made over rtnetlink as libgtpnl does: iproute2 refuses a hash
+        // size this big. Kernel-created sockets, as `ip link add` makes.
+        let kernel_sockets = RestoreOptions {
+            sockets: SocketSource::Kernel { local: None },
+            ..Default::default()
+        };
+        gtp_state::restore(&n, &gtp0_device(BENCH_HASH_SIZE, 0), &kernel_sockets)?;
         let pdps: Vec<Pdp> = ues.iter().map(|u| u.spgw).collect();
         gtp_state::add_pdps(&n, GTP0_INDEX, &pdps, Install::default())?;
         let t = Instant::now();
