@@ -249,11 +249,14 @@ fn kselftest(wrapper: &std::path::Path) -> Result<()> {
     let pid = child.id();
     let out = child.stdout.take();
     let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
         if let Some(out) = out {
             for l in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
                 println!("  | {l}");
+                lines.push(l);
             }
         }
+        lines
     });
     let start = std::time::Instant::now();
     let status = loop {
@@ -273,15 +276,43 @@ fn kselftest(wrapper: &std::path::Path) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let _ = reader.join();
+    let lines = reader.join().unwrap_or_default();
     match status.code() {
         Some(0) => Ok(()),
         Some(4) => bail!(
             "{} skipped (kselftest exit 4): a skip is not a pass",
             wrapper.display()
         ),
-        _ => bail!("{} failed ({status})", wrapper.display()),
+        _ => {
+            // Repeated in the error, which the host prints again at the end
+            // of the run: a long log is often seen only by its tail.
+            let why = tap_failures(&lines);
+            bail!(
+                "{} failed ({status}){}{}",
+                wrapper.display(),
+                if why.is_empty() { "" } else { ":\n    " },
+                why.join("\n    ")
+            )
+        }
     }
+}
+
+/// The `not ok` lines of a TAP stream, each after the diagnostics (`#`
+/// lines) printed since the result before it.
+fn tap_failures(lines: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diag: Vec<&str> = Vec::new();
+    for l in lines.iter().map(|l| l.trim_start()) {
+        if l.starts_with('#') {
+            diag.push(l);
+        } else if l.starts_with("not ok") {
+            out.extend(diag.drain(..).map(String::from));
+            out.push(l.to_string());
+        } else if l.starts_with("ok") {
+            diag.clear();
+        }
+    }
+    out
 }
 
 /// Tests for a kernel built without our patches (`cargo vm test` boots
@@ -401,4 +432,35 @@ fn run_tests(filter: Option<&str>, stock: bool) -> Result<u8> {
     }
     println!("guest: {passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tap_failures;
+
+    #[test]
+    fn tap_failures_keep_the_diagnostics_of_their_test() {
+        let tap: Vec<String> = [
+            "TAP version 13",
+            "# noise before a passing test",
+            "ok 1 a",
+            "# peer did not retransmit: was it acked?",
+            "not ok 2 b",
+            "ok 3 c",
+            "not ok 4 d",
+            "# Totals: pass:2 fail:2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            tap_failures(&tap),
+            [
+                "# peer did not retransmit: was it acked?",
+                "not ok 2 b",
+                "not ok 4 d"
+            ]
+        );
+        assert!(tap_failures(&tap[..4]).is_empty());
+    }
 }

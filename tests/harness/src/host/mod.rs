@@ -222,7 +222,12 @@ fn guest_tests(stock: bool, filter: Option<&str>) -> Result<Vec<String>> {
 
 /// Boots `vm` and runs `epcmig-guest test [--stock] [FILTER]`; returns
 /// (passed, failed), a kernel splat counting as one failure.
-fn guest_suite(vm: &vm::Vm, stock: bool, filter: Option<&str>) -> Result<(usize, usize)> {
+fn guest_suite(
+    vm: &vm::Vm,
+    stock: bool,
+    filter: Option<&str>,
+    digest: &mut Vec<String>,
+) -> Result<(usize, usize)> {
     let mut argv = vec![guest_exe(Profile::Debug), "test".into()];
     if stock {
         argv.push("--stock".into());
@@ -235,6 +240,7 @@ fn guest_suite(vm: &vm::Vm, stock: bool, filter: Option<&str>) -> Result<(usize,
     // watchdog in the guest.
     let out = vm.run(&argv, Duration::from_secs(80 * 60))?;
     let splat = report_splats(&out);
+    digest.extend(failure_digest(&out.stdout));
     let Some((p, f)) = parse_summary(&out.stdout) else {
         bail!(
             "the guest suite did not report a summary (guest exit: {}); it did not run to the end",
@@ -266,13 +272,14 @@ pub fn test(filter: Option<&str>, guest_only: bool, hardened: bool) -> Result<u8
         bail!("no guest test matches {:?} (list them with `target/debug/epcmig-guest list [--stock]`)", filter.unwrap_or(""));
     }
     let (mut gp, mut gf) = (0, 0);
+    let mut digest = Vec::new();
     if !main_tests.is_empty() {
         eprintln!(
             "vm: booting {} for the guest suite ({:.0}s since start)",
             b.kernel_release,
             t0.elapsed().as_secs_f64()
         );
-        let (p, f) = guest_suite(&b.vm, false, filter)?;
+        let (p, f) = guest_suite(&b.vm, false, filter, &mut digest)?;
         gp += p;
         gf += f;
     }
@@ -282,7 +289,7 @@ pub fn test(filter: Option<&str>, guest_only: bool, hardened: bool) -> Result<u8
             "vm: booting {} (no epcmig patches) for the stock-kernel suite",
             k.release
         );
-        let (p, f) = guest_suite(&vm::Vm::new(&k.bzimage), true, filter)?;
+        let (p, f) = guest_suite(&vm::Vm::new(&k.bzimage), true, filter, &mut digest)?;
         gp += p;
         gf += f;
     }
@@ -299,13 +306,48 @@ pub fn test(filter: Option<&str>, guest_only: bool, hardened: bool) -> Result<u8
                 ""
             }
         );
-        let (p, f) = guest_suite(&vm::Vm::new(&k.bzimage), false, Some(HARDENED_FILTER))?;
+        let (p, f) = guest_suite(
+            &vm::Vm::new(&k.bzimage),
+            false,
+            Some(HARDENED_FILTER),
+            &mut digest,
+        )?;
         gp += p;
         gf += f;
     }
     let failed = hf + gf;
+    if !digest.is_empty() {
+        println!("failures (repeated from above):");
+        for l in &digest {
+            println!("  {l}");
+        }
+    }
     println!("{} passed, {} failed", hp + gp, failed);
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// The guest's `test NAME ... FAILED` lines, each with the error lines
+/// printed under it, so that the end of a long log says what failed.
+fn failure_digest(lines: &[String]) -> Vec<String> {
+    const MAX_PER_TEST: usize = 40;
+    let mut out = Vec::new();
+    let mut taken = None;
+    for l in lines {
+        if l.starts_with("test ") {
+            taken = l.contains(" ... FAILED").then_some(0);
+            if taken.is_some() {
+                out.push(l.clone());
+            }
+        } else if let Some(n) = taken.as_mut() {
+            if !l.starts_with("  ") || l.starts_with("  | ") {
+                taken = None;
+            } else if *n < MAX_PER_TEST {
+                *n += 1;
+                out.push(l.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Prints kernel splats seen on the console; true if there were any.
@@ -349,12 +391,7 @@ pub fn bench(
         argv.push(n.into());
     }
     let out = b.vm.run(&argv, Duration::from_secs(60 * 60))?;
-    let lines: Vec<&str> = out
-        .stdout
-        .iter()
-        .filter_map(|l| l.strip_prefix(vm::FIGURE_PREFIX))
-        .collect();
-    let figures = report::parse(&lines)?;
+    let figures = report::parse(&out.stdout)?;
     if let Some(path) = json {
         fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -412,6 +449,34 @@ mod tests {
             Some((3, 1))
         );
         assert_eq!(parse_summary(&[l("3 passed, 1 failed")]), None);
+    }
+
+    #[test]
+    fn failure_digest_takes_failed_tests_and_their_errors() {
+        let out: Vec<String> = [
+            "test a ...",
+            "  | ok 1 x",
+            "test a ... ok (1.00s)",
+            "test b ...",
+            "  | not ok 1 y",
+            "test b ... FAILED (2.00s)",
+            "  error: b.sh failed (exit status: 1):",
+            "    not ok 1 y",
+            "test c ... FAILED (3.00s): panicked",
+            "guest: 1 passed, 2 failed",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            failure_digest(&out),
+            [
+                "test b ... FAILED (2.00s)",
+                "  error: b.sh failed (exit status: 1):",
+                "    not ok 1 y",
+                "test c ... FAILED (3.00s): panicked",
+            ]
+        );
     }
 
     #[test]

@@ -10,27 +10,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
-/// One figure as the guest prints it (tests/guest/src/bench.rs).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Figure {
-    pub name: String,
-    pub unit: String,
-    pub value: f64,
-    pub baseline: Option<f64>,
-    pub ratio: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub series: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub x: Option<f64>,
-}
+pub use epcmig_figures::Figure;
 
-/// Parses the guest's figure lines (JSON after the prefix).
-pub fn parse(lines: &[&str]) -> Result<Vec<Figure>> {
+/// The figures among the guest's output lines.
+pub fn parse(lines: &[String]) -> Result<Vec<Figure>> {
     lines
         .iter()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("a figure line: {l}")))
+        .filter_map(|l| Some((l, Figure::from_line(l)?)))
+        .map(|(l, f)| f.with_context(|| format!("a figure line: {l}")))
         .collect()
 }
 
@@ -298,15 +286,19 @@ mod tests {
     }
 
     #[test]
-    fn parses_what_the_guest_prints() {
+    fn parses_the_figure_lines_among_the_guest_output() {
+        let l = |s: &str| s.to_string();
         let figs = parse(&[
-            r#"{"name":"gtp.capture_1k","unit":"s","value":0.5,"baseline":null,"ratio":null,"series":"gtp capture","x":1000.0}"#,
-            r#"{"name":"migration.total","unit":"s","value":3.0,"baseline":6.0,"ratio":2.0}"#,
+            l("bench gtp:"),
+            l(r#"epcmig-figure: {"name":"gtp.capture_1k","unit":"s","value":0.5,"baseline":null,"ratio":null,"series":"gtp capture","x":1000.0}"#),
+            l("  migration.total 3.000 s"),
+            l(r#"epcmig-figure: {"name":"migration.total","unit":"s","value":3.0,"baseline":6.0,"ratio":2.0}"#),
         ])
         .unwrap();
+        assert_eq!(figs.len(), 2);
         assert_eq!(figs[0].x, Some(1000.0));
         assert_eq!(figs[1].series, None);
-        assert!(parse(&["{not json"]).is_err());
+        assert!(parse(&[l("epcmig-figure: {not json")]).is_err());
     }
 
     #[test]

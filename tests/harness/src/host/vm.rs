@@ -15,10 +15,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::paths;
 
-/// Prefix of the guest's machine-readable benchmark figures on stdout
-/// (tests/guest/src/bench.rs prints them).
-pub const FIGURE_PREFIX: &str = "epcmig-figure: ";
-
 /// First line the in-guest side prints; its absence means no boot.
 pub const UP_MARKER: &str = "epcmig-guest: up";
 
@@ -299,7 +295,7 @@ impl Vm {
             let so = std::io::stdout();
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
                 // Machine-readable figures are for `--json`, not the terminal.
-                if line.starts_with(FIGURE_PREFIX) {
+                if line.starts_with(epcmig_figures::PREFIX) {
                     lines.push(line);
                     continue;
                 }
