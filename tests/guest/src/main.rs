@@ -286,15 +286,42 @@ fn kselftest(wrapper: &std::path::Path) -> Result<()> {
         _ => {
             // Repeated in the error, which the host prints again at the end
             // of the run: a long log is often seen only by its tail.
-            let why = tap_failures(&lines);
+            let mut why = tap_failures(&lines);
+            why.extend(memory_state());
             bail!(
-                "{} failed ({status}){}{}",
+                "{} failed ({status}):\n    {}",
                 wrapper.display(),
-                if why.is_empty() { "" } else { ":\n    " },
                 why.join("\n    ")
             )
         }
     }
+}
+
+/// The protocols' memory in use and whether it is under pressure, and the
+/// kernel log's tail: what a selftest that fails only after the rest of
+/// the suite ran may depend on (sockets an earlier test left behind).
+fn memory_state() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(p) = std::fs::read_to_string("/proc/net/protocols") {
+        out.extend(
+            p.lines()
+                .filter(|l| {
+                    ["protocol", "SCTP", "TCP ", "UDP "]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .map(|l| l.split_whitespace().take(7).collect::<Vec<_>>().join(" ")),
+        );
+    }
+    if let Ok(p) = std::fs::read_to_string("/proc/net/sockstat") {
+        out.extend(p.lines().map(String::from));
+    }
+    if let Ok(o) = std::process::Command::new("dmesg").output() {
+        let log = String::from_utf8_lossy(&o.stdout);
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        out.extend(tail.into_iter().rev().map(|l| format!("dmesg: {l}")));
+    }
+    out
 }
 
 /// The `not ok` lines of a TAP stream, each after the diagnostics (`#`
