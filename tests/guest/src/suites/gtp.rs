@@ -1285,14 +1285,14 @@ pub fn bench() -> Result<Vec<Figure>> {
     let mut figs = Vec::new();
     let (ns, _g) = bench_ns()?;
     let n = ns_path(&ns);
+    // The device is made over rtnetlink as libgtpnl does: iproute2 refuses
+    // a hash size this big. Kernel-created sockets, as `ip link add` makes.
+    let kernel_sockets = RestoreOptions {
+        sockets: SocketSource::Kernel { local: None },
+        ..Default::default()
+    };
     for count in [1_000usize, 10_000, 100_000] {
         let ues = ues(count);
-        // Made over rtnetlink as libgtpnl does: iproute2 refuses a hash
-        // size this big. Kernel-created sockets, as `ip link add` makes.
-        let kernel_sockets = RestoreOptions {
-            sockets: SocketSource::Kernel { local: None },
-            ..Default::default()
-        };
         gtp_state::restore(&n, &gtp0_device(BENCH_HASH_SIZE, 0), &kernel_sockets)?;
         let pdps: Vec<Pdp> = ues.iter().map(|u| u.spgw).collect();
         gtp_state::add_pdps(&n, GTP0_INDEX, &pdps, Install::default())?;
