@@ -38,6 +38,7 @@
 #define SCTP_REPAIR_FEAT_IPV4	64	/* the peer takes IPv4 addresses */
 #define SCTP_REPAIR_FEAT_IPV6	128	/* the peer takes IPv6 addresses */
 #define SCTP_REPAIR_FEAT_NEED_ECNE	256	/* an ECNE is to be sent */
+#define SCTP_REPAIR_FEAT_SACK_DUE	512	/* a SACK is owed to the peer */
 
 /* sctp_repair_path srp_flags */
 #define SCTP_REPAIR_PATH_PRIMARY	1	/* the primary path */

@@ -124,6 +124,7 @@ const FEATURES: &[(u32, &str)] = &[
     (uapi::SCTP_REPAIR_FEAT_IPV4, "ipv4"),
     (uapi::SCTP_REPAIR_FEAT_IPV6, "ipv6"),
     (uapi::SCTP_REPAIR_FEAT_NEED_ECNE, "need_ecne"),
+    (uapi::SCTP_REPAIR_FEAT_SACK_DUE, "sack_due"),
 ];
 
 const CHUNK_FLAGS: &[(u32, &str)] = &[
