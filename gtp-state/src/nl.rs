@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::sync::mpsc;
 
 use netlink_packet_core::{
     emit_u16, emit_u32, emit_u64, parse_u16, parse_u32, parse_u64, parse_u8, DecodeError,
@@ -833,38 +834,102 @@ impl GtpNl {
     /// One GTP_CMD_NEWPDPS request of up to `batch` contexts per send().
     /// The kernel stops a request at the first context it refuses and
     /// points at its nest in the extended ack.
+    ///
+    /// The kernel adds a request's contexts within our send(), so with
+    /// more than one request the next is encoded on a second thread
+    /// meanwhile, on another CPU where there is one.
     fn add_pdps_bulk(&mut self, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
-        const OP: &str = "adding PDP contexts";
         let batch = batch.clamp(1, MAX_BATCH);
-        let mut buf = Vec::with_capacity(20 + batch * (4 + PDP_ATTRS_MAX_LEN));
-        let mut nests = Vec::with_capacity(batch);
-        for chunk in pdps.chunks(batch) {
-            buf.clear();
-            let seq = self.nl.next_seq();
+        let requests = pdps.len().div_ceil(batch);
+        let first = self.nl.reserve_seqs(requests);
+        let family = self.family;
+        let encode = move |i: usize, chunk: &[Pdp], mut req: Request| {
+            req.buf.clear();
             // No NLM_F_EXCL: genetlink refuses it on new commands, and
             // GTP_CMD_NEWPDPS never updates a context in place anyway.
-            let flags = NLM_F_ACK;
+            let seq = first.wrapping_add(i as u32);
             put_newpdps(
-                &mut buf,
-                self.family,
-                flags,
+                &mut req.buf,
+                family,
+                NLM_F_ACK,
                 seq,
                 ifindex,
                 chunk,
-                &mut nests,
+                &mut req.nests,
             );
-            self.nl.send(&buf, OP)?;
-            let ack = self.nl.ack(seq, OP)?;
-            if ack.errno != 0 {
-                // Without an offset (a kernel that does not report one)
-                // the context is not known: name none.
-                let idx = ack
-                    .offset
-                    .and_then(|o| nests.binary_search(&(o as usize)).ok());
-                return Err(pdp_error(idx.and_then(|i| chunk.get(i)), ack.errno));
+            req.seq = seq;
+            req.chunk = i;
+            req
+        };
+        if requests <= 1 {
+            let mut req = Request::with_capacity(batch);
+            for (i, chunk) in pdps.chunks(batch).enumerate() {
+                req = encode(i, chunk, req);
+                self.send_newpdps(&req, chunk)?;
             }
+            return Ok(());
+        }
+        // Two requests in flight at most: one being sent, one encoded.
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Request>(1);
+        let (spare_tx, spare_rx) = mpsc::channel::<Request>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for (i, chunk) in pdps.chunks(batch).enumerate() {
+                    let req = spare_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Request::with_capacity(batch));
+                    // The sender stopped (an error): stop too.
+                    if ready_tx.send(encode(i, chunk, req)).is_err() {
+                        return;
+                    }
+                }
+            });
+            // Dropping `ready_rx` on an error ends the encoder.
+            for req in ready_rx {
+                let chunk = pdps.chunks(batch).nth(req.chunk).unwrap_or_default();
+                self.send_newpdps(&req, chunk)?;
+                // The encoder may have finished: then nobody reuses it.
+                let _ = spare_tx.send(req);
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends one encoded GTP_CMD_NEWPDPS request for `chunk` and reads its
+    /// ack.
+    fn send_newpdps(&mut self, req: &Request, chunk: &[Pdp]) -> Result<(), Error> {
+        const OP: &str = "adding PDP contexts";
+        self.nl.send(&req.buf, OP)?;
+        let ack = self.nl.ack(req.seq, OP)?;
+        if ack.errno != 0 {
+            // Without an offset (a kernel that does not report one) the
+            // context is not known: name none.
+            let idx = ack
+                .offset
+                .and_then(|o| req.nests.binary_search(&(o as usize)).ok());
+            return Err(pdp_error(idx.and_then(|i| chunk.get(i)), ack.errno));
         }
         Ok(())
+    }
+}
+
+/// An encoded GTP_CMD_NEWPDPS request: the `chunk`-th of an install.
+struct Request {
+    buf: Vec<u8>,
+    /// Offset of each context's nest in `buf`.
+    nests: Vec<usize>,
+    seq: u32,
+    chunk: usize,
+}
+
+impl Request {
+    fn with_capacity(batch: usize) -> Self {
+        Request {
+            buf: Vec::with_capacity(20 + batch * (4 + PDP_ATTRS_MAX_LEN)),
+            nests: Vec::with_capacity(batch),
+            seq: 0,
+            chunk: 0,
+        }
     }
 }
 

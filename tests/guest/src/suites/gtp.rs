@@ -1310,44 +1310,66 @@ pub fn bench() -> Result<Vec<Figure>> {
         let per = (bytes.len() - empty.len()) as f64 / count as f64;
 
         // GTP_CMD_NEWPDPS, batched GTP_CMD_NEWPDP (all a stock kernel
-        // allows), and one request+ack at a time (per-tunnel tools).
-        // The first size runs twice, the first time untimed: TCG
-        // translates each path on its first use, which would count against
-        // whichever way ran first.
-        let warm_up = if count == 1_000 { 3 } else { 0 };
-        let mut times = Vec::new();
-        for install in [
+        // allows), and one request+ack at a time (per-tunnel tools), in
+        // turn over several rounds: TCG's timing is noisy (the host's
+        // other load, flushes of its translation cache), so medians are
+        // reported. A warm-up round comes first, untimed: TCG translates
+        // each path on its first use, which would count against whichever
+        // way ran first.
+        let ways = [
             Install::default(),
             Install::Batched(gtp_state::DEFAULT_BATCH),
             Install::OneByOne,
-        ]
-        .into_iter()
-        .cycle()
-        .take(warm_up + 3)
-        {
-            gtp_state::delete_device(&n, "gtp0")?;
-            // The deleted device's contexts are freed after an RCU grace
-            // period, while the next restore runs: that would charge one
-            // device's teardown to the other's set-up (all of it to the
-            // short NEWPDPS restore, a sliver of the 3 s one-by-one one).
-            std::thread::sleep(Duration::from_secs(1));
-            let opts = RestoreOptions {
-                install,
-                ..Default::default()
-            };
-            let t = Instant::now();
-            gtp_state::restore(&n, &st, &opts)?;
-            times.push(t.elapsed().as_secs_f64());
-            let again = gtp_state::capture(&n, "gtp0")?;
-            ensure!(
-                again.pdps.len() == count,
-                "{install:?}: restored {}",
-                again.pdps.len()
-            );
+        ];
+        let rounds = if count == 1_000 { 6 } else { 5 };
+        let mut times = vec![Vec::new(); ways.len()];
+        for r in 0..rounds {
+            for (i, install) in ways.into_iter().enumerate() {
+                gtp_state::delete_device(&n, "gtp0")?;
+                // The deleted device's contexts are freed after an RCU
+                // grace period, while the next restore runs: that would
+                // charge one device's teardown to the other's set-up (all
+                // of it to the short NEWPDPS restore, a sliver of the
+                // one-by-one one).
+                std::thread::sleep(Duration::from_secs(1));
+                let opts = RestoreOptions {
+                    install,
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                gtp_state::restore(&n, &st, &opts)?;
+                let took = t.elapsed().as_secs_f64();
+                let again = gtp_state::capture(&n, "gtp0")?;
+                ensure!(
+                    again.pdps.len() == count,
+                    "{install:?}: restored {}",
+                    again.pdps.len()
+                );
+                if count != 1_000 || r > 0 {
+                    times[i].push(took);
+                }
+            }
         }
         gtp_state::delete_device(&n, "gtp0")?;
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
         let (restore, batched, one_by_one) =
-            (times[warm_up], times[warm_up + 1], times[warm_up + 2]);
+            (median(&times[0]), median(&times[1]), median(&times[2]));
+        let mut ratios: Vec<f64> = times[2]
+            .iter()
+            .zip(&times[0])
+            .map(|(one, bulk)| one / bulk)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.1}")).collect();
+        println!(
+            "  {count} contexts: restore {restore:.3} s, batched NEWPDP {batched:.3} s, one by one {one_by_one:.3} s (medians of {} rounds); one-by-one/restore per round, sorted: {}",
+            times[0].len(),
+            each.join(", ")
+        );
 
         let k = if count >= 1000 {
             format!("{}k", count / 1000)
