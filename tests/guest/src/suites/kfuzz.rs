@@ -15,13 +15,14 @@ use sctp_repair::{Mode, Snapshot};
 
 use crate::net::{self, Topology, HOST_A};
 
-/// The repair sockopts, and the two numbers after them (unknown options
-/// must be refused cleanly too).
 /// SOL_SCTP (linux/socket.h), which the libc crate lacks.
 const SOL_SCTP: i32 = 132;
 
+/// The repair sockopts, SCTP_REPAIR to SCTP_REPAIR_SOCK (the last one the
+/// patches add), and the two numbers after them: unknown options must be
+/// refused cleanly too.
 const FIRST_OPT: i32 = uapi::SCTP_REPAIR as i32;
-const LAST_OPT: i32 = uapi::SCTP_REPAIR_QUEUE as i32 + 2;
+const LAST_OPT: i32 = uapi::SCTP_REPAIR_SOCK as i32 + 2;
 
 /// xorshift64*: reproducible from the printed seed.
 struct Rng(u64);
