@@ -838,12 +838,17 @@ impl GtpNl {
     /// The kernel adds a request's contexts within our send(), so with
     /// more than one request the next is encoded on a second thread
     /// meanwhile, on another CPU where there is one.
-    fn add_pdps_bulk(&mut self, ifindex: u32, pdps: &[Pdp], batch: usize) -> Result<(), Error> {
+    fn add_pdps_bulk<'p>(
+        &mut self,
+        ifindex: u32,
+        pdps: &'p [Pdp],
+        batch: usize,
+    ) -> Result<(), Error> {
         let batch = batch.clamp(1, MAX_BATCH);
         let requests = pdps.len().div_ceil(batch);
         let first = self.nl.reserve_seqs(requests);
         let family = self.family;
-        let encode = move |i: usize, chunk: &[Pdp], mut req: Request| {
+        let encode = move |i: usize, chunk: &'p [Pdp], mut req: Request<'p>| {
             req.buf.clear();
             // No NLM_F_EXCL: genetlink refuses it on new commands, and
             // GTP_CMD_NEWPDPS never updates a context in place anyway.
@@ -858,14 +863,14 @@ impl GtpNl {
                 &mut req.nests,
             );
             req.seq = seq;
-            req.chunk = i;
+            req.chunk = chunk;
             req
         };
         if requests <= 1 {
             let mut req = Request::with_capacity(batch);
             for (i, chunk) in pdps.chunks(batch).enumerate() {
                 req = encode(i, chunk, req);
-                self.send_newpdps(&req, chunk)?;
+                self.send_newpdps(&req)?;
             }
             return Ok(());
         }
@@ -886,8 +891,7 @@ impl GtpNl {
             });
             // Dropping `ready_rx` on an error ends the encoder.
             for req in ready_rx {
-                let chunk = pdps.chunks(batch).nth(req.chunk).unwrap_or_default();
-                self.send_newpdps(&req, chunk)?;
+                self.send_newpdps(&req)?;
                 // The encoder may have finished: then nobody reuses it.
                 let _ = spare_tx.send(req);
             }
@@ -895,9 +899,8 @@ impl GtpNl {
         })
     }
 
-    /// Sends one encoded GTP_CMD_NEWPDPS request for `chunk` and reads its
-    /// ack.
-    fn send_newpdps(&mut self, req: &Request, chunk: &[Pdp]) -> Result<(), Error> {
+    /// Sends one encoded GTP_CMD_NEWPDPS request and reads its ack.
+    fn send_newpdps(&mut self, req: &Request) -> Result<(), Error> {
         const OP: &str = "adding PDP contexts";
         self.nl.send(&req.buf, OP)?;
         let ack = self.nl.ack(req.seq, OP)?;
@@ -907,28 +910,28 @@ impl GtpNl {
             let idx = ack
                 .offset
                 .and_then(|o| req.nests.binary_search(&(o as usize)).ok());
-            return Err(pdp_error(idx.and_then(|i| chunk.get(i)), ack.errno));
+            return Err(pdp_error(idx.and_then(|i| req.chunk.get(i)), ack.errno));
         }
         Ok(())
     }
 }
 
-/// An encoded GTP_CMD_NEWPDPS request: the `chunk`-th of an install.
-struct Request {
+/// An encoded GTP_CMD_NEWPDPS request for the contexts of `chunk`.
+struct Request<'p> {
     buf: Vec<u8>,
     /// Offset of each context's nest in `buf`.
     nests: Vec<usize>,
     seq: u32,
-    chunk: usize,
+    chunk: &'p [Pdp],
 }
 
-impl Request {
+impl Request<'_> {
     fn with_capacity(batch: usize) -> Self {
         Request {
             buf: Vec::with_capacity(20 + batch * (4 + PDP_ATTRS_MAX_LEN)),
             nests: Vec::with_capacity(batch),
             seq: 0,
-            chunk: 0,
+            chunk: &[],
         }
     }
 }

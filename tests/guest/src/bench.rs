@@ -16,6 +16,14 @@ fn print(f: &Figure) {
     }
 }
 
+/// The median of `values` (the upper one of an even count): what the
+/// benchmarks report of several rounds, TCG's timing being noisy.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 type BenchFn = fn() -> Result<Vec<Figure>>;
 
 const BENCHES: &[(&str, BenchFn)] = &[

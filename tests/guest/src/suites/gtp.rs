@@ -1351,11 +1351,7 @@ pub fn bench() -> Result<Vec<Figure>> {
             }
         }
         gtp_state::delete_device(&n, "gtp0")?;
-        let median = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let median = |v: &[f64]| crate::bench::median(v.iter().copied());
         let (restore, batched, one_by_one) =
             (median(&times[0]), median(&times[1]), median(&times[2]));
         let mut ratios: Vec<f64> = times[2]

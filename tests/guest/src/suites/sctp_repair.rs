@@ -1221,11 +1221,8 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
             bytes = round.bytes;
             figs.extend(round.resume);
         }
-        let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
-            let mut x: Vec<f64> = v.iter().map(f).collect();
-            x.sort_by(f64::total_cmp);
-            x[x.len() / 2]
-        };
+        let med =
+            |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| crate::bench::median(v.iter().map(f));
         let (capture, restore) = (med(&sctp, |t| t.0), med(&sctp, |t| t.1));
         let (tcp_capture, tcp_restore) = (med(&tcp, |t| t.0), med(&tcp, |t| t.1));
         let one_c = *one_capture.get_or_insert(capture);
