@@ -2,6 +2,7 @@
 //! with the tail of its log.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +24,42 @@ fn log_tail(log: &Path) -> String {
         &errs[errs.len().saturating_sub(25)..]
     };
     pick.join("\n")
+}
+
+/// The longest a `criu dump` or `criu restore` may take (under TCG the
+/// largest here take well under a minute); `EPCMIG_CRIU_LIMIT` seconds
+/// overrides it.
+fn limit() -> Duration {
+    let secs = std::env::var("EPCMIG_CRIU_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// Runs criu `what`; if it hangs, fails with what its processes were
+/// doing in the kernel and its log's tail, after killing them.
+fn run(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<ExitStatus> {
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("running criu {what}"))?;
+    let limit = limit();
+    match crate::hang::wait_bounded(child, limit)? {
+        Ok(st) => Ok(st),
+        Err(hung) => bail!(
+            "criu {what} still running after {} s: killed; the end of {}:\n{}\nits processes:\n{}",
+            limit.as_secs(),
+            log.display(),
+            last_lines(log, 8),
+            hung.report.join("\n")
+        ),
+    }
+}
+
+fn last_lines(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `criu check`, returning its output.
@@ -58,8 +95,8 @@ pub fn dump_env(
     std::fs::create_dir_all(dir)?;
     let log = dir.join("dump.log");
     let t = Instant::now();
-    let st = command_in(host, "criu")?
-        .arg("dump")
+    let mut cmd = command_in(host, "criu")?;
+    cmd.arg("dump")
         .args(["-t", &pid.to_string()])
         .arg("-D")
         .arg(dir)
@@ -67,9 +104,8 @@ pub fn dump_env(
         .arg(&log)
         .arg("-v4")
         .args(extra)
-        .envs(env.iter().copied())
-        .status()
-        .context("running criu dump")?;
+        .envs(env.iter().copied());
+    let st = run(cmd, "dump", &log)?;
     let took = t.elapsed();
     if !st.success() {
         bail!(
@@ -97,8 +133,8 @@ pub fn restore_env(
     let log = dir.join("restore.log");
     let pidfile: PathBuf = dir.join("restored.pid");
     let t = Instant::now();
-    let st = command_in(host, "criu")?
-        .arg("restore")
+    let mut cmd = command_in(host, "criu")?;
+    cmd.arg("restore")
         .arg("-D")
         .arg(dir)
         .arg("-o")
@@ -108,9 +144,8 @@ pub fn restore_env(
         .arg("--pidfile")
         .arg(&pidfile)
         .args(extra)
-        .envs(env.iter().copied())
-        .status()
-        .context("running criu restore")?;
+        .envs(env.iter().copied());
+    let st = run(cmd, "restore", &log)?;
     let took = t.elapsed();
     if !st.success() {
         bail!(

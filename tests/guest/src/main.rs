@@ -6,6 +6,7 @@ mod apps;
 mod bench;
 mod criu;
 mod failslab;
+mod hang;
 mod net;
 mod sctp_traffic;
 mod suites;
@@ -264,6 +265,9 @@ fn kselftest(wrapper: &std::path::Path) -> Result<()> {
             break st;
         }
         if start.elapsed() > LIMIT {
+            for l in hang::report(Some(pid)) {
+                println!("{l}");
+            }
             // SAFETY: signalling the process group we created.
             unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             let _ = child.wait();
@@ -403,10 +407,14 @@ fn with_watchdog(
     std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             println!(
-                "test {owned} ... FAILED ({}s)\n  error: still running after {} s: hung",
+                "test {owned} ... FAILED ({}s)\n  error: still running after {} s: hung; \
+                 what this run's processes were doing:",
                 limit.as_secs(),
                 limit.as_secs()
             );
+            for l in hang::report(Some(std::process::id())) {
+                println!("{l}");
+            }
             println!("guest: {passed} passed, {} failed", failed + 1);
             std::process::exit(1);
         }
@@ -449,7 +457,10 @@ fn run_tests(filter: Option<&str>, stock: bool) -> Result<u8> {
             }
             Ok(Err(e)) => {
                 failed += 1;
-                println!("test {name} ... FAILED ({secs:.2}s)\n  error: {e:#}");
+                // Every line indented: the host repeats a failure's
+                // indented lines at the end of the run.
+                let e = format!("{e:#}").replace('\n', "\n    ");
+                println!("test {name} ... FAILED ({secs:.2}s)\n  error: {e}");
             }
             Err(_) => {
                 failed += 1;
