@@ -195,6 +195,7 @@ const PASSED_THROUGH: &[&str] = &[
     "EPCMIG_KFUZZ_SECS",
     "EPCMIG_KFUZZ_SEED",
     "EPCMIG_FAILSLAB",
+    "EPCMIG_CRIU_LIMIT",
 ];
 
 impl Vm {
