@@ -196,6 +196,7 @@ const PASSED_THROUGH: &[&str] = &[
     "EPCMIG_KFUZZ_SEED",
     "EPCMIG_FAILSLAB",
     "EPCMIG_CRIU_LIMIT",
+    "EPCMIG_BADINPUT_ROUNDS",
 ];
 
 impl Vm {
