@@ -383,13 +383,19 @@ fn stock_kernel_is_unpatched() -> Result<()> {
 
 /// The longest a guest test may take: a hung test fails the run (with the
 /// summary line the host expects) instead of hanging it. A long soak
-/// (`EPCMIG_SOAK=N`) gets a minute more per migration.
+/// (`EPCMIG_SOAK=N`) gets a minute more per migration, a long bad-input
+/// run (`EPCMIG_BADINPUT_ROUNDS=N`) three per round.
 fn test_limit() -> std::time::Duration {
-    let soak: u64 = std::env::var("EPCMIG_SOAK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    std::time::Duration::from_secs(20 * 60 + soak.saturating_mul(60))
+    let knob = |name: &str| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let extra = knob("EPCMIG_SOAK")
+        .saturating_mul(60)
+        .saturating_add(knob("EPCMIG_BADINPUT_ROUNDS").saturating_mul(180));
+    std::time::Duration::from_secs((20 * 60u64).saturating_add(extra))
 }
 
 /// Runs `f`, catching panics; if it outlives [`test_limit()`], reports it as
