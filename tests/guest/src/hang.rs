@@ -113,7 +113,20 @@ pub fn report(root: Option<u32>) -> Vec<String> {
     }
     if let Ok(o) = std::process::Command::new("dmesg").output() {
         let log = String::from_utf8_lossy(&o.stdout);
-        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        // Bridge ports coming and going say nothing about a hang.
+        let noise = [
+            "entered blocking state",
+            "entered forwarding state",
+            "entered disabled state",
+            "allmulticast mode",
+            "promiscuous mode",
+        ];
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .filter(|l| !noise.iter().any(|n| l.contains(n)))
+            .take(15)
+            .collect();
         out.extend(tail.into_iter().rev().map(|l| format!("  dmesg: {l}")));
     }
     out
