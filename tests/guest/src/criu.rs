@@ -30,10 +30,7 @@ fn log_tail(log: &Path) -> String {
 /// largest here take well under a minute); `EPCMIG_CRIU_LIMIT` seconds
 /// overrides it.
 fn limit() -> Duration {
-    let secs = std::env::var("EPCMIG_CRIU_LIMIT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let secs = crate::env_num("EPCMIG_CRIU_LIMIT").unwrap_or(300);
     Duration::from_secs(secs)
 }
 

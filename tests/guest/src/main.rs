@@ -381,17 +381,18 @@ fn stock_kernel_is_unpatched() -> Result<()> {
     Ok(())
 }
 
+/// A number the host passed in (`EPCMIG_*`, see README); `None` if unset
+/// or not a number, and the caller's default applies.
+pub fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// The longest a guest test may take: a hung test fails the run (with the
 /// summary line the host expects) instead of hanging it. A long soak
 /// (`EPCMIG_SOAK=N`) gets a minute more per migration, a long bad-input
 /// run (`EPCMIG_BADINPUT_ROUNDS=N`) three per round.
 fn test_limit() -> std::time::Duration {
-    let knob = |name: &str| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let knob = |name: &str| env_num::<u64>(name).unwrap_or(0);
     let extra = knob("EPCMIG_SOAK")
         .saturating_mul(60)
         .saturating_add(knob("EPCMIG_BADINPUT_ROUNDS").saturating_mul(180));

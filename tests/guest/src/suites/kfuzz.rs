@@ -183,21 +183,14 @@ fn kernel_splats() -> Result<Vec<String>> {
 /// by `share`), its seed (`EPCMIG_KFUZZ_SEED` or the clock) and failslab,
 /// printed so that a run can be replayed.
 fn fuzz_setup(what: &str, share: u64) -> Result<(u64, u64, crate::failslab::Failslab)> {
-    let secs: u64 = std::env::var("EPCMIG_KFUZZ_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120)
-        / share;
-    let seed_val = std::env::var("EPCMIG_KFUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
+    let secs: u64 = crate::env_num::<u64>("EPCMIG_KFUZZ_SECS").unwrap_or(120) / share;
+    let seed_val = crate::env_num("EPCMIG_KFUZZ_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1
+    });
     let fs = crate::failslab::Failslab::setup()?;
     println!(
         "  {what}: seed {seed_val} (EPCMIG_KFUZZ_SEED to replay), {secs} s{}",

@@ -1320,10 +1320,7 @@ fn usage(pid: u32) -> Result<(usize, u64)> {
 /// process's fds and memory did not grow. `EPCMIG_SOAK=N` migrations (4
 /// by default; the soak is 100).
 pub fn soak() -> Result<()> {
-    let n: usize = std::env::var("EPCMIG_SOAK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+    let n: usize = crate::env_num("EPCMIG_SOAK").unwrap_or(4);
     let mut rig = EpcRig::start(GtpSockets::Process, true, 200)?;
     let dir = crate::suites::baseline::work_dir("soak")?;
     // The netns the EPC ran in before the last restore (None: the first,
@@ -1530,10 +1527,7 @@ pub fn badinput_images() -> Result<()> {
     };
     // EPCMIG_BADINPUT_ROUNDS=N goes through the cases N times: a rare
     // failure of a restore's error path shows up in a long run.
-    let rounds: usize = std::env::var("EPCMIG_BADINPUT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let rounds: usize = crate::env_num("EPCMIG_BADINPUT_ROUNDS").unwrap_or(1);
     let runs = (0..rounds).flat_map(|r| cases.iter().map(move |c| (r, c)));
     for (round, (file, how, cause)) in runs {
         let case = dir.join("case");
