@@ -40,14 +40,47 @@ pub extern "C" fn init(_stage: c_int) -> c_int {
     0
 }
 
-/// Whether criu was asked to leave the dumped tasks running.
-fn leave_running() -> bool {
+/// criu's command line, split at its NULs.
+fn criu_args() -> Vec<Vec<u8>> {
     std::fs::read("/proc/self/cmdline")
-        .map(|c| {
-            c.split(|&b| b == 0)
-                .any(|a| a == b"-R" || a == b"--leave-running")
-        })
-        .unwrap_or(false)
+        .map(|c| c.split(|&b| b == 0).map(<[u8]>::to_vec).collect())
+        .unwrap_or_default()
+}
+
+/// Whether the dumped tasks go on after a dump that ended with `ret`:
+/// as criu decided it (criu-patches/0003), or, with a criu that does not
+/// say, from its command line (`-R`, `--leave-running`, `--leave-stopped`,
+/// `-s`). [`fate_knowable`] makes sure, before anything is frozen, that
+/// one of them answers.
+fn tasks_live_on(ret: c_int) -> bool {
+    if ret != 0 {
+        return true;
+    }
+    match images::dumped_tasks_live_on() {
+        Ok(Some(v)) => v,
+        // Not decided: criu has not finished the dump, so it failed.
+        Ok(None) => true,
+        Err(()) => criu_args().iter().any(|a| {
+            matches!(
+                a.as_slice(),
+                b"-R" | b"--leave-running" | b"-s" | b"--leave-stopped"
+            )
+        }),
+    }
+}
+
+/// Whether this plugin will learn, at the end of the dump, whether the
+/// tasks live on. Over RPC (`criu swrk`, as runc, podman, CRI-O and
+/// containerd run it; `criu service`) leave_running is in the request,
+/// not on the command line: only criu itself can tell (criu-patches/0003).
+fn fate_knowable() -> Result<(), &'static str> {
+    if images::dumped_tasks_live_on().is_ok() {
+        return Ok(());
+    }
+    if criu_args().iter().any(|a| a.as_slice() == b"dump") {
+        return Ok(());
+    }
+    Err("this criu does not tell plugins whether the dumped tasks live on after the dump          (criu_dumped_tasks_live_on(), criu-patches/0003), and in RPC mode its command line          does not say: refusing to freeze associations that might stay frozen")
 }
 
 pub extern "C" fn exit(stage: c_int, ret: c_int) {
@@ -55,7 +88,11 @@ pub extern "C" fn exit(stage: c_int, ret: c_int) {
         if stage != abi::CR_PLUGIN_STAGE__DUMP as c_int {
             return;
         }
-        for e in sctp::end_of_dump(ret != 0 || leave_running()) {
+        let thaw = tasks_live_on(ret);
+        if thaw {
+            log!("the dumped tasks live on: thawing what the plugin froze");
+        }
+        for e in sctp::end_of_dump(thaw) {
             log!("{e}");
         }
     })
@@ -69,6 +106,10 @@ pub extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
         if !sctp::is_sctp(sock) {
             return -libc::ENOTSUP;
         }
+        if let Err(why) = fate_knowable() {
+            log!("cannot dump the SCTP socket of {}: {why}", sctp::describe(sock));
+            return -1;
+        }
         let Some(dir) = image_dir() else { return -1 };
         match sctp::dump(dir, sock, id) {
             Ok(msg) => {
@@ -76,7 +117,11 @@ pub extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
                 0
             }
             Err(e) => {
-                log!("SCTP socket (file id {id:#x}): {e}");
+                log!(
+                    "cannot dump the SCTP socket of {} (file id {id:#x}): {e}; \
+                     failing the dump, the task keeps running with its associations",
+                    sctp::describe(sock)
+                );
                 -1
             }
         }

@@ -49,21 +49,40 @@ pub fn criu_log(msg: &str) {
     }
 }
 
-/// The fd of CRIU's image directory (an export of the criu binary).
-pub fn image_dir() -> std::io::Result<RawFd> {
-    type GetDir = unsafe extern "C" fn() -> libc::c_int;
-    let name = c"criu_get_image_dir";
+/// Calls `int name(void)`, a function the criu binary exports for
+/// plugins (criu-plugin.h); None if this criu has no such export.
+fn call_criu_int_fn(name: &std::ffi::CStr) -> Option<libc::c_int> {
+    type IntFn = unsafe extern "C" fn() -> libc::c_int;
     // SAFETY: dlsym on the global namespace with a NUL-terminated name.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     if sym.is_null() {
+        return None;
+    }
+    // SAFETY: the callers name criu exports declared `int f(void)`.
+    let f: IntFn = unsafe { std::mem::transmute::<*mut libc::c_void, IntFn>(sym) };
+    // SAFETY: calling the criu function as declared.
+    Some(unsafe { f() })
+}
+
+/// Whether the dumped tasks go on after the dump ends (running or
+/// stopped) rather than being killed, as criu decided it
+/// (`criu_dumped_tasks_live_on()`, criu-patches/0003). `Err` if this criu
+/// does not export it; `Ok(None)` before criu has decided.
+pub fn dumped_tasks_live_on() -> Result<Option<bool>, ()> {
+    match call_criu_int_fn(c"criu_dumped_tasks_live_on") {
+        None => Err(()),
+        Some(v) if v < 0 => Ok(None),
+        Some(v) => Ok(Some(v != 0)),
+    }
+}
+
+/// The fd of CRIU's image directory (an export of the criu binary).
+pub fn image_dir() -> std::io::Result<RawFd> {
+    let Some(fd) = call_criu_int_fn(c"criu_get_image_dir") else {
         return Err(std::io::Error::other(
             "criu_get_image_dir() not found: not running inside criu",
         ));
-    }
-    // SAFETY: criu exports it with this C signature (criu-plugin.h).
-    let f: GetDir = unsafe { std::mem::transmute::<*mut libc::c_void, GetDir>(sym) };
-    // SAFETY: calling the criu function as declared.
-    let fd = unsafe { f() };
+    };
     if fd < 0 {
         return Err(std::io::Error::other("criu has no image directory open"));
     }

@@ -78,28 +78,62 @@ pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
     task::protocol(sock) == Some(libc::IPPROTO_SCTP)
 }
 
-fn listening(sock: BorrowedFd<'_>) -> bool {
-    let mut v: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: valid fd; pointers to a live c_int and its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut v as *mut c_int).cast(),
-            &mut len,
-        )
+/// Names an SCTP socket for an error: who holds it (pid and fd, found in
+/// /proc by its inode), its kind, its addresses, and for a one-to-many
+/// socket how many associations it has. Best effort: what cannot be read
+/// is left out.
+pub fn describe(sock: BorrowedFd<'_>) -> String {
+    use nix::sys::socket::{self, sockopt, SockType, SockaddrStorage};
+    let mut parts = Vec::new();
+    let inode = nix::sys::stat::fstat(sock.as_raw_fd()).map(|st| st.st_ino).ok();
+    if let Some(ino) = inode {
+        let owners = task::holders_of_socket(ino);
+        if owners.is_empty() {
+            parts.push(format!("socket inode {ino}"));
+        } else {
+            let list: Vec<String> = owners
+                .iter()
+                .map(|(pid, fd)| format!("pid {pid} fd {fd}"))
+                .collect();
+            parts.push(format!("{} (socket inode {ino})", list.join(", ")));
+        }
+    }
+    let listening = socket::getsockopt(&sock, sockopt::AcceptConn).unwrap_or(false);
+    let kind = match socket::getsockopt(&sock, sockopt::SockType) {
+        Ok(SockType::SeqPacket) => "one-to-many",
+        Ok(_) => "one-to-one",
+        Err(_) => "unknown style",
     };
-    rc == 0 && v != 0
+    parts.push(format!(
+        "{kind}{}",
+        if listening { " listener" } else { "" }
+    ));
+    if let Ok(a) = socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
+        parts.push(format!("bound to {a}"));
+    }
+    if let Ok(a) = socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()) {
+        parts.push(format!("peer {a}"));
+    }
+    if kind == "one-to-many" {
+        if let Ok(n) = sctp_repair::association_count(sock) {
+            parts.push(format!("{n} association(s)"));
+        }
+    }
+    parts.join(", ")
 }
 
-/// Freezes `sock` (unless listening) and writes its snapshot for CRIU
-/// file `id` into image dir `dir`. On error the socket may be frozen: it
-/// is in [`FROZEN`] and thawed by [`end_of_dump`].
+/// Freezes `sock` (listeners too: a frozen listener drops INIT, so no
+/// association lands in its accept queue after the capture has checked it
+/// is empty) and writes its snapshot for CRIU file `id` into image dir
+/// `dir`. On error the socket may be frozen: it is in [`FROZEN`] and
+/// thawed by [`end_of_dump`].
+///
+/// A socket whose associations a snapshot cannot carry (one-to-many, or a
+/// listener with associations not yet accepted) fails here, so that CRIU
+/// fails the dump and the task runs on with them.
 pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error> {
     let was = sctp_repair::mode(sock).map_err(Error::NoRepairMode)?;
-    if !listening(sock) && was == Mode::Off {
+    if was == Mode::Off {
         fault::point("sctp-freeze")?;
         sctp_repair::set_mode(sock, Mode::On).map_err(|source| Error::Repair {
             op: "entering repair mode",
@@ -130,7 +164,7 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
         source,
     })?;
     let mut lock_note = String::new();
-    if let (Some(info), false) = (snap.assoc_info(), listening(sock)) {
+    if let Some(info) = snap.assoc_info() {
         if netlock::in_our_netns(sock)? {
             fault::point("sctp-lock")?;
             let t = netlock::lock(&info)?;

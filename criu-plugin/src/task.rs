@@ -53,6 +53,38 @@ impl Task {
     }
 }
 
+/// The (pid, fd) pairs of the processes other than this one that hold
+/// the socket with inode `ino`, from /proc; at most 8.
+pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
+    let want = format!("socket:[{ino}]");
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for e in fds.flatten() {
+            let hit = std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str());
+            if let (true, Some(fd)) = (hit, e.file_name().to_str().and_then(|s| s.parse().ok())) {
+                found.push((pid, fd));
+                if found.len() == 8 {
+                    return found;
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The network namespace (its inode) task `pid` is in.
 pub fn netns_of(pid: i32) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;

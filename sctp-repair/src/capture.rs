@@ -319,6 +319,8 @@ fn capture_hmacs(sock: BorrowedFd<'_>) -> Option<SockOpt> {
 struct Probe {
     family: u16,
     listening: bool,
+    /// SOCK_SEQPACKET: its associations are not the socket's to capture.
+    one_to_many: bool,
     /// `None` on a kernel without repair mode, where only a listener can
     /// be captured.
     mode: Option<Mode>,
@@ -340,9 +342,13 @@ fn probe(sock: BorrowedFd<'_>) -> Result<Probe> {
     let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
         .map_err(os("getsockopt(SO_ACCEPTCONN)"))?
         != 0;
+    let one_to_many = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)
+        .map_err(os("getsockopt(SO_TYPE)"))?
+        == libc::SOCK_SEQPACKET;
     Ok(Probe {
         family,
         listening,
+        one_to_many,
         mode,
     })
 }
@@ -367,6 +373,9 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
     // One probe for all tries: a socket's family and role do not change
     // while we hold it (checked once more under repair mode by the kernel).
     let p = probe(sock)?;
+    if p.one_to_many {
+        return Err(Error::NotOneToOne);
+    }
     let ours = !p.listening && p.mode()? == Mode::Off;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -400,6 +409,12 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
 
 /// Reads the complete state of `sock`, which must be in repair mode
 /// (ESTABLISHED) or listening. The socket is left as it was.
+///
+/// A one-to-many socket is refused ([`Error::NotOneToOne`]), and so is a
+/// listener with associations waiting for accept() ([`Error::AcceptQueue`]):
+/// a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
+/// for that check to hold until the socket is closed: a frozen listener
+/// drops INIT, so no association arrives after it.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
     let p = probe(sock)?;
     capture_probed(sock, p, false)
@@ -408,6 +423,9 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
 /// [`capture`] of a probed socket; `frozen` if we just froze it ourselves.
 fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
     let family = p.family;
+    if p.one_to_many {
+        return Err(Error::NotOneToOne);
+    }
     if p.listening {
         let sockopts = capture_sockopts(sock, false, false);
         let name = sockname(sock)?.ok_or(Error::NotSctp)?;
@@ -416,7 +434,11 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
         } else {
             local_addrs(sock, 0)?
         };
-        let backlog = crate::diag::listen_backlog(sock, family, name.port())?;
+        let q = crate::diag::listener_queues(sock, family, name.port())?;
+        if q.pending > 0 {
+            return Err(Error::AcceptQueue { pending: q.pending });
+        }
+        let backlog = q.backlog;
         return Ok(Snapshot {
             kind: Kind::Listen,
             family,

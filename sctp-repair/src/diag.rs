@@ -1,4 +1,5 @@
-//! A listener's backlog, from sock_diag.
+//! A listener's backlog and accept queue, and whether a port has a
+//! listener, from sock_diag.
 //!
 //! No socket option reports the backlog a socket was given with listen();
 //! sctp_diag does, as the "send queue" of a listening endpoint
@@ -79,18 +80,58 @@ fn diag_socket_for(sock: BorrowedFd<'_>) -> Result<Socket> {
     })
 }
 
-/// The listen() backlog (`sk_max_ack_backlog`) of the listening SCTP
-/// socket `sock`, bound to `port` (host order), of `family`.
-pub(crate) fn listen_backlog(sock: BorrowedFd<'_>, family: u16, port: u16) -> Result<u32> {
+/// What sock_diag reports of a listening SCTP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenerQueues {
+    /// The listen() backlog (`sk_max_ack_backlog`).
+    pub backlog: u32,
+    /// Associations established on it and not yet accept()ed
+    /// (`sk_ack_backlog`: sctp_endpoint_add_asoc() counts them in).
+    pub pending: u32,
+}
+
+/// The backlog and accept queue of the listening SCTP socket `sock`,
+/// bound to `port` (host order), of `family`.
+pub(crate) fn listener_queues(
+    sock: BorrowedFd<'_>,
+    family: u16,
+    port: u16,
+) -> Result<ListenerQueues> {
     let (_, inode) = file_id(sock).map_err(os("fstat(socket)"))?;
     let family = u8::try_from(family).map_err(|_| Error::NotSctp)?;
+    let nl = diag_socket_for(sock)?;
+    listeners(nl, family, port)?
+        .into_iter()
+        .find(|(ino, _)| u64::from(*ino) == inode)
+        .map(|(_, q)| q)
+        .ok_or_else(|| bad_answer(format!("no listening SCTP socket with inode {inode}")))
+}
+
+/// Whether a listening SCTP socket of either family is bound to `port` in
+/// the caller's network namespace.
+pub(crate) fn port_has_listener(port: u16) -> Result<bool> {
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let nl = Socket::new(NETLINK_SOCK_DIAG).map_err(os("socket(NETLINK_SOCK_DIAG)"))?;
+        if !listeners(nl, family, port)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn bad_answer(what: String) -> Error {
+    os("sock_diag answer")(io::Error::new(io::ErrorKind::InvalidData, what))
+}
+
+/// The listening SCTP endpoints of `family` bound to `port` in the
+/// namespace of `nl`: (inode, queues) each.
+fn listeners(mut nl: Socket, family: u8, port: u16) -> Result<Vec<(u32, ListenerQueues)>> {
     let mut socket_id = if i32::from(family) == libc::AF_INET6 {
         SocketId::new_v6()
     } else {
         SocketId::new_v4()
     };
     socket_id.source_port = port;
-    let mut nl = diag_socket_for(sock)?;
     nl.bind_auto().map_err(os("bind(NETLINK_SOCK_DIAG)"))?;
     nl.connect(&SocketAddr::new(0, 0))
         .map_err(os("connect(NETLINK_SOCK_DIAG)"))?;
@@ -112,9 +153,7 @@ pub(crate) fn listen_backlog(sock: BorrowedFd<'_>, family: u16, port: u16) -> Re
     req.serialize(&mut buf);
     nl.send(&buf, 0).map_err(os("send(sock_diag request)"))?;
 
-    let bad =
-        |what: String| os("sock_diag answer")(io::Error::new(io::ErrorKind::InvalidData, what));
-    let mut found = None;
+    let mut found = Vec::new();
     let mut rx = vec![0u8; 64 << 10];
     let mut seen = 0;
     loop {
@@ -125,17 +164,13 @@ pub(crate) fn listen_backlog(sock: BorrowedFd<'_>, family: u16, port: u16) -> Re
         while at < n {
             seen += 1;
             if seen > MAX_MESSAGES {
-                return Err(bad("the dump does not end".into()));
+                return Err(bad_answer("the dump does not end".into()));
             }
             let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[at..n])
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(|e| bad_answer(e.to_string()))?;
             let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::Done(_) => {
-                    return found.ok_or_else(|| {
-                        bad(format!("no listening SCTP socket with inode {inode}"))
-                    });
-                }
+                NetlinkPayload::Done(_) => return Ok(found),
                 NetlinkPayload::Error(e) => {
                     return Err(os("sock_diag dump")(
                         e.code
@@ -143,21 +178,29 @@ pub(crate) fn listen_backlog(sock: BorrowedFd<'_>, family: u16, port: u16) -> Re
                             .unwrap_or_else(|| io::Error::other("error without a code")),
                     ));
                 }
+                // The kernel filters by state and family; the port is
+                // checked here too, in case a kernel ignores that filter.
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
-                    if u64::from(r.header.inode) == inode =>
+                    if r.header.socket_id.source_port == port =>
                 {
-                    found = Some(r.header.send_queue);
+                    found.push((
+                        r.header.inode,
+                        ListenerQueues {
+                            backlog: r.header.send_queue,
+                            pending: r.header.recv_queue,
+                        },
+                    ));
                 }
                 _ => {}
             }
             if len == 0 {
-                return Err(bad("a message of length 0".into()));
+                return Err(bad_answer("a message of length 0".into()));
             }
             // Messages are 4-byte aligned (NLMSG_ALIGN).
             at = at.saturating_add(len.saturating_add(3) & !3);
         }
         if n == 0 {
-            return Err(bad("the dump ended without NLMSG_DONE".into()));
+            return Err(bad_answer("the dump ended without NLMSG_DONE".into()));
         }
     }
 }

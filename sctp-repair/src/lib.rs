@@ -42,8 +42,12 @@ pub enum Error {
     NotSctp,
     /// The socket is one-to-many (SOCK_SEQPACKET); repair mode is for
     /// one-to-one sockets.
-    #[error("SCTP repair mode supports one-to-one (SOCK_STREAM) sockets only")]
+    #[error("a one-to-many (SOCK_SEQPACKET) SCTP socket cannot be frozen or captured: SCTP repair mode supports one-to-one (SOCK_STREAM) sockets only")]
     NotOneToOne,
+    /// A listener holds associations that are established but not yet
+    /// accept()ed: a snapshot of the listener would lose them.
+    #[error("the listener holds {pending} association(s) not yet accept()ed, which a snapshot cannot carry; capture it once the application has accepted them")]
+    AcceptQueue { pending: u32 },
     /// Something is in progress that a snapshot cannot hold: a handshake
     /// or shutdown (repair mode refused), or an ASCONF, stream reset or
     /// partial delivery (capture refused). It completes once the socket
@@ -147,6 +151,18 @@ pub(crate) fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
         return Err(Error::NotSctp);
     }
     Ok(())
+}
+
+/// SCTP_GET_ASSOC_NUMBER (uapi/linux/sctp.h).
+const SCTP_GET_ASSOC_NUMBER: libc::c_int = 28;
+
+/// How many associations a one-to-many (SOCK_SEQPACKET) socket holds; the
+/// kernel answers this for one-to-many sockets only.
+pub fn association_count(sock: BorrowedFd<'_>) -> Result<u32> {
+    sockopt::get_int(sock, libc::IPPROTO_SCTP, SCTP_GET_ASSOC_NUMBER)
+        .map(|n| n as u32)
+        .map_err(|e| classify("getsockopt(SCTP_GET_ASSOC_NUMBER)", e))
+        .map_err(|e| refine(sock, e))
 }
 
 /// The repair mode `sock` is in.

@@ -54,26 +54,93 @@ fn raw_sockaddr(a: &SocketAddr) -> Vec<u8> {
 }
 
 fn bind_all(sock: BorrowedFd<'_>, addrs: &[SocketAddr]) -> Result<()> {
-    let Some(first) = addrs.first() else {
-        return Err(Error::NoAssociation);
-    };
-    let raw = raw_sockaddr(first);
-    // SAFETY: `raw` holds a complete sockaddr of the given length.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            raw.as_ptr().cast(),
-            raw.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(addr_error(*first, io::Error::last_os_error(), "bind"));
+    bind_from(sock, addrs, 0).map_err(|(_, e)| e)
+}
+
+/// Binds `sock` to `addrs[start..]`: bind() for the first address, bindx
+/// for the others. On error, also how many addresses are bound.
+fn bind_from(
+    sock: BorrowedFd<'_>,
+    addrs: &[SocketAddr],
+    start: usize,
+) -> std::result::Result<(), (usize, Error)> {
+    if addrs.is_empty() {
+        return Err((0, Error::NoAssociation));
     }
-    for a in &addrs[1..] {
-        sockopt::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw_sockaddr(a))
-            .map_err(|e| addr_error(*a, e, "bindx"))?;
+    for (i, a) in addrs.iter().enumerate().skip(start) {
+        let raw = raw_sockaddr(a);
+        let r = if i == 0 {
+            // SAFETY: `raw` holds a complete sockaddr of the given length.
+            let rc = unsafe {
+                libc::bind(
+                    sock.as_raw_fd(),
+                    raw.as_ptr().cast(),
+                    raw.len() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(addr_error(*a, io::Error::last_os_error(), "bind"))
+            }
+        } else {
+            sockopt::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw)
+                .map_err(|e| addr_error(*a, e, "bindx"))
+        };
+        r.map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+fn listen(sock: BorrowedFd<'_>, backlog: u32) -> Result<()> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: plain listen(2) on a valid fd.
+    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => Error::Os {
+                op: "listen: the port is in use",
+                source: e,
+            },
+            _ => classify("listen", e),
+        });
+    }
+    Ok(())
+}
+
+/// Binds and starts the listener of `snap`.
+///
+/// The associations accepted from it share its port. When they belong to
+/// other processes (a forking server) and were restored first, they hold
+/// the port, and bind() or listen() refuse it, which they would not have
+/// done to the listener they came from. So if the port is taken and no
+/// other listener holds it, the rest is done in repair mode, which binds
+/// to a port in use (patch 0008), and the listener is thawed at once. A
+/// port held by another listener stays refused: that is a real conflict.
+fn start_listener(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    let addrs = &snap.local_addrs;
+    let (bound, busy) = match bind_from(sock, addrs, 0) {
+        Ok(()) => match listen(sock, snap.backlog) {
+            Ok(()) => return Ok(()),
+            Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::EADDRINUSE) => {
+                (addrs.len(), addrs[0])
+            }
+            Err(e) => return Err(e),
+        },
+        Err((at, Error::AddressInUse(a))) => (at, a),
+        Err((_, e)) => return Err(e),
+    };
+    if crate::diag::port_has_listener(busy.port())? {
+        return Err(Error::AddressInUse(busy));
+    }
+    crate::set_mode_of_sctp(sock, Mode::On)?;
+    let r = bind_from(sock, addrs, bound)
+        .map_err(|(_, e)| e)
+        .and_then(|()| listen(sock, snap.backlog));
+    // Thawed even on error: the caller closes the socket then, and a
+    // listener has nothing to send either way.
+    let thawed = crate::set_mode_of_sctp(sock, Mode::Off);
+    r.and(thawed)
 }
 
 fn addr_error(addr: SocketAddr, e: io::Error, op: &'static str) -> Error {
@@ -140,12 +207,7 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     }
     match snap.kind {
         Kind::Listen => {
-            bind_all(sock, &snap.local_addrs)?;
-            let backlog = i32::try_from(snap.backlog).unwrap_or(i32::MAX);
-            // SAFETY: plain listen(2) on a valid fd.
-            if unsafe { libc::listen(sock.as_raw_fd(), backlog) } != 0 {
-                return Err(classify("listen", io::Error::last_os_error()));
-            }
+            start_listener(sock, snap)?;
             apply_sctp_sockopts(sock, snap)
         }
         Kind::Established => {

@@ -1,6 +1,7 @@
 //! Programs the guest suites start in a container netns and migrate.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use anyhow::{Context, Result};
@@ -18,6 +19,18 @@ pub enum App {
     SctpEcho {
         #[arg(long)]
         listen: std::net::SocketAddrV4,
+    },
+    /// The SCTP echo server in the shapes servers come in (`--shape`).
+    SctpServer {
+        /// Where to listen; `[::]:PORT` makes an AF_INET6 listener, which
+        /// IPv4 peers reach through v4-mapped addresses.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// More addresses to bind the listener to (sctp_bindx).
+        #[arg(long)]
+        also: Vec<SocketAddr>,
+        #[arg(long, value_enum)]
+        shape: Shape,
     },
     /// Holds a listening one-to-one SCTP socket and waits.
     SctpListen {
@@ -91,8 +104,30 @@ fn detach(c: &mut std::process::Command) {
     }
 }
 
+/// How an SCTP server is laid out in processes and sockets.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Shape {
+    /// inetd-style: a child forked per association, which closes the
+    /// listener; the parent closes the association.
+    Fork,
+    /// Three workers forked before any association, each accept()ing on
+    /// the listener they inherited (one listener in four processes).
+    Prefork,
+    /// The parent accepts and passes each association to a worker over a
+    /// UNIX socket (SCM_RIGHTS), keeping its own copy: one association
+    /// socket in two processes.
+    Pass,
+    /// One-to-many: one SOCK_SEQPACKET socket for every association.
+    OneToMany,
+}
+
 pub fn run(app: App) -> Result<()> {
     match app {
+        App::SctpServer {
+            listen,
+            also,
+            shape,
+        } => sctp_server(listen, &also, shape),
         App::TcpEcho { listen } => tcp_echo(listen),
         App::SctpListen { listen } => sctp_listen(listen),
         App::SctpEcho { listen } => sctp_echo(listen),
@@ -192,5 +227,197 @@ fn sctp_echo(listen: std::net::SocketAddrV4) -> Result<()> {
                 }
             }
         });
+    }
+}
+
+/// An SCTP socket of `ty` (SOCK_STREAM or SOCK_SEQPACKET) for `addr`'s
+/// family, bound to it and to `also` (sctp_bindx), listening.
+fn sctp_listener(
+    addr: SocketAddr,
+    also: &[SocketAddr],
+    ty: libc::c_int,
+) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{self, SockaddrLike, SockaddrStorage};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe { libc::socket(family, ty, libc::IPPROTO_SCTP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket(IPPROTO_SCTP)");
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let l = unsafe { OwnedFd::from_raw_fd(fd) };
+    crate::suites::sctp_repair::set_streams(&l, 8)?;
+    socket::bind(l.as_raw_fd(), &SockaddrStorage::from(addr))
+        .with_context(|| format!("binding {addr}"))?;
+    for a in also {
+        // SCTP_SOCKOPT_BINDX_ADD (100) takes packed sockaddrs.
+        let sa = SockaddrStorage::from(*a);
+        // SAFETY: `sa` holds a sockaddr of `len()` bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), sa.len() as usize)
+        };
+        // SAFETY: valid fd; `raw` is a complete sockaddr.
+        let rc = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_SCTP,
+                100,
+                raw.as_ptr().cast(),
+                raw.len() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("bindx {a}"));
+        }
+    }
+    socket::listen(&l, socket::Backlog::new(16)?)?;
+    Ok(l)
+}
+
+/// Echoes every message of a one-to-one association back on its stream
+/// until it ends.
+fn echo_association(s: &std::os::fd::OwnedFd) {
+    let mut buf = vec![0u8; 65536];
+    let fd = std::os::fd::AsFd::as_fd(s);
+    while let Ok(Some(m)) = crate::sctp_traffic::recv(fd, &mut buf) {
+        let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
+        if crate::sctp_traffic::send(fd, stream, unordered, &m, 0).is_err() {
+            return;
+        }
+    }
+}
+
+fn accept_one(l: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fd = nix::sys::socket::accept(l.as_raw_fd()).ok()?;
+    // SAFETY: accept returned a new fd we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sctp_server(listen: SocketAddr, also: &[SocketAddr], shape: Shape) -> Result<()> {
+    use nix::unistd::{fork, ForkResult};
+    // Children are not waited for: they end with the test.
+    // SAFETY: setting SIGCHLD's disposition to SIG_IGN has no handler.
+    unsafe { nix::sys::signal::signal(nix::sys::signal::SIGCHLD, nix::sys::signal::SigHandler::SigIgn) }?;
+    match shape {
+        Shape::OneToMany => {
+            let l = sctp_listener(listen, also, libc::SOCK_SEQPACKET)?;
+            one_to_many_echo(&l)
+        }
+        Shape::Fork => {
+            let l = sctp_listener(listen, also, libc::SOCK_STREAM)?;
+            loop {
+                let Some(s) = accept_one(&l) else { continue };
+                // SAFETY: this process has one thread; the child only
+                // echoes and exits.
+                if let ForkResult::Child = unsafe { fork() }? {
+                    drop(l);
+                    echo_association(&s);
+                    std::process::exit(0);
+                }
+            }
+        }
+        Shape::Prefork => {
+            let l = sctp_listener(listen, also, libc::SOCK_STREAM)?;
+            for _ in 0..3 {
+                // SAFETY: one thread here; the worker runs its own loop.
+                if let ForkResult::Child = unsafe { fork() }? {
+                    loop {
+                        if let Some(s) = accept_one(&l) {
+                            echo_association(&s);
+                        }
+                    }
+                }
+            }
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        Shape::Pass => {
+            use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+            let l = sctp_listener(listen, also, libc::SOCK_STREAM)?;
+            let (ours, theirs) = socket::socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::empty(),
+            )?;
+            // SAFETY: one thread here; the worker runs its own loop.
+            if let ForkResult::Child = unsafe { fork() }? {
+                drop((l, ours));
+                return receive_and_echo(&theirs);
+            }
+            drop(theirs);
+            let mut kept = Vec::new();
+            loop {
+                let Some(s) = accept_one(&l) else { continue };
+                pass_fd(&ours, &s)?;
+                // Kept open here too: the association is in both.
+                kept.push(s);
+            }
+        }
+    }
+}
+
+fn pass_fd(over: &std::os::fd::OwnedFd, fd: &std::os::fd::OwnedFd) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"f")];
+    sendmsg::<()>(
+        over.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .context("passing an association over SCM_RIGHTS")?;
+    Ok(())
+}
+
+/// The worker of [`Shape::Pass`]: a thread per association it is passed.
+fn receive_and_echo(from: &std::os::fd::OwnedFd) -> Result<()> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    loop {
+        let mut b = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut b)];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(from.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .context("receiving an association")?;
+        if msg.bytes == 0 {
+            return Ok(());
+        }
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: SCM_RIGHTS gave us a new fd we own.
+                    let s = unsafe { OwnedFd::from_raw_fd(fd) };
+                    std::thread::spawn(move || echo_association(&s));
+                }
+            }
+        }
+    }
+}
+
+/// Echoes every message of a one-to-many socket to the association it
+/// came from (addressed by the peer's address), on its stream.
+fn one_to_many_echo(l: &std::os::fd::OwnedFd) -> Result<()> {
+    use nix::sys::socket::SockaddrStorage;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Some((m, from)) = crate::sctp_traffic::recv_from(l.as_fd(), &mut buf)? else {
+            continue;
+        };
+        let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
+        let to: Option<SockaddrStorage> = Some(from);
+        if let Err(e) = crate::sctp_traffic::send_to(l.as_fd(), to.as_ref(), stream, unordered, &m, 0) {
+            eprintln!("one-to-many echo: {e}");
+        }
     }
 }

@@ -79,6 +79,19 @@ pub fn send(
     msg: &[u8],
     flags: libc::c_int,
 ) -> std::io::Result<()> {
+    send_to(sock, None, stream, unordered, msg, flags)
+}
+
+/// [`send`] to the association with peer address `to` (one-to-many).
+pub fn send_to(
+    sock: BorrowedFd<'_>,
+    to: Option<&nix::sys::socket::SockaddrStorage>,
+    stream: u16,
+    unordered: bool,
+    msg: &[u8],
+    flags: libc::c_int,
+) -> std::io::Result<()> {
+    use nix::sys::socket::SockaddrLike;
     // struct sctp_sndinfo { u16 sid; u16 flags; u32 ppid; u32 context; s32 assoc_id; }
     let mut info = [0u8; 16];
     info[0..2].copy_from_slice(&stream.to_ne_bytes());
@@ -96,6 +109,10 @@ pub fn send(
     mh.msg_iovlen = 1;
     mh.msg_control = cbuf.as_mut_ptr().cast();
     mh.msg_controllen = space;
+    if let Some(a) = to {
+        mh.msg_name = a.as_ptr() as *mut libc::c_void;
+        mh.msg_namelen = a.len();
+    }
     // SAFETY: the control buffer has room for one cmsg of `info`'s size;
     // CMSG_FIRSTHDR/CMSG_DATA point inside it.
     unsafe {
@@ -117,6 +134,58 @@ pub fn send(
         )));
     }
     Ok(())
+}
+
+/// One whole message of a one-to-many socket and the address of the
+/// peer it came from (None on timeout); notifications are skipped.
+pub fn recv_from(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(Vec<u8>, nix::sys::socket::SockaddrStorage)>> {
+    use nix::sys::socket::SockaddrLike;
+    let mut msg = Vec::new();
+    loop {
+        // SAFETY: all-zero is a valid sockaddr_storage to fill.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: zeroed msghdr is valid.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `mh` points at `buf` and `from`, live for the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) && msg.is_empty()
+            {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        if mh.msg_flags & libc::MSG_NOTIFICATION != 0 {
+            continue;
+        }
+        msg.extend_from_slice(&buf[..n as usize]);
+        if mh.msg_flags & libc::MSG_EOR != 0 {
+            // SAFETY: the kernel filled `from` with `msg_namelen` bytes.
+            let addr = unsafe {
+                nix::sys::socket::SockaddrStorage::from_raw(
+                    (&from as *const libc::sockaddr_storage).cast(),
+                    Some(mh.msg_namelen),
+                )
+            }
+            .ok_or_else(|| std::io::Error::other("no peer address"))?;
+            return Ok(Some((msg, addr)));
+        }
+    }
 }
 
 /// Receives one whole message (or None on timeout / would-block).

@@ -5,3 +5,4 @@ pub mod gtp;
 pub mod kfuzz;
 pub mod plugin;
 pub mod sctp_repair;
+pub mod shapes;

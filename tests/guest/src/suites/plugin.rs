@@ -17,7 +17,7 @@ use crate::sctp_traffic::{self, Sent, Tally};
 const MME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 40);
 const S1AP_PORT: u16 = 36412;
 
-fn plugin_dir() -> String {
+pub(crate) fn plugin_dir() -> String {
     crate::vm_dir()
         .join("lib")
         .join("criu")
@@ -26,7 +26,7 @@ fn plugin_dir() -> String {
 }
 
 /// Ends a process CRIU restored (not our child: no wait).
-fn kill_restored(pid: u32) {
+pub(crate) fn kill_restored(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -34,9 +34,9 @@ fn kill_restored(pid: u32) {
 }
 
 /// Streams the eNBs use (the echo server answers on the same one).
-const STREAMS: u16 = 4;
+pub(crate) const STREAMS: u16 = 4;
 
-fn connect_from_c(to: SocketAddrV4) -> Result<OwnedFd> {
+pub(crate) fn connect_from_c(to: SocketAddrV4) -> Result<OwnedFd> {
     net::in_netns(PEER_C, move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -53,7 +53,7 @@ fn connect_from_c(to: SocketAddrV4) -> Result<OwnedFd> {
     })
 }
 
-fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result<()> {
+pub(crate) fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result<()> {
     for _ in 0..n {
         let i = sent.count;
         sent.send_next(s.as_fd(), STREAMS, i)?;
@@ -79,8 +79,8 @@ fn echo_round(s: &OwnedFd, sent: &mut Sent, tally: &mut Tally, n: u64) -> Result
 /// A base station streaming numbered messages to the MME on several
 /// streams, ordered and unordered, and checking the echoes, until told to
 /// stop. Any association event (COMM_LOST, RESTART, ABORT) fails it.
-struct Enb {
-    sock: Arc<OwnedFd>,
+pub(crate) struct Enb {
+    pub(crate) sock: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
     /// Set once the writer is done: the reader then drains what is due.
     drain: Arc<AtomicBool>,
@@ -94,7 +94,7 @@ struct Enb {
 }
 
 impl Enb {
-    fn start(sock: OwnedFd) -> Result<Enb> {
+    pub(crate) fn start(sock: OwnedFd) -> Result<Enb> {
         // S1-style timers (RTO 100..1000 ms), as base stations tune SCTP:
         // with the defaults (up to 60 s) the eNB's retransmission timer
         // backs off so far during the migration that it resumes long
@@ -175,8 +175,13 @@ impl Enb {
         Ok((t, gap))
     }
 
+    /// Echoes received so far.
+    pub(crate) fn echoed(&self) -> u64 {
+        self.echoed.load(Ordering::SeqCst)
+    }
+
     /// What the reader saw go wrong, if it has stopped on an error.
-    fn failure(&self) -> String {
+    pub(crate) fn failure(&self) -> String {
         match self.failed.lock().ok().and_then(|w| w.clone()) {
             Some(why) => format!("its reader stopped: {why}"),
             None => "its reader saw no association event".into(),
@@ -185,7 +190,7 @@ impl Enb {
 
     /// Stops the traffic, waits for the last echoes; the messages sent and
     /// the longest time without an echo (the downtime this eNB saw).
-    fn finish(self) -> Result<(Tally, Duration, u64)> {
+    pub(crate) fn finish(self) -> Result<(Tally, Duration, u64)> {
         self.stop.store(true, Ordering::SeqCst);
         let sent = self
             .writer

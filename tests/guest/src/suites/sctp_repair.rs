@@ -742,6 +742,13 @@ fn path_diag(s: &OwnedFd) -> String {
     )
 }
 
+/// SCTP_STATUS: DATA chunks of the association not yet acknowledged.
+pub fn unacked(s: &OwnedFd) -> Result<u16> {
+    // struct sctp_status: sstat_unackdata (u16) at byte 12.
+    let buf = sctp_status(s)?;
+    Ok(u16::from_ne_bytes([buf[12], buf[13]]))
+}
+
 /// SCTP_STATUS: the association id and its state (enum sctp_sstat_state).
 pub fn assoc_state(s: &OwnedFd) -> Result<(i32, i32)> {
     // struct sctp_status starts with sstat_assoc_id (s32), sstat_state (s32).

@@ -1,0 +1,519 @@
+//! SCTP servers in the shapes they come in, moved A->B by `criu dump /
+//! restore --lib` under two-way traffic on several streams: forking
+//! (inetd-style, pre-forked workers, a third-party `socat ... fork`), an
+//! association passed to another process over SCM_RIGHTS, a listener bound
+//! to several addresses, an AF_INET6 listener with IPv4 peers. And the
+//! shapes the plugin cannot carry yet: their dump fails with an error
+//! naming the socket, and the server and its associations run on.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::criu;
+use crate::net::{self, Topology, HOST_A, HOST_B};
+use crate::sctp_traffic::{Sent, Tally};
+use crate::suites::plugin::{connect_from_c, echo_round, kill_restored, plugin_dir, Enb};
+use crate::suites::sctp_repair::peer_status;
+
+/// The server's service address, and a second one for bindx.
+const SVC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const SVC2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 51);
+const PORT: u16 = 36412;
+const VETH: &str = "shp0";
+
+/// A server in a container on host A with `peers` eNBs from C streaming
+/// through it (to `SVC`, or alternately `SVC` and `SVC2`).
+struct Rig {
+    topo: Topology,
+    ctr: String,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl Rig {
+    fn new(name: &str, addrs: &[Ipv4Addr]) -> Result<Rig> {
+        let mut topo = Topology::build()?;
+        let ctr = topo.container(HOST_A, name, VETH, addrs[0])?;
+        for a in &addrs[1..] {
+            net::ip(&["-n", &ctr, "addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+        }
+        Ok(Rig {
+            topo,
+            ctr,
+            addrs: addrs.to_vec(),
+        })
+    }
+
+    fn server(&self, listen: &str, also: &[String], shape: &str) -> Result<std::process::Child> {
+        let mut args = vec!["sctp-server", "--listen", listen, "--shape", shape];
+        for a in also {
+            args.extend(["--also", a]);
+        }
+        crate::apps::spawn_in(&self.ctr, &args)
+    }
+
+    /// `n` eNBs, spread over the service addresses.
+    fn enbs(&self, n: usize) -> Result<Vec<(Enb, (i32, i32))>> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let to = SocketAddrV4::new(self.addrs[i % self.addrs.len()], PORT);
+            let s = connect_from_c(to)?;
+            let st = peer_status(&s)?;
+            v.push((Enb::start(s)?, st));
+        }
+        Ok(v)
+    }
+
+    /// Moves the tree rooted at `pid` to B; the restored root's pid.
+    fn move_to_b(&self, pid: u32, work: &str, extra: &[&str]) -> Result<(u32, String)> {
+        let dir = crate::suites::baseline::work_dir(work)?;
+        let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
+        let lib = plugin_dir();
+        let mut dump_args = vec!["--lib", lib.as_str()];
+        dump_args.extend(extra);
+        let cp = criu::dump(HOST_A, pid, &img_a, &dump_args)?;
+        let (tr, bytes) =
+            crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+        let ext = format!("veth[eth0]:{VETH}@br0");
+        let mut restore_args = vec!["--lib", lib.as_str(), "--external", ext.as_str()];
+        restore_args.extend(extra);
+        let (rs, restored) = criu::restore(HOST_B, &img_b, &restore_args)?;
+        for a in &self.addrs {
+            net::announce(&format!("/proc/{restored}/ns/net"), "eth0", *a)?;
+        }
+        Ok((
+            restored,
+            format!(
+                "checkpoint {:.2}s, transfer {:.2}s ({bytes} bytes), restore {:.2}s",
+                cp.as_secs_f64(),
+                tr.as_secs_f64(),
+                rs.as_secs_f64()
+            ),
+        ))
+    }
+}
+
+/// Waits for the eNBs' echoes, checks every association is the same one
+/// and lost, duplicated or reordered nothing; then a new eNB is served.
+fn finish(enbs: Vec<(Enb, (i32, i32))>, new_peer: bool) -> Result<String> {
+    std::thread::sleep(Duration::from_secs(2));
+    if new_peer {
+        let e = connect_from_c(SocketAddrV4::new(SVC, PORT)).context("a new eNB connecting")?;
+        let (mut s, mut t) = (Sent::default(), Tally::default());
+        echo_round(&e, &mut s, &mut t, 5).context("a new eNB's echoes")?;
+    }
+    let mut total = 0;
+    let mut gap = Duration::ZERO;
+    for (i, (enb, before)) in enbs.into_iter().enumerate() {
+        let after = peer_status(&enb.sock).with_context(|| format!("eNB {}", i + 1))?;
+        ensure!(after == before, "eNB {}'s association changed", i + 1);
+        let (t, g, _) = enb.finish().with_context(|| format!("eNB {}", i + 1))?;
+        total += t.received;
+        gap = gap.max(g);
+    }
+    Ok(format!(
+        "{total} messages echoed on {} streams, 0 lost, duplicated or reordered; \
+         longest silence {:.2}s; same associations{}",
+        crate::suites::plugin::STREAMS,
+        gap.as_secs_f64(),
+        if new_peer { "; a new eNB was served" } else { "" }
+    ))
+}
+
+/// Runs `shape` of our server with 3 eNBs through a move A->B.
+fn move_server(work: &str, shape: &str, addrs: &[Ipv4Addr], listen: &str) -> Result<()> {
+    let rig = Rig::new(work, addrs)?;
+    let also: Vec<String> = addrs[1..]
+        .iter()
+        .map(|a| SocketAddrV4::new(*a, PORT).to_string())
+        .collect();
+    let mut app = rig.server(listen, &also, shape)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let enbs = rig.enbs(3)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (pid, took) = rig.move_to_b(app.id(), work, &[])?;
+    let _ = app.wait();
+    let r = finish(enbs, true);
+    kill_tree(pid);
+    drop(rig.topo);
+    println!("  {shape} server on {listen}: {took}; {}", r?);
+    Ok(())
+}
+
+/// Kills a restored process and its children.
+fn kill_tree(pid: u32) {
+    if let Ok(kids) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+            kill_tree(k);
+        }
+    }
+    kill_restored(pid);
+}
+
+/// inetd-style: a child per association (3), the listener in the parent
+/// only. CRIU restores the children's associations and the listener in
+/// whatever order; the listener binds its port even when they hold it.
+pub fn forking_server() -> Result<()> {
+    move_server("shapes-fork", "fork", &[SVC], &format!("{SVC}:{PORT}"))
+}
+
+/// Three pre-forked workers accept()ing on the one listener they all
+/// inherited: one socket in four processes.
+pub fn preforked_workers() -> Result<()> {
+    move_server("shapes-prefork", "prefork", &[SVC], &format!("{SVC}:{PORT}"))
+}
+
+/// Each association accepted by the parent and passed to a worker over
+/// SCM_RIGHTS, the parent keeping its copy.
+pub fn passed_over_scm_rights() -> Result<()> {
+    move_server("shapes-pass", "pass", &[SVC], &format!("{SVC}:{PORT}"))
+}
+
+/// A listener bound to two addresses with sctp_bindx, eNBs on both.
+pub fn bindx_listener() -> Result<()> {
+    move_server("shapes-bindx", "fork", &[SVC, SVC2], &format!("{SVC}:{PORT}"))
+}
+
+/// An AF_INET6 listener on [::] whose peers come over IPv4.
+pub fn v6_listener_v4_peers() -> Result<()> {
+    move_server("shapes-v6", "fork", &[SVC], &format!("[::]:{PORT}"))
+}
+
+/// A byte-stream client for servers that relay bytes, not messages (socat
+/// through `cat`): numbered lines out, the same bytes back in order.
+struct ByteClient {
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<Result<u64>>,
+    reader: std::thread::JoinHandle<Result<(u64, Duration)>>,
+    sock: Arc<OwnedFd>,
+}
+
+fn line(i: u64) -> String {
+    format!("{i:012}\n")
+}
+
+impl ByteClient {
+    fn start(sock: OwnedFd) -> Result<ByteClient> {
+        crate::suites::sctp_repair::tune_timers(&sock)?;
+        crate::sctp_traffic::watch(sock.as_fd())?;
+        let tv = nix::sys::time::TimeVal::new(0, 200_000);
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+        let sock = Arc::new(sock);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (s, st, n) = (sock.clone(), stop.clone(), sent.clone());
+        let writer = std::thread::spawn(move || -> Result<u64> {
+            let mut i = 0u64;
+            while !st.load(Ordering::SeqCst) {
+                let l = line(i);
+                crate::sctp_traffic::send(s.as_fd(), 0, false, l.as_bytes(), 0)
+                    .with_context(|| format!("sending line {i}"))?;
+                i += 1;
+                n.store(i * 13, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(i)
+        });
+        let (s, st) = (sock.clone(), stop.clone());
+        let reader = std::thread::spawn(move || -> Result<(u64, Duration)> {
+            let mut buf = vec![0u8; 65536];
+            let mut want = Vec::new();
+            let (mut next, mut at) = (0u64, 0u64);
+            let (mut last, mut gap) = (Instant::now(), Duration::ZERO);
+            let mut idle = 0;
+            while !st.load(Ordering::SeqCst) || (at < sent.load(Ordering::SeqCst) && idle < 75) {
+                match crate::sctp_traffic::recv(s.as_fd(), &mut buf)? {
+                    None => idle += 1,
+                    Some(m) => {
+                        idle = 0;
+                        gap = gap.max(last.elapsed());
+                        last = Instant::now();
+                        for b in m {
+                            if want.is_empty() {
+                                want = line(next).into_bytes();
+                                want.reverse();
+                                next += 1;
+                            }
+                            let w = want.pop().unwrap_or(0);
+                            if b != w {
+                                bail!("byte {at} is {b:#x}, not {w:#x}: lost, reordered or corrupt");
+                            }
+                            at += 1;
+                        }
+                    }
+                }
+            }
+            Ok((at, gap))
+        });
+        Ok(ByteClient {
+            stop,
+            writer,
+            reader,
+            sock,
+        })
+    }
+
+    fn finish(self) -> Result<(u64, Duration)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let lines = self
+            .writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        let (bytes, gap) = self
+            .reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        ensure!(
+            bytes == lines * 13,
+            "{bytes} of {} bytes came back",
+            lines * 13
+        );
+        Ok((bytes, gap))
+    }
+}
+
+/// A third-party forking server: `socat SCTP-LISTEN:..,fork EXEC:cat`, a
+/// socat child and a `cat` per association, 3 clients streaming bytes.
+pub fn socat_fork() -> Result<()> {
+    let rig = Rig::new("shapes-socat", &[SVC])?;
+    let dir = crate::suites::baseline::work_dir("shapes-socat")?;
+    let listen = format!("SCTP4-LISTEN:{PORT},bind={SVC},fork,reuseaddr");
+    let mut app = crate::apps::spawn_program_in(
+        &rig.ctr,
+        "socat",
+        &[&listen, "EXEC:cat"],
+        &dir.join("socat.out"),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut clients = Vec::new();
+    let mut before = Vec::new();
+    for _ in 0..3 {
+        let s = connect_from_c(SocketAddrV4::new(SVC, PORT))?;
+        before.push(peer_status(&s)?);
+        clients.push(ByteClient::start(s)?);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (pid, took) = rig.move_to_b(app.id(), "shapes-socat", &[])?;
+    let _ = app.wait();
+    let r = (|| -> Result<String> {
+        std::thread::sleep(Duration::from_secs(2));
+        let mut total = 0;
+        let mut gap = Duration::ZERO;
+        for (i, (c, b)) in clients.into_iter().zip(before).enumerate() {
+            ensure!(
+                peer_status(&c.sock)? == b,
+                "client {}'s association changed",
+                i + 1
+            );
+            let (n, g) = c.finish().with_context(|| format!("client {}", i + 1))?;
+            total += n;
+            gap = gap.max(g);
+        }
+        Ok(format!(
+            "{total} bytes echoed in order through 3 socat children and their cats, longest silence {:.2}s",
+            gap.as_secs_f64()
+        ))
+    })();
+    kill_tree(pid);
+    drop(rig.topo);
+    println!("  socat fork: {took}; {}", r?);
+    Ok(())
+}
+
+/// A dump that must fail: criu's log names `why` and the process, the
+/// server still runs, and each eNB's association keeps working (its
+/// echoes keep coming).
+fn refused(
+    work: &str,
+    mut app: std::process::Child,
+    enbs: Vec<(Enb, (i32, i32))>,
+    why: &str,
+) -> Result<String> {
+    let dir = crate::suites::baseline::work_dir(work)?;
+    let img = dir.join("images");
+    let lib = plugin_dir();
+    let echoed_before: Vec<u64> = enbs.iter().map(|(e, _)| e.echoed()).collect();
+    let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
+    ensure!(r.is_err(), "criu dump succeeded; it must refuse: {why}");
+    let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+    let line = log
+        .lines()
+        .find(|l| l.contains("epcmig: cannot dump"))
+        .map(str::to_string)
+        .with_context(|| format!("no epcmig error in criu's log:\n{}", tail(&log)))?;
+    ensure!(line.contains(why), "the error does not say \"{why}\": {line}");
+    ensure!(
+        line.contains(&format!("pid {} fd ", app.id())),
+        "the error does not name process {} and its fd: {line}",
+        app.id()
+    );
+    ensure!(
+        app.try_wait()?.is_none(),
+        "the server exited after the failed dump"
+    );
+    // The associations run on: more echoes arrive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, (e, _)) in enbs.iter().enumerate() {
+        while e.echoed() < echoed_before[i] + 20 {
+            ensure!(
+                Instant::now() < deadline,
+                "eNB {} got no echo after the failed dump ({}); {}",
+                i + 1,
+                e.echoed(),
+                e.failure()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let summary = finish(enbs, false)?;
+    let _ = app.kill();
+    let _ = app.wait();
+    Ok(format!("refused: {line}\n  then: {summary}"))
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// A one-to-many (SOCK_SEQPACKET) server with 3 peers: not carried yet, so
+/// the dump fails naming it, and the peers' traffic goes on.
+pub fn one_to_many_refused() -> Result<()> {
+    let rig = Rig::new("shapes-1tom", &[SVC])?;
+    let app = rig.server(&format!("{SVC}:{PORT}"), &[], "one-to-many")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let enbs = rig.enbs(3)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let r = refused("shapes-1tom", app, enbs, "one-to-many");
+    drop(rig.topo);
+    println!("  {}", r?);
+    Ok(())
+}
+
+/// lksctp-tools' `sctp_darn -l` (a one-to-many listener) with a peer
+/// sending to it: the dump fails naming the socket, sctp_darn keeps
+/// receiving.
+pub fn sctp_darn_refused() -> Result<()> {
+    let rig = Rig::new("shapes-darn", &[SVC])?;
+    let dir = crate::suites::baseline::work_dir("shapes-darn")?;
+    let out = dir.join("darn.out");
+    let mut app = crate::apps::spawn_program_in(
+        &rig.ctr,
+        "sctp_darn",
+        &["-H", &SVC.to_string(), "-P", &PORT.to_string(), "-l"],
+        &out,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let s = connect_from_c(SocketAddrV4::new(SVC, PORT))?;
+    let mut sent = Sent::default();
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .matches("Data ")
+            .count()
+    };
+    for i in 0..20 {
+        sent.send_next(s.as_fd(), 1, i)?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let img = dir.join("images");
+    let lib = plugin_dir();
+    let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
+    let r = (|| -> Result<String> {
+        ensure!(r.is_err(), "criu dump of sctp_darn succeeded");
+        let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains("epcmig: cannot dump"))
+            .map(str::to_string)
+            .with_context(|| format!("no epcmig error in criu's log:\n{}", tail(&log)))?;
+        ensure!(line.contains("one-to-many"), "{line}");
+        ensure!(app.try_wait()?.is_none(), "sctp_darn exited");
+        let seen = count(&out);
+        for i in 20..40 {
+            sent.send_next(s.as_fd(), 1, i)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(&out) < seen + 20 {
+            ensure!(
+                Instant::now() < deadline,
+                "sctp_darn printed {} of 20 messages sent after the failed dump:\n{}",
+                count(&out) - seen,
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peer_status(&s)?;
+        Ok(format!(
+            "refused: {line}\n  then sctp_darn received all 20 messages sent after it"
+        ))
+    })();
+    let _ = app.kill();
+    let _ = app.wait();
+    drop(rig.topo);
+    println!("  {}", r?);
+    Ok(())
+}
+
+/// A listener whose association is established but not accept()ed (the
+/// server never calls accept): the dump fails naming it, and the peer's
+/// association still works (its DATA is acknowledged).
+pub fn accept_queue_refused() -> Result<()> {
+    let rig = Rig::new("shapes-acceptq", &[SVC])?;
+    let mut app = crate::apps::spawn_in(
+        &rig.ctr,
+        &["sctp-listen", "--listen", &format!("{SVC}:{PORT}")],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let s = connect_from_c(SocketAddrV4::new(SVC, PORT))?;
+    let before = peer_status(&s)?;
+    let dir = crate::suites::baseline::work_dir("shapes-acceptq")?;
+    let img = dir.join("images");
+    let lib = plugin_dir();
+    let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
+    let r = (|| -> Result<String> {
+        ensure!(r.is_err(), "criu dump succeeded with an association not accepted");
+        let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains("epcmig: cannot dump"))
+            .map(str::to_string)
+            .with_context(|| format!("no epcmig error in criu's log:\n{}", tail(&log)))?;
+        ensure!(line.contains("not yet accept()ed"), "{line}");
+        ensure!(app.try_wait()?.is_none(), "the server exited");
+        let mut sent = Sent::default();
+        for i in 0..10 {
+            sent.send_next(s.as_fd(), 1, i)?;
+        }
+        wait_acked(&s, Duration::from_secs(10))?;
+        ensure!(peer_status(&s)? == before, "the association changed");
+        Ok(format!(
+            "refused: {line}\n  then the peer's DATA was acknowledged, same association"
+        ))
+    })();
+    let _ = app.kill();
+    let _ = app.wait();
+    drop(rig.topo);
+    println!("  {}", r?);
+    Ok(())
+}
+
+/// Waits until the association of `s` has no unacknowledged DATA.
+fn wait_acked(s: &OwnedFd, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let u = crate::suites::sctp_repair::unacked(s)?;
+        if u == 0 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{u} DATA chunk(s) still unacknowledged after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
