@@ -56,11 +56,12 @@ fn tasks_live_on(ret: c_int) -> bool {
     if ret != 0 {
         return true;
     }
-    match images::dumped_tasks_live_on() {
-        Ok(Some(v)) => v,
+    match images::dumped_tasks() {
+        images::DumpedTasks::LiveOn => true,
+        images::DumpedTasks::Killed => false,
         // Not decided: criu has not finished the dump, so it failed.
-        Ok(None) => true,
-        Err(()) => criu_args().iter().any(|a| {
+        images::DumpedTasks::Undecided => true,
+        images::DumpedTasks::NotReported => criu_args().iter().any(|a| {
             matches!(
                 a.as_slice(),
                 b"-R" | b"--leave-running" | b"-s" | b"--leave-stopped"
@@ -74,7 +75,7 @@ fn tasks_live_on(ret: c_int) -> bool {
 /// containerd run it; `criu service`) leave_running is in the request,
 /// not on the command line: only criu itself can tell (criu-patches/0003).
 fn fate_knowable() -> Result<(), &'static str> {
-    if images::dumped_tasks_live_on().is_ok() {
+    if images::dumped_tasks() != images::DumpedTasks::NotReported {
         return Ok(());
     }
     if criu_args().iter().any(|a| a.as_slice() == b"dump") {
@@ -107,7 +108,10 @@ pub extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
             return -libc::ENOTSUP;
         }
         if let Err(why) = fate_knowable() {
-            log!("cannot dump the SCTP socket of {}: {why}", sctp::describe(sock));
+            log!(
+                "cannot dump the SCTP socket of {}: {why}",
+                sctp::describe(sock)
+            );
             return -1;
         }
         let Some(dir) = image_dir() else { return -1 };

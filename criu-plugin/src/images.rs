@@ -64,15 +64,28 @@ fn call_criu_int_fn(name: &std::ffi::CStr) -> Option<libc::c_int> {
     Some(unsafe { f() })
 }
 
+/// What criu says becomes of the dumped tasks when the dump ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpedTasks {
+    /// This criu does not say (no `criu_dumped_tasks_live_on()`).
+    NotReported,
+    /// Not decided yet: the dump has not finished.
+    Undecided,
+    /// They go on, running or stopped.
+    LiveOn,
+    /// They are killed.
+    Killed,
+}
+
 /// Whether the dumped tasks go on after the dump ends (running or
 /// stopped) rather than being killed, as criu decided it
-/// (`criu_dumped_tasks_live_on()`, criu-patches/0003). `Err` if this criu
-/// does not export it; `Ok(None)` before criu has decided.
-pub fn dumped_tasks_live_on() -> Result<Option<bool>, ()> {
+/// (`criu_dumped_tasks_live_on()`, criu-patches/0003).
+pub fn dumped_tasks() -> DumpedTasks {
     match call_criu_int_fn(c"criu_dumped_tasks_live_on") {
-        None => Err(()),
-        Some(v) if v < 0 => Ok(None),
-        Some(v) => Ok(Some(v != 0)),
+        None => DumpedTasks::NotReported,
+        Some(v) if v < 0 => DumpedTasks::Undecided,
+        Some(0) => DumpedTasks::Killed,
+        Some(_) => DumpedTasks::LiveOn,
     }
 }
 

@@ -60,6 +60,14 @@ const fn hooks() -> [*mut c_void; abi::CR_PLUGIN_HOOK__MAX_4_1 as usize] {
     h
 }
 
+/// One past the highest hook we implement, not CRIU 4.1.1's 12: CRIU
+/// refuses a descriptor declaring more hooks than it knows, and a plugin
+/// it refuses in its plugin directory fails every dump and restore on the
+/// host, of every container. Bookworm's CRIU 3.17.1 knows 10 (0..9),
+/// which is just enough for ours, so installing the plugin there leaves
+/// containers without SCTP or gtp as they were.
+const MAX_HOOKS: u32 = abi::CR_PLUGIN_HOOK__RESUME_DEVICES_LATE + 1;
+
 /// The symbol CRIU looks up after dlopen().
 #[no_mangle]
 #[used]
@@ -68,7 +76,7 @@ pub static CR_PLUGIN_DESC: Descriptor = Descriptor(abi::cr_plugin_desc_t {
     init: Some(hooks::init),
     exit: Some(hooks::exit),
     version: abi::CRIU_PLUGIN_VERSION,
-    max_hooks: abi::CR_PLUGIN_HOOK__MAX_4_1,
+    max_hooks: MAX_HOOKS,
     hooks: hooks(),
 });
 
@@ -102,8 +110,12 @@ mod tests {
         let d = &CR_PLUGIN_DESC.0;
         // 0.2.0 as major << 16 | minor << 8 | sublevel.
         assert_eq!(d.version, 0x0200);
-        // No hook beyond what CRIU 4.1.1 knows, so it loads there.
-        assert_eq!(d.max_hooks, 12);
+        // No hook beyond what CRIU 3.17.1 (Debian bookworm) knows, so that
+        // it loads there too and does not break every dump on the host.
+        assert_eq!(d.max_hooks, 10);
         assert_eq!(implemented_hooks(), vec![2, 3, 6, 9]);
+        assert!(implemented_hooks()
+            .iter()
+            .all(|&h| h < d.max_hooks as usize));
     }
 }

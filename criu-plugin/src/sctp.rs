@@ -85,7 +85,9 @@ pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
 pub fn describe(sock: BorrowedFd<'_>) -> String {
     use nix::sys::socket::{self, sockopt, SockType, SockaddrStorage};
     let mut parts = Vec::new();
-    let inode = nix::sys::stat::fstat(sock.as_raw_fd()).map(|st| st.st_ino).ok();
+    let inode = nix::sys::stat::fstat(sock.as_raw_fd())
+        .map(|st| st.st_ino)
+        .ok();
     if let Some(ino) = inode {
         let owners = task::holders_of_socket(ino);
         if owners.is_empty() {

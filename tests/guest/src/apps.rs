@@ -1,8 +1,8 @@
 //! Programs the guest suites start in a container netns and migrate.
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -258,9 +258,8 @@ fn sctp_listener(
         // SCTP_SOCKOPT_BINDX_ADD (100) takes packed sockaddrs.
         let sa = SockaddrStorage::from(*a);
         // SAFETY: `sa` holds a sockaddr of `len()` bytes.
-        let raw = unsafe {
-            std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), sa.len() as usize)
-        };
+        let raw =
+            unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), sa.len() as usize) };
         // SAFETY: valid fd; `raw` is a complete sockaddr.
         let rc = unsafe {
             libc::setsockopt(
@@ -303,7 +302,12 @@ fn sctp_server(listen: SocketAddr, also: &[SocketAddr], shape: Shape) -> Result<
     use nix::unistd::{fork, ForkResult};
     // Children are not waited for: they end with the test.
     // SAFETY: setting SIGCHLD's disposition to SIG_IGN has no handler.
-    unsafe { nix::sys::signal::signal(nix::sys::signal::SIGCHLD, nix::sys::signal::SigHandler::SigIgn) }?;
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }?;
     match shape {
         Shape::OneToMany => {
             let l = sctp_listener(listen, also, libc::SOCK_SEQPACKET)?;
@@ -388,8 +392,13 @@ fn receive_and_echo(from: &std::os::fd::OwnedFd) -> Result<()> {
         let mut b = [0u8; 1];
         let mut iov = [std::io::IoSliceMut::new(&mut b)];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(from.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-            .context("receiving an association")?;
+        let msg = recvmsg::<()>(
+            from.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .context("receiving an association")?;
         if msg.bytes == 0 {
             return Ok(());
         }
@@ -416,7 +425,9 @@ fn one_to_many_echo(l: &std::os::fd::OwnedFd) -> Result<()> {
         };
         let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
         let to: Option<SockaddrStorage> = Some(from);
-        if let Err(e) = crate::sctp_traffic::send_to(l.as_fd(), to.as_ref(), stream, unordered, &m, 0) {
+        if let Err(e) =
+            crate::sctp_traffic::send_to(l.as_fd(), to.as_ref(), stream, unordered, &m, 0)
+        {
             eprintln!("one-to-many echo: {e}");
         }
     }

@@ -76,6 +76,25 @@ pub fn check() -> Result<String> {
     Ok(text)
 }
 
+thread_local! {
+    /// The criu binary [`dump`] and [`restore`] run: ours (first on PATH)
+    /// unless a test picks another with [`with_program`].
+    static PROGRAM: std::cell::RefCell<String> = std::cell::RefCell::new("criu".into());
+}
+
+/// Runs `f` with `program` as the criu binary of this thread's dumps and
+/// restores.
+pub fn with_program<T>(program: &str, f: impl FnOnce() -> T) -> T {
+    let old = PROGRAM.with(|p| p.replace(program.to_string()));
+    let r = f();
+    PROGRAM.with(|p| *p.borrow_mut() = old);
+    r
+}
+
+fn program() -> String {
+    PROGRAM.with(|p| p.borrow().clone())
+}
+
 /// Checkpoints the tree rooted at `pid`, with criu itself in netns `host`.
 pub fn dump(host: &str, pid: u32, dir: &Path, extra: &[&str]) -> Result<Duration> {
     dump_env(host, pid, dir, extra, &[])
@@ -92,7 +111,7 @@ pub fn dump_env(
     std::fs::create_dir_all(dir)?;
     let log = dir.join("dump.log");
     let t = Instant::now();
-    let mut cmd = command_in(host, "criu")?;
+    let mut cmd = command_in(host, &program())?;
     cmd.arg("dump")
         .args(["-t", &pid.to_string()])
         .arg("-D")
@@ -130,7 +149,7 @@ pub fn restore_env(
     let log = dir.join("restore.log");
     let pidfile: PathBuf = dir.join("restored.pid");
     let t = Instant::now();
-    let mut cmd = command_in(host, "criu")?;
+    let mut cmd = command_in(host, &program())?;
     cmd.arg("restore")
         .arg("-D")
         .arg(dir)

@@ -80,15 +80,37 @@ const TESTS: &[(&str, TestFn)] = &[
     ("sctp_repair_crate_move", sctp_repair::crate_move),
     ("sctp_repair_crate_move_v6", sctp_repair::crate_move_v6),
     ("plugin_sctp_mme_migrate", suites::plugin::sctp_mme_migrate),
+    (
+        "runtime_plugin_beside_bookworm_criu",
+        suites::runtime::plugin_beside_bookworm_criu,
+    ),
     ("shapes_forking_server", suites::shapes::forking_server),
-    ("shapes_preforked_workers", suites::shapes::preforked_workers),
-    ("shapes_passed_over_scm_rights", suites::shapes::passed_over_scm_rights),
+    (
+        "shapes_preforked_workers",
+        suites::shapes::preforked_workers,
+    ),
+    (
+        "shapes_passed_over_scm_rights",
+        suites::shapes::passed_over_scm_rights,
+    ),
     ("shapes_bindx_listener", suites::shapes::bindx_listener),
-    ("shapes_v6_listener_v4_peers", suites::shapes::v6_listener_v4_peers),
+    (
+        "shapes_v6_listener_v4_peers",
+        suites::shapes::v6_listener_v4_peers,
+    ),
     ("shapes_socat_fork", suites::shapes::socat_fork),
-    ("shapes_one_to_many_refused", suites::shapes::one_to_many_refused),
-    ("shapes_sctp_darn_refused", suites::shapes::sctp_darn_refused),
-    ("shapes_accept_queue_refused", suites::shapes::accept_queue_refused),
+    (
+        "shapes_one_to_many_refused",
+        suites::shapes::one_to_many_refused,
+    ),
+    (
+        "shapes_sctp_darn_refused",
+        suites::shapes::sctp_darn_refused,
+    ),
+    (
+        "shapes_accept_queue_refused",
+        suites::shapes::accept_queue_refused,
+    ),
     ("plugin_gtp_spgw_migrate", suites::plugin::gtp_spgw_migrate),
     (
         "plugin_gtp_kernel_sockets_migrate",

@@ -4,5 +4,6 @@ pub mod baseline;
 pub mod gtp;
 pub mod kfuzz;
 pub mod plugin;
+pub mod runtime;
 pub mod sctp_repair;
 pub mod shapes;

@@ -279,13 +279,13 @@ pub fn sctp_mme_migrate() -> Result<()> {
 
 /// CRIU's default plugin directory (its `--libdir` default), where a
 /// package or a container runtime's host setup installs plugins.
-const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/criu";
+pub(crate) const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/criu";
 
 /// Installs our plugin in [`DEFAULT_PLUGIN_DIR`] for as long as it lives.
-struct Installed(std::path::PathBuf);
+pub(crate) struct Installed(std::path::PathBuf);
 
 impl Installed {
-    fn new() -> Result<Installed> {
+    pub(crate) fn new() -> Result<Installed> {
         let dir = std::path::Path::new(DEFAULT_PLUGIN_DIR);
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {DEFAULT_PLUGIN_DIR} (overlay in the guest)"))?;

@@ -68,14 +68,25 @@ impl Rig {
         Ok(v)
     }
 
-    /// Moves the tree rooted at `pid` to B; the restored root's pid.
-    fn move_to_b(&self, pid: u32, work: &str, extra: &[&str]) -> Result<(u32, String)> {
+    /// Moves the tree rooted at `app` to B; the restored root's pid.
+    fn move_to_b(
+        &self,
+        app: &mut std::process::Child,
+        work: &str,
+        extra: &[&str],
+    ) -> Result<(u32, String)> {
+        let pid = app.id();
         let dir = crate::suites::baseline::work_dir(work)?;
         let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
         let lib = plugin_dir();
         let mut dump_args = vec!["--lib", lib.as_str()];
         dump_args.extend(extra);
+        let tree = tree_of(pid);
         let cp = criu::dump(HOST_A, pid, &img_a, &dump_args)?;
+        // CRIU restores the same pids: the dumped tree must be gone first,
+        // the root reaped by us, orphans by init.
+        let _ = app.wait();
+        gone(&tree, Duration::from_secs(20))?;
         let (tr, bytes) =
             crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
         let ext = format!("veth[eth0]:{VETH}@br0");
@@ -120,7 +131,11 @@ fn finish(enbs: Vec<(Enb, (i32, i32))>, new_peer: bool) -> Result<String> {
          longest silence {:.2}s; same associations{}",
         crate::suites::plugin::STREAMS,
         gap.as_secs_f64(),
-        if new_peer { "; a new eNB was served" } else { "" }
+        if new_peer {
+            "; a new eNB was served"
+        } else {
+            ""
+        }
     ))
 }
 
@@ -135,13 +150,57 @@ fn move_server(work: &str, shape: &str, addrs: &[Ipv4Addr], listen: &str) -> Res
     std::thread::sleep(Duration::from_millis(300));
     let enbs = rig.enbs(3)?;
     std::thread::sleep(Duration::from_secs(1));
-    let (pid, took) = rig.move_to_b(app.id(), work, &[])?;
-    let _ = app.wait();
+    let (pid, took) = rig.move_to_b(&mut app, work, &[])?;
     let r = finish(enbs, true);
     kill_tree(pid);
     drop(rig.topo);
     println!("  {shape} server on {listen}: {took}; {}", r?);
     Ok(())
+}
+
+/// `pid` and its descendants.
+fn tree_of(pid: u32) -> Vec<u32> {
+    let mut v = vec![pid];
+    if let Ok(kids) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+            v.extend(tree_of(k));
+        }
+    }
+    v
+}
+
+/// Waits until none of `pids` exists any more.
+fn gone(pids: &[u32], limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let states: Vec<String> = left
+                .iter()
+                .map(|p| {
+                    let st = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    format!(
+                        "{p}: {}",
+                        st.split(") ")
+                            .nth(1)
+                            .unwrap_or("?")
+                            .chars()
+                            .take(12)
+                            .collect::<String>()
+                    )
+                })
+                .collect();
+            bail!("the dumped processes are still there after {limit:?}: {states:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Kills a restored process and its children.
@@ -164,7 +223,12 @@ pub fn forking_server() -> Result<()> {
 /// Three pre-forked workers accept()ing on the one listener they all
 /// inherited: one socket in four processes.
 pub fn preforked_workers() -> Result<()> {
-    move_server("shapes-prefork", "prefork", &[SVC], &format!("{SVC}:{PORT}"))
+    move_server(
+        "shapes-prefork",
+        "prefork",
+        &[SVC],
+        &format!("{SVC}:{PORT}"),
+    )
 }
 
 /// Each association accepted by the parent and passed to a worker over
@@ -175,7 +239,12 @@ pub fn passed_over_scm_rights() -> Result<()> {
 
 /// A listener bound to two addresses with sctp_bindx, eNBs on both.
 pub fn bindx_listener() -> Result<()> {
-    move_server("shapes-bindx", "fork", &[SVC, SVC2], &format!("{SVC}:{PORT}"))
+    move_server(
+        "shapes-bindx",
+        "fork",
+        &[SVC, SVC2],
+        &format!("{SVC}:{PORT}"),
+    )
 }
 
 /// An AF_INET6 listener on [::] whose peers come over IPv4.
@@ -240,7 +309,9 @@ impl ByteClient {
                             }
                             let w = want.pop().unwrap_or(0);
                             if b != w {
-                                bail!("byte {at} is {b:#x}, not {w:#x}: lost, reordered or corrupt");
+                                bail!(
+                                    "byte {at} is {b:#x}, not {w:#x}: lost, reordered or corrupt"
+                                );
                             }
                             at += 1;
                         }
@@ -297,8 +368,7 @@ pub fn socat_fork() -> Result<()> {
         clients.push(ByteClient::start(s)?);
     }
     std::thread::sleep(Duration::from_secs(1));
-    let (pid, took) = rig.move_to_b(app.id(), "shapes-socat", &[])?;
-    let _ = app.wait();
+    let (pid, took) = rig.move_to_b(&mut app, "shapes-socat", &[])?;
     let r = (|| -> Result<String> {
         std::thread::sleep(Duration::from_secs(2));
         let mut total = 0;
@@ -345,7 +415,10 @@ fn refused(
         .find(|l| l.contains("epcmig: cannot dump"))
         .map(str::to_string)
         .with_context(|| format!("no epcmig error in criu's log:\n{}", tail(&log)))?;
-    ensure!(line.contains(why), "the error does not say \"{why}\": {line}");
+    ensure!(
+        line.contains(why),
+        "the error does not say \"{why}\": {line}"
+    );
     ensure!(
         line.contains(&format!("pid {} fd ", app.id())),
         "the error does not name process {} and its fd: {line}",
@@ -413,7 +486,7 @@ pub fn sctp_darn_refused() -> Result<()> {
     let count = |p: &std::path::Path| {
         std::fs::read_to_string(p)
             .unwrap_or_default()
-            .matches("Data ")
+            .matches("DATA(")
             .count()
     };
     for i in 0..20 {
@@ -476,7 +549,10 @@ pub fn accept_queue_refused() -> Result<()> {
     let lib = plugin_dir();
     let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
     let r = (|| -> Result<String> {
-        ensure!(r.is_err(), "criu dump succeeded with an association not accepted");
+        ensure!(
+            r.is_err(),
+            "criu dump succeeded with an association not accepted"
+        );
         let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
         let line = log
             .lines()

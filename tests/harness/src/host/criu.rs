@@ -224,6 +224,42 @@ pub fn check_abi(criu_header: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Debian bookworm's own CRIU (3.17.1, which knows 10 plugin hooks): the
+/// guest runs it with our plugin in its plugin directory, to show that
+/// installing the plugin does not break CRIU for other containers. The
+/// package is downloaded and unpacked into the cache, not installed: its
+/// headers in /usr/include would shadow the ones CRIU's build uses.
+/// Returns the path of its `criu` binary.
+pub fn bookworm() -> Result<PathBuf> {
+    let dir = paths::cache().join("bookworm-criu");
+    let bin = dir.join("root/usr/sbin/criu");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("criu: fetching Debian bookworm's criu package (apt-get download criu)");
+    let dl = dir.join("dl");
+    let _ = fs::remove_dir_all(&dl);
+    fs::create_dir_all(&dl)?;
+    run_quiet(
+        Command::new("apt-get")
+            .current_dir(&dl)
+            .args(["download", "criu"]),
+    )
+    .context("downloading Debian's criu package")?;
+    let deb = fs::read_dir(&dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download criu brought no .deb")?;
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    run_quiet(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+        .context("unpacking Debian's criu package")?;
+    if !bin.exists() {
+        bail!("Debian's criu package has no usr/sbin/criu");
+    }
+    Ok(bin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::numbers;

@@ -99,6 +99,7 @@ fn build_with(variant: kernel::Variant, profile: Profile) -> Result<Built> {
     fs::create_dir_all(&bin)?;
     fs::create_dir_all(&plugins)?;
     relink(&criu, &bin.join("criu"))?;
+    relink(&criu::bookworm()?, &paths::vm_dir().join("bookworm-criu"))?;
     let out = paths::target().join(profile.dir());
     relink(
         &out.join("libepcmig_criu.so"),
