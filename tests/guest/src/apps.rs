@@ -111,7 +111,8 @@ pub enum Shape {
     /// listener; the parent closes the association.
     Fork,
     /// Three workers forked before any association, each accept()ing on
-    /// the listener they inherited (one listener in four processes).
+    /// the listener they inherited (one listener in four processes) and
+    /// serving each association in a thread.
     Prefork,
     /// The parent accepts and passes each association to a worker over a
     /// UNIX socket (SCM_RIGHTS), keeping its own copy: one association
@@ -333,7 +334,7 @@ fn sctp_server(listen: SocketAddr, also: &[SocketAddr], shape: Shape) -> Result<
                 if let ForkResult::Child = unsafe { fork() }? {
                     loop {
                         if let Some(s) = accept_one(&l) {
-                            echo_association(&s);
+                            std::thread::spawn(move || echo_association(&s));
                         }
                     }
                 }

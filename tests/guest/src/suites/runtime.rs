@@ -34,7 +34,7 @@ pub fn plugin_beside_bookworm_criu() -> Result<()> {
         "criu 3.17.1 refused the plugin"
     );
     ensure!(
-        log.contains("libepcmig_criu.so"),
+        log.contains("Plugin \"epcmig\""),
         "criu 3.17.1 did not load the plugin from {DEFAULT_PLUGIN_DIR}"
     );
     println!(
