@@ -53,8 +53,8 @@ impl Task {
     }
 }
 
-/// The (pid, fd) pairs of the processes other than this one that hold
-/// the socket with inode `ino`, from /proc; at most 8.
+/// The (pid, fd) pairs of the processes other than this one and its
+/// children that hold the socket with inode `ino`, from /proc; at most 8.
 pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
     let want = format!("socket:[{ino}]");
     let me = std::process::id() as i32;
@@ -66,7 +66,15 @@ pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if pid == me {
+        // criu itself, and its guardian (a child holding copies of what
+        // the dump froze), are not who the socket belongs to.
+        let ppid = std::fs::read_to_string(p.path().join("stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+            });
+        if pid == me || ppid == Some(me) {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {

@@ -68,28 +68,74 @@ fn bind_from(
         return Err((0, Error::NoAssociation));
     }
     for (i, a) in addrs.iter().enumerate().skip(start) {
-        let raw = raw_sockaddr(a);
-        let r = if i == 0 {
-            // SAFETY: `raw` holds a complete sockaddr of the given length.
-            let rc = unsafe {
-                libc::bind(
-                    sock.as_raw_fd(),
-                    raw.as_ptr().cast(),
-                    raw.len() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(addr_error(*a, io::Error::last_os_error(), "bind"))
+        let r = bind_one(sock, a, i == 0);
+        let r = match r {
+            Err(Error::AddressNotAvailable(SocketAddr::V6(v6))) if ipv6_tentative(v6.ip()) => {
+                bind_tentative(sock, a, i == 0)
             }
-        } else {
-            sockopt::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw)
-                .map_err(|e| addr_error(*a, e, "bindx"))
+            r => r,
         };
         r.map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+/// Binds `sock` to `a`: bind() for the `first` address, bindx for others.
+fn bind_one(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<()> {
+    let raw = raw_sockaddr(a);
+    if !first {
+        return sockopt::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw)
+            .map_err(|e| addr_error(*a, e, "bindx"));
+    }
+    // SAFETY: `raw` holds a complete sockaddr of the given length.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            raw.as_ptr().cast(),
+            raw.len() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(addr_error(*a, io::Error::last_os_error(), "bind"))
+    }
+}
+
+/// IPV6_FREEBIND (uapi/linux/in6.h).
+const IPV6_FREEBIND: libc::c_int = 78;
+
+/// Whether `ip` is configured in the caller's network namespace but still
+/// tentative (duplicate address detection running), from
+/// /proc/thread-self/net/if_inet6. An association bound to every address
+/// of a wildcard listener holds the container's link-local address, which
+/// the kernel makes anew, tentative, when CRIU re-creates the link: bind()
+/// refuses it as not available for a second or so.
+fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
+    /// IFA_F_TENTATIVE (uapi/linux/if_addr.h).
+    const TENTATIVE: u32 = 0x40;
+    let want: String = ip.octets().iter().map(|b| format!("{b:02x}")).collect();
+    let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else {
+        return false;
+    };
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 6
+            && f[0] == want
+            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & TENTATIVE != 0)
+    })
+}
+
+/// Binds `sock` to the tentative address `a` (bind() if `first`, else
+/// bindx) with IPV6_FREEBIND on for that call only: the address is the
+/// socket's, the kernel only has not finished checking it.
+fn bind_tentative(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<()> {
+    sockopt::set_int(sock, libc::IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        .map_err(|e| classify("setsockopt(IPV6_FREEBIND)", e))?;
+    let r = bind_one(sock, a, first);
+    let off = sockopt::set_int(sock, libc::IPPROTO_IPV6, IPV6_FREEBIND, 0)
+        .map_err(|e| classify("setsockopt(IPV6_FREEBIND)", e));
+    r.and(off)
 }
 
 fn listen(sock: BorrowedFd<'_>, backlog: u32) -> Result<()> {

@@ -258,9 +258,15 @@ fn sctp_listener(
     for a in also {
         // SCTP_SOCKOPT_BINDX_ADD (100) takes packed sockaddrs.
         let sa = SockaddrStorage::from(*a);
-        // SAFETY: `sa` holds a sockaddr of `len()` bytes.
-        let raw =
-            unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), sa.len() as usize) };
+        // bindx walks packed sockaddrs by their family's size; the
+        // storage's len() is the whole sockaddr_storage.
+        let len = if a.is_ipv4() {
+            std::mem::size_of::<libc::sockaddr_in>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        };
+        // SAFETY: `sa` holds a sockaddr of at least `len` bytes.
+        let raw = unsafe { std::slice::from_raw_parts(sa.as_ptr().cast::<u8>(), len) };
         // SAFETY: valid fd; `raw` is a complete sockaddr.
         let rc = unsafe {
             libc::setsockopt(
