@@ -479,6 +479,16 @@ pub fn set_max_retrans(s: &OwnedFd, n: u16) -> Result<()> {
     // leave the others unchanged.
     let mut assoc = [0u8; 20];
     assoc[4..6].copy_from_slice(&n.to_ne_bytes());
+    if sctp_setsockopt(s, 1, "SCTP_ASSOCINFO", &assoc).is_ok() {
+        return Ok(());
+    }
+    // A multi-homed association refuses more than the sum of its paths'
+    // maximum retransmissions: raise theirs to `n` first. struct
+    // sctp_paddrparams (packed): assoc_id s32, address (128, all zero:
+    // every path), hbinterval u32, pathmaxrxt u16 at 136, ...; 156 bytes.
+    let mut paddr = [0u8; 156];
+    paddr[136..138].copy_from_slice(&n.to_ne_bytes());
+    sctp_setsockopt(s, 9, "SCTP_PEER_ADDR_PARAMS", &paddr)?;
     sctp_setsockopt(s, 1, "SCTP_ASSOCINFO", &assoc)
 }
 

@@ -403,11 +403,37 @@ fn refused(
     enbs: Vec<(Enb, (i32, i32))>,
     why: &str,
 ) -> Result<String> {
-    let dir = crate::suites::baseline::work_dir(work)?;
-    let img = dir.join("images");
-    let lib = plugin_dir();
+    let img = crate::suites::baseline::work_dir(work)?.join("images");
     let echoed_before: Vec<u64> = enbs.iter().map(|(e, _)| e.echoed()).collect();
-    let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
+    let r = (|| -> Result<String> {
+        let line = dump_refused(&img, &mut app, why)?;
+        // The associations run on: more echoes arrive.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (i, (e, _)) in enbs.iter().enumerate() {
+            while e.echoed() < echoed_before[i] + 20 {
+                ensure!(
+                    Instant::now() < deadline,
+                    "eNB {} got no echo after the failed dump ({}); {}",
+                    i + 1,
+                    e.echoed(),
+                    e.failure()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let summary = finish(enbs, false)?;
+        Ok(format!("refused: {line}\n  then: {summary}"))
+    })();
+    let _ = app.kill();
+    let _ = app.wait();
+    r
+}
+
+/// Dumps `app` with the plugin into `img`, which must fail: returns the
+/// plugin's error line from criu's log, once checked that it says `why`
+/// and names the process and its fd, and that the process still runs.
+fn dump_refused(img: &std::path::Path, app: &mut std::process::Child, why: &str) -> Result<String> {
+    let r = criu::dump(HOST_A, app.id(), img, &["--lib", &plugin_dir()]);
     ensure!(r.is_err(), "criu dump succeeded; it must refuse: {why}");
     let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
     let line = log
@@ -426,26 +452,9 @@ fn refused(
     );
     ensure!(
         app.try_wait()?.is_none(),
-        "the server exited after the failed dump"
+        "the process exited after the failed dump"
     );
-    // The associations run on: more echoes arrive.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for (i, (e, _)) in enbs.iter().enumerate() {
-        while e.echoed() < echoed_before[i] + 20 {
-            ensure!(
-                Instant::now() < deadline,
-                "eNB {} got no echo after the failed dump ({}); {}",
-                i + 1,
-                e.echoed(),
-                e.failure()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    let summary = finish(enbs, false)?;
-    let _ = app.kill();
-    let _ = app.wait();
-    Ok(format!("refused: {line}\n  then: {summary}"))
+    Ok(line)
 }
 
 fn tail(log: &str) -> String {
@@ -494,18 +503,8 @@ pub fn sctp_darn_refused() -> Result<()> {
     }
     std::thread::sleep(Duration::from_secs(1));
     let img = dir.join("images");
-    let lib = plugin_dir();
-    let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
     let r = (|| -> Result<String> {
-        ensure!(r.is_err(), "criu dump of sctp_darn succeeded");
-        let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
-        let line = log
-            .lines()
-            .find(|l| l.contains("epcmig: cannot dump"))
-            .map(str::to_string)
-            .with_context(|| format!("no epcmig error in criu's log:\n{}", tail(&log)))?;
-        ensure!(line.contains("one-to-many"), "{line}");
-        ensure!(app.try_wait()?.is_none(), "sctp_darn exited");
+        let line = dump_refused(&img, &mut app, "one-to-many")?;
         let seen = count(&out);
         for i in 20..40 {
             sent.send_next(s.as_fd(), 1, i)?;
@@ -544,23 +543,9 @@ pub fn accept_queue_refused() -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let s = connect_from_c(SocketAddrV4::new(SVC, PORT))?;
     let before = peer_status(&s)?;
-    let dir = crate::suites::baseline::work_dir("shapes-acceptq")?;
-    let img = dir.join("images");
-    let lib = plugin_dir();
-    let r = criu::dump(HOST_A, app.id(), &img, &["--lib", &lib]);
+    let img = crate::suites::baseline::work_dir("shapes-acceptq")?.join("images");
     let r = (|| -> Result<String> {
-        ensure!(
-            r.is_err(),
-            "criu dump succeeded with an association not accepted"
-        );
-        let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
-        let line = log
-            .lines()
-            .find(|l| l.contains("epcmig: cannot dump"))
-            .map(str::to_string)
-            .with_context(|| format!("no epcmig error in criu's log:\n{}", tail(&log)))?;
-        ensure!(line.contains("not yet accept()ed"), "{line}");
-        ensure!(app.try_wait()?.is_none(), "the server exited");
+        let line = dump_refused(&img, &mut app, "not yet accept()ed")?;
         let mut sent = Sent::default();
         for i in 0..10 {
             sent.send_next(s.as_fd(), 1, i)?;
