@@ -81,7 +81,11 @@ fn fate_knowable() -> Result<(), &'static str> {
     if criu_args().iter().any(|a| a.as_slice() == b"dump") {
         return Ok(());
     }
-    Err("this criu does not tell plugins whether the dumped tasks live on after the dump          (criu_dumped_tasks_live_on(), criu-patches/0003), and in RPC mode its command line          does not say: refusing to freeze associations that might stay frozen")
+    Err(
+        "this criu does not tell plugins whether the dumped tasks live on after the dump \
+         (criu_dumped_tasks_live_on(), criu-patches/0003), and in RPC mode its command line \
+         does not say: refusing to freeze associations that might stay frozen",
+    )
 }
 
 pub extern "C" fn exit(stage: c_int, ret: c_int) {

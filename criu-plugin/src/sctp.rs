@@ -101,7 +101,9 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
         }
     }
     let listening = socket::getsockopt(&sock, sockopt::AcceptConn).unwrap_or(false);
-    let kind = match socket::getsockopt(&sock, sockopt::SockType) {
+    let ty = socket::getsockopt(&sock, sockopt::SockType);
+    let one_to_many = matches!(ty, Ok(SockType::SeqPacket));
+    let kind = match ty {
         Ok(SockType::SeqPacket) => "one-to-many",
         Ok(_) => "one-to-one",
         Err(_) => "unknown style",
@@ -116,7 +118,7 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
     if let Ok(a) = socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()) {
         parts.push(format!("peer {a}"));
     }
-    if kind == "one-to-many" {
+    if one_to_many {
         if let Ok(n) = sctp_repair::association_count(sock) {
             parts.push(format!("{n} association(s)"));
         }

@@ -66,15 +66,7 @@ pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        // criu itself, and its guardian (a child holding copies of what
-        // the dump froze), are not who the socket belongs to.
-        let ppid = std::fs::read_to_string(p.path().join("stat"))
-            .ok()
-            .and_then(|st| {
-                st.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-            });
-        if pid == me || ppid == Some(me) {
+        if pid == me {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
@@ -82,7 +74,12 @@ pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
         };
         for e in fds.flatten() {
             let hit = std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str());
-            if let (true, Some(fd)) = (hit, e.file_name().to_str().and_then(|s| s.parse().ok())) {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            // criu's children (its guardian holds copies of what the dump
+            // froze) are not who the socket belongs to.
+            if hit && parent_of(pid) != Some(me) {
                 found.push((pid, fd));
                 if found.len() == 8 {
                     return found;
@@ -91,6 +88,14 @@ pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
         }
     }
     found
+}
+
+/// The parent of process `pid`, from /proc/PID/stat.
+fn parent_of(pid: i32) -> Option<i32> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces and parentheses.
+    let (_, rest) = st.rsplit_once(") ")?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The network namespace (its inode) task `pid` is in.

@@ -372,10 +372,9 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
     let mut deadline = None;
     // One probe for all tries: a socket's family and role do not change
     // while we hold it (checked once more under repair mode by the kernel).
+    // A one-to-many socket is refused by the kernel's SCTP_REPAIR
+    // (NotOneToOne) or, listening, by the capture.
     let p = probe(sock)?;
-    if p.one_to_many {
-        return Err(Error::NotOneToOne);
-    }
     let ours = !p.listening && p.mode()? == Mode::Off;
     let mut pause = Duration::from_millis(1);
     loop {

@@ -138,18 +138,12 @@ fn bind_tentative(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<(
     r.and(off)
 }
 
-fn listen(sock: BorrowedFd<'_>, backlog: u32) -> Result<()> {
+/// listen(2); `addr`, the socket's first address, names a port in use.
+fn listen(sock: BorrowedFd<'_>, backlog: u32, addr: SocketAddr) -> Result<()> {
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     // SAFETY: plain listen(2) on a valid fd.
     if unsafe { libc::listen(sock.as_raw_fd(), backlog) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::EADDRINUSE) => Error::Os {
-                op: "listen: the port is in use",
-                source: e,
-            },
-            _ => classify("listen", e),
-        });
+        return Err(addr_error(addr, io::Error::last_os_error(), "listen"));
     }
     Ok(())
 }
@@ -165,14 +159,11 @@ fn listen(sock: BorrowedFd<'_>, backlog: u32) -> Result<()> {
 /// port held by another listener stays refused: that is a real conflict.
 fn start_listener(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     let addrs = &snap.local_addrs;
-    let (bound, busy) = match bind_from(sock, addrs, 0) {
-        Ok(()) => match listen(sock, snap.backlog) {
-            Ok(()) => return Ok(()),
-            Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::EADDRINUSE) => {
-                (addrs.len(), addrs[0])
-            }
-            Err(e) => return Err(e),
-        },
+    let first = *addrs.first().ok_or(Error::NoAssociation)?;
+    let started = bind_from(sock, addrs, 0)
+        .and_then(|()| listen(sock, snap.backlog, first).map_err(|e| (addrs.len(), e)));
+    let (bound, busy) = match started {
+        Ok(()) => return Ok(()),
         Err((at, Error::AddressInUse(a))) => (at, a),
         Err((_, e)) => return Err(e),
     };
@@ -182,7 +173,7 @@ fn start_listener(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     crate::set_mode_of_sctp(sock, Mode::On)?;
     let r = bind_from(sock, addrs, bound)
         .map_err(|(_, e)| e)
-        .and_then(|()| listen(sock, snap.backlog));
+        .and_then(|()| listen(sock, snap.backlog, first));
     // Thawed even on error: the caller closes the socket then, and a
     // listener has nothing to send either way.
     let thawed = crate::set_mode_of_sctp(sock, Mode::Off);

@@ -147,45 +147,82 @@ pub fn recv_from(
     loop {
         // SAFETY: all-zero is a valid sockaddr_storage to fill.
         let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: zeroed msghdr is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        mh.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
-        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: `mh` points at `buf` and `from`, live for the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) && msg.is_empty()
-            {
+        let Some(got) = recvmsg_once(sock, buf, 0, Some(&mut from))? else {
+            if msg.is_empty() {
                 return Ok(None);
             }
-            return Err(e);
-        }
-        if mh.msg_flags & libc::MSG_NOTIFICATION != 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        };
+        if got.flags & libc::MSG_NOTIFICATION != 0 {
             continue;
         }
-        msg.extend_from_slice(&buf[..n as usize]);
-        if mh.msg_flags & libc::MSG_EOR != 0 {
-            // SAFETY: the kernel filled `from` with `msg_namelen` bytes.
+        msg.extend_from_slice(&buf[..got.len]);
+        if got.flags & libc::MSG_EOR != 0 {
+            // SAFETY: the kernel filled `from` with `namelen` bytes.
             let addr = unsafe {
                 nix::sys::socket::SockaddrStorage::from_raw(
                     (&from as *const libc::sockaddr_storage).cast(),
-                    Some(mh.msg_namelen),
+                    Some(got.namelen),
                 )
             }
             .ok_or_else(|| std::io::Error::other("no peer address"))?;
             return Ok(Some((msg, addr)));
         }
     }
+}
+
+/// What one recvmsg() returned.
+struct Received {
+    len: usize,
+    flags: libc::c_int,
+    /// Bytes of the sender's address, when one was asked for.
+    namelen: libc::socklen_t,
+}
+
+/// One recvmsg() into `buf` (and the sender's address into `from`, if
+/// given): None on timeout / would-block, an error at the association's
+/// end.
+fn recvmsg_once(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+    from: Option<&mut libc::sockaddr_storage>,
+) -> std::io::Result<Option<Received>> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: zeroed msghdr is valid.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    if let Some(f) = from {
+        mh.msg_name = (f as *mut libc::sockaddr_storage).cast();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    }
+    // SAFETY: `mh` points at `buf` (and `from`), live for the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "association closed",
+        ));
+    }
+    Ok(Some(Received {
+        len: n as usize,
+        flags: mh.msg_flags,
+        namelen: mh.msg_namelen,
+    }))
 }
 
 /// Receives one whole message (or None on timeout / would-block).
@@ -223,40 +260,17 @@ pub fn recv_piece(
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> std::io::Result<Option<(usize, bool)>> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+    let Some(got) = recvmsg_once(sock, buf, flags, None)? else {
+        return Ok(None);
     };
-    // SAFETY: zeroed msghdr is valid.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    // SAFETY: `mh` points at `buf`, live for the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ) {
-            return Ok(None);
-        }
-        return Err(e);
-    }
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "association closed",
-        ));
-    }
-    if mh.msg_flags & libc::MSG_NOTIFICATION != 0 {
+    if got.flags & libc::MSG_NOTIFICATION != 0 {
         // Only association events are subscribed to (see `watch`): every
         // one of them is a failure of the migration.
         return Err(std::io::Error::other(describe_notification(
-            &buf[..n as usize],
+            &buf[..got.len],
         )));
     }
-    Ok(Some((n as usize, mh.msg_flags & libc::MSG_EOR != 0)))
+    Ok(Some((got.len, got.flags & libc::MSG_EOR != 0)))
 }
 
 /// Subscribes `sock` to association change and remote error events, so
