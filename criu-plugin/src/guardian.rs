@@ -160,7 +160,13 @@ fn kmsg(msg: &str) {
 
 /// The guardian's life: collect what the plugin sends until it says done
 /// (exit) or criu goes away (thaw, unlock, exit). Never returns.
+/// The guardian's process name (`comm`): `ps` shows it for what it is,
+/// and an error naming a frozen socket's holders leaves it out.
+pub const PROCESS_NAME: &std::ffi::CStr = c"epcmig-guard";
+
 fn guard(ch: OwnedFd) -> ! {
+    // Best effort: only the name `ps` shows.
+    let _ = nix::sys::prctl::set_name(PROCESS_NAME);
     // criu's handlers and mask came with the fork: its SIGCHLD handler
     // would exit on the first `nft` we run.
     // SAFETY: restores the default disposition; no handler of ours.

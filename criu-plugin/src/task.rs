@@ -53,8 +53,8 @@ impl Task {
     }
 }
 
-/// The (pid, fd) pairs of the processes other than this one and its
-/// children that hold the socket with inode `ino`, from /proc; at most 8.
+/// The (pid, fd) pairs of the processes other than this one and the
+/// guardian that hold the socket with inode `ino`, from /proc; at most 8.
 pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
     let want = format!("socket:[{ino}]");
     let me = std::process::id() as i32;
@@ -77,9 +77,9 @@ pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
                 continue;
             };
-            // criu's children (its guardian holds copies of what the dump
-            // froze) are not who the socket belongs to.
-            if hit && parent_of(pid) != Some(me) {
+            // The guardian holds copies of what the dump froze; the
+            // socket is not its.
+            if hit && !is_guardian(pid) {
                 found.push((pid, fd));
                 if found.len() == 8 {
                     return found;
@@ -90,12 +90,10 @@ pub fn holders_of_socket(ino: u64) -> Vec<(i32, i32)> {
     found
 }
 
-/// The parent of process `pid`, from /proc/PID/stat.
-fn parent_of(pid: i32) -> Option<i32> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name, in parentheses, may hold spaces and parentheses.
-    let (_, rest) = st.rsplit_once(") ")?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+/// Whether process `pid` is the plugin's guardian (see `guardian.rs`).
+fn is_guardian(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim_end().as_bytes() == crate::guardian::PROCESS_NAME.to_bytes())
 }
 
 /// The network namespace (its inode) task `pid` is in.

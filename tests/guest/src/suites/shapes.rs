@@ -450,6 +450,12 @@ fn dump_refused(img: &std::path::Path, app: &mut std::process::Child, why: &str)
         "the error does not name process {} and its fd: {line}",
         app.id()
     );
+    // The server alone holds the socket: not criu, nor its guardian.
+    ensure!(
+        line.matches("pid ").count() == 1,
+        "the error names other holders than process {}: {line}",
+        app.id()
+    );
     ensure!(
         app.try_wait()?.is_none(),
         "the process exited after the failed dump"
