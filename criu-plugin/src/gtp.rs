@@ -7,19 +7,25 @@
 //! there; its `setup-namespaces` action script does. And a gtp device
 //! cannot exist without its UDP sockets, which for an SPGW that made them
 //! itself (OAI, OsmoGGSN) are the process's own, restored much later.
-//! Hence three steps:
-//! - dump ([`dump_link`], `DUMP_EXT_LINK`, criu in the dumped netns): the
-//!   device, its PDP table, addresses, routes and which process fds hold
-//!   its sockets, to `epcmig-gtp-<ifindex>.img`;
-//! - restore, setup ([`setup_namespaces`], run by `epcmig-criu-action` as
-//!   the `setup-namespaces` script, new netns made, links not yet
+//! A netns a container runtime made (runc hands it to CRIU as external)
+//! is worse off: CRIU dumps and restores none of its links, addresses or
+//! routes and never calls `DUMP_EXT_LINK`. Hence:
+//! - dump ([`checkpoint_task`], `CHECKPOINT_DEVICES`, every task, the tree
+//!   frozen): the devices of each netns of the tree, their PDP tables,
+//!   addresses, routes and which process fds hold their sockets, to
+//!   `epcmig-gtp-<ifindex>.img`, and the netns's forwarding sysctls and
+//!   ruleset ([`crate::netconf`]); [`dump_link`] (`DUMP_EXT_LINK`) only
+//!   marks that CRIU owns the netns;
+//! - restore into a netns CRIU makes, setup ([`setup_namespaces`], run by
+//!   `epcmig-criu-action` as the `setup-namespaces` script, links not yet
 //!   restored): a device on kernel-created sockets is re-created whole but
 //!   for addresses and routes, which CRIU restores; a device on process
 //!   sockets gets a placeholder link holding its name and ifindex;
 //! - restore, attach ([`attach`], `RESUME_DEVICES_LATE`, the tasks' fds
 //!   restored, tasks not yet running): the placeholder is swapped for the
 //!   device on the restored process's UDP sockets, with its PDP table,
-//!   addresses and routes.
+//!   addresses and routes; in a runtime's netns every device is made
+//!   whole there, and the sysctls and ruleset put back.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -73,6 +79,15 @@ pub enum Error {
         fd: u32,
         addr: Option<SocketAddr>,
     },
+    #[error("gtp device {dev} is in criu's own network namespace (the host's) and task {pid} holds its socket (fd {fd}): the plugin carries the gtp devices of a netns the dumped tree has to itself only")]
+    HostNetns { dev: String, pid: i32, fd: u32 },
+    #[error("gtp device {dev} would go to {file}, which another network namespace of the tree has already written: the plugin carries the gtp devices of one netns per dump")]
+    TwoNetns { dev: String, file: String },
+    #[error("{what} the netns's forwarding sysctls and ruleset: {source}")]
+    NetConf {
+        what: &'static str,
+        source: crate::netconf::Error,
+    },
     #[error("{0}")]
     Injected(#[from] Injected),
     #[error("{what}: {source}")]
@@ -87,9 +102,109 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// Dumps the gtp device `ifindex` of the current netns into the image dir
-/// `dir`. Reads only: a failed dump changes nothing.
+/// Marks, in the image dir, that CRIU dumped the links of the netns the
+/// gtp devices are in (`DUMP_EXT_LINK` ran): on restore CRIU re-creates
+/// that netns and needs the devices in place before it restores links. No
+/// marker: the netns was not CRIU's (a container runtime's, handed to it
+/// as external), CRIU restores none of its links, addresses or routes, and
+/// the plugin re-creates the devices whole, with the netns's forwarding
+/// sysctls and ruleset ([`crate::netconf`]).
+pub const LINKS_BY_CRIU: &str = "epcmig-links-dumped-by-criu";
+
+/// Network namespaces [`checkpoint_task`] has looked at in this dump.
+static SEEN_NETNS: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+
+/// `CHECKPOINT_DEVICES(pid)`, the tree frozen, before CRIU's network lock:
+/// the first time a netns of the tree is seen, every gtp device in it, and
+/// its forwarding sysctls and ruleset, go to the image dir. This runs
+/// whether or not CRIU will dump the netns (with an external one it never
+/// calls `DUMP_EXT_LINK`), so no device is left behind unnoticed.
+///
+/// A device in criu's own netns (the host's) is not the tree's to take:
+/// only one whose sockets a task of the tree holds fails the dump, since
+/// the task would come back without its tunnels.
+pub fn checkpoint_task(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
+    let ns_ino = task::netns_of(pid).map_err(io(format!("netns of task {pid}")))?;
+    {
+        let mut seen = SEEN_NETNS.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.get_or_insert_with(HashSet::new).insert(ns_ino) {
+            return Ok(Vec::new());
+        }
+    }
+    let ns = Netns::Pid(pid as u32);
+    let devices = gtp_state::capture::devices(&ns).map_err(|source| Error::Capture {
+        dev: format!("(listing the gtp devices of task {pid}'s netns)"),
+        source,
+    })?;
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ours = task::netns_of(std::process::id() as i32).map_err(io("criu's own netns"))?;
+    let mut done = Vec::new();
+    if ns_ino == ours {
+        for (dev, _) in devices {
+            let st = capture_device(&ns, &dev)?;
+            let held = st
+                .sockets_found
+                .sockets
+                .iter()
+                .find(|s| s.owner.is_some_and(|o| o.pid == pid as u32));
+            if let Some(s) = held {
+                return Err(Error::HostNetns {
+                    dev,
+                    pid,
+                    fd: s.owner.map_or(0, |o| o.fd),
+                });
+            }
+        }
+        return Ok(done);
+    }
+    for (dev, ifindex) in devices {
+        let file = images::gtp_image_name(ifindex);
+        if images::exists(dir, &file) {
+            return Err(Error::TwoNetns { dev, file });
+        }
+        let st = capture_device(&ns, &dev)?;
+        done.push(write_image(dir, ifindex, &st)?);
+    }
+    let conf = crate::netconf::capture(pid).map_err(|source| Error::NetConf {
+        what: "capturing",
+        source,
+    })?;
+    let len = crate::netconf::write(dir, &conf).map_err(|source| Error::NetConf {
+        what: "writing",
+        source,
+    })?;
+    done.push(format!(
+        "netns of task {pid}: {} forwarding sysctl(s) and a ruleset of {} line(s) to {} ({len} bytes)",
+        conf.sysctls.len(),
+        conf.ruleset.lines().count(),
+        crate::netconf::IMAGE
+    ));
+    Ok(done)
+}
+
+/// `DUMP_EXT_LINK` for a gtp device (criu is in the dumped netns): CRIU
+/// owns this netns. The device was captured at `CHECKPOINT_DEVICES`;
+/// only a criu that did not call that hook leaves it to this one.
 pub fn dump_link(dir: RawFd, ifindex: u32) -> Result<String, Error> {
+    match images::write(dir, LINKS_BY_CRIU, b"") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(Error::Image {
+                file: LINKS_BY_CRIU.into(),
+                source,
+            })
+        }
+    }
+    let file = images::gtp_image_name(ifindex);
+    if images::exists(dir, &file) {
+        return Ok(format!(
+            "gtp device with ifindex {ifindex}: captured before the network lock to {file}; \
+             CRIU dumps the link"
+        ));
+    }
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
@@ -100,22 +215,34 @@ pub fn dump_link(dir: RawFd, ifindex: u32) -> Result<String, Error> {
     let dev = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
         .to_string_lossy()
         .into_owned();
+    let st = capture_device(&Netns::Current, &dev)?;
+    write_image(dir, ifindex, &st)
+}
+
+/// Captures `dev` in `ns`; refuses a device whose sockets no process holds
+/// (it could not be re-attached after a restore).
+fn capture_device(ns: &Netns, dev: &str) -> Result<GtpState, Error> {
     fault::point("gtp-capture")?;
-    let st = gtp_state::capture::capture_here(&dev).map_err(|source| Error::Capture {
-        dev: dev.clone(),
+    let st = gtp_state::capture(ns, dev).map_err(|source| Error::Capture {
+        dev: dev.to_string(),
         source,
     })?;
     if let Sockets::Process { .. } = st.sockets {
         if let Some(s) = st.sockets_found.sockets.iter().find(|s| s.owner.is_none()) {
             return Err(Error::Unowned {
-                dev,
+                dev: dev.to_string(),
                 which: s.which,
                 inode: s.inode,
             });
         }
     }
+    Ok(st)
+}
+
+fn write_image(dir: RawFd, ifindex: u32, st: &GtpState) -> Result<String, Error> {
+    let dev = &st.device.name;
     let file = images::gtp_image_name(ifindex);
-    let bytes = gtp_state::format::encode(&st).map_err(|source| Error::Decode {
+    let bytes = gtp_state::format::encode(st).map_err(|source| Error::Decode {
         file: file.clone(),
         source,
     })?;
@@ -198,8 +325,19 @@ pub fn setup_namespaces(dir: RawFd, init_pid: u32) -> Result<Vec<String>, Error>
 /// Devices already attached by this restore (image file names).
 static ATTACHED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-/// The `RESUME_DEVICES_LATE` step for task `pid`: every device of `pid`'s
-/// netns still held by a placeholder is made on the restored sockets.
+/// The netns settings applied by [`attach`] in this restore, to undo.
+static NETCONF_APPLIED: Mutex<Option<crate::netconf::Applied>> = Mutex::new(None);
+/// Whether [`attach`] has dealt with the netns settings in this restore.
+static NETCONF_DONE: Mutex<bool> = Mutex::new(false);
+
+/// The `RESUME_DEVICES_LATE` step for task `pid`, whose fds are restored
+/// and which does not run yet.
+///
+/// In a netns CRIU made, every device of `pid`'s netns still held by a
+/// placeholder is made on the restored sockets. In one a runtime made
+/// (no [`LINKS_BY_CRIU`] marker) nothing is there yet: every device is
+/// made whole (the kernel picks its ifindex), with its addresses and
+/// routes, then the netns's forwarding sysctls and ruleset are put back.
 /// Returns what was done.
 pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
@@ -207,6 +345,7 @@ pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
     if files.is_empty() {
         return Ok(done);
     }
+    let by_criu = images::exists(dir, LINKS_BY_CRIU);
     let ns = Netns::Pid(pid as u32);
     for file in files {
         {
@@ -216,18 +355,30 @@ pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
             }
         }
         let st = load(dir, &file)?;
-        if !matches!(st.sockets, Sockets::Process { .. }) {
-            continue;
-        }
         let dev = st.device.name.clone();
-        let placeholder =
-            gtp_state::has_placeholder(&ns, &st.device).map_err(|source| Error::Restore {
-                dev: dev.clone(),
-                source,
-            })?;
-        if !placeholder {
-            continue;
-        }
+        let opts = if by_criu {
+            if !matches!(st.sockets, Sockets::Process { .. }) {
+                continue;
+            }
+            let placeholder =
+                gtp_state::has_placeholder(&ns, &st.device).map_err(|source| Error::Restore {
+                    dev: dev.clone(),
+                    source,
+                })?;
+            if !placeholder {
+                continue;
+            }
+            RestoreOptions {
+                replace_placeholder: true,
+                ..Default::default()
+            }
+        } else {
+            RestoreOptions {
+                addresses_and_routes: true,
+                keep_ifindex: false,
+                ..Default::default()
+            }
+        };
         fault::point("gtp-attach")?;
         let fds = restored_sockets(&st, pid)?;
         let raw = |w: GtpSocket| {
@@ -236,12 +387,14 @@ pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
                 .map(|(_, f)| f.as_raw_fd())
         };
         let opts = RestoreOptions {
-            sockets: SocketSource::Fds {
-                fd0: raw(GtpSocket::Gtp0),
-                fd1: raw(GtpSocket::Gtp1u),
+            sockets: match st.sockets {
+                Sockets::Process { .. } => SocketSource::Fds {
+                    fd0: raw(GtpSocket::Gtp0),
+                    fd1: raw(GtpSocket::Gtp1u),
+                },
+                Sockets::Kernel { .. } => SocketSource::AsCaptured,
             },
-            replace_placeholder: true,
-            ..Default::default()
+            ..opts
         };
         gtp_state::restore(&ns, &st, &opts).map_err(|source| Error::Restore {
             dev: dev.clone(),
@@ -253,12 +406,43 @@ pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
             .get_or_insert_with(HashSet::new)
             .insert(file.clone());
         done.push(format!(
-            "{file}: {dev} (ifindex {}) re-created on the restored process's sockets, {} PDP contexts, {} addresses, {} routes",
-            st.device.ifindex,
+            "{file}: {dev} re-created on the restored {}, {} PDP contexts, {} addresses, {} routes{}",
+            match st.sockets {
+                Sockets::Process { .. } => "process's sockets",
+                Sockets::Kernel { .. } => "kernel sockets",
+            },
             st.pdps.len(),
             st.addresses.len(),
-            st.routes.len()
+            st.routes.len(),
+            if by_criu {
+                ""
+            } else {
+                " (in a netns the container runtime made)"
+            }
         ));
+    }
+    if !by_criu {
+        let mut flag = NETCONF_DONE.lock().unwrap_or_else(|p| p.into_inner());
+        if !*flag {
+            *flag = true;
+            if let Some(conf) = crate::netconf::load(dir).map_err(|source| Error::NetConf {
+                what: "reading",
+                source,
+            })? {
+                let applied =
+                    crate::netconf::apply(pid, &conf).map_err(|source| Error::NetConf {
+                        what: "restoring",
+                        source,
+                    })?;
+                *NETCONF_APPLIED.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied);
+                done.push(format!(
+                    "{}: {} forwarding sysctl(s) and a ruleset of {} line(s) restored in task {pid}'s netns",
+                    crate::netconf::IMAGE,
+                    conf.sysctls.len(),
+                    conf.ruleset.lines().count()
+                ));
+            }
+        }
     }
     Ok(done)
 }
@@ -276,6 +460,13 @@ pub fn undo(dir: RawFd, pid: i32) -> Vec<String> {
         .unwrap_or_default();
     let ns = Netns::Pid(pid as u32);
     let mut out = Vec::new();
+    if let Some(a) = NETCONF_APPLIED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        out.extend(crate::netconf::undo(pid, a));
+    }
     for file in files {
         if let Ok(st) = load(dir, &file) {
             match gtp_state::delete_device(&ns, &st.device.name) {

@@ -35,9 +35,34 @@ fn image_dir() -> Option<c_int> {
     }
 }
 
-pub extern "C" fn init(_stage: c_int) -> c_int {
+pub extern "C" fn init(stage: c_int) -> c_int {
     crate::fault::record_criu_pid();
-    0
+    if stage != abi::CR_PLUGIN_STAGE__RESTORE as c_int {
+        return 0;
+    }
+    guard("restore start", -1, || {
+        let Ok(dir) = images::image_dir() else {
+            // Not inside criu (a tool that links the library): nothing to do.
+            return 0;
+        };
+        match sctp::lock_for_restore(dir) {
+            Ok(0) => 0,
+            Ok(n) => {
+                log!(
+                    "locked {n} association(s) out of the network namespace the container \
+                     runtime made, until each is thawed"
+                );
+                0
+            }
+            Err(e) => {
+                log!(
+                    "locking the associations out of the runtime's network namespace: {e}; \
+                     failing the restore (a peer would be answered with an ABORT)"
+                );
+                -1
+            }
+        }
+    })
 }
 
 /// criu's command line, split at its NULs.
@@ -145,6 +170,28 @@ pub extern "C" fn restore_ext_file(id: c_int) -> c_int {
             Ok(None) => -libc::ENOTSUP,
             Err(e) => {
                 log!("restoring SCTP socket: {e}");
+                -1
+            }
+        }
+    })
+}
+
+/// For every task of the frozen tree, before CRIU's network lock: the gtp
+/// devices of its netns (once per netns), whether CRIU dumps that netns or
+/// not. A failure fails the dump; the tasks keep running.
+pub extern "C" fn checkpoint_devices(pid: c_int) -> c_int {
+    guard("checkpoint devices", -1, || {
+        let Some(dir) = image_dir() else { return -1 };
+        match gtp::checkpoint_task(dir, pid) {
+            Ok(msgs) if msgs.is_empty() => -libc::ENOTSUP,
+            Ok(msgs) => {
+                for m in msgs {
+                    log!("{m}");
+                }
+                0
+            }
+            Err(e) => {
+                log!("{e}; failing the dump, the tasks keep running");
                 -1
             }
         }

@@ -20,13 +20,27 @@ pub fn gtp_image_name(ifindex: u32) -> String {
 
 /// Our gtp image files in image directory `dir`, sorted.
 pub fn gtp_images(dir: RawFd) -> std::io::Result<Vec<String>> {
+    images_named(dir, "epcmig-gtp-")
+}
+
+/// Our SCTP image files in image directory `dir`, sorted.
+pub fn sctp_images(dir: RawFd) -> std::io::Result<Vec<String>> {
+    images_named(dir, "epcmig-sctp-")
+}
+
+fn images_named(dir: RawFd, prefix: &str) -> std::io::Result<Vec<String>> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/self/fd/{dir}"))?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("epcmig-gtp-") && n.ends_with(".img"))
+        .filter(|n| n.starts_with(prefix) && n.ends_with(".img"))
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// Whether image file `name` exists in `dir` (as any kind of file).
+pub fn exists(dir: RawFd, name: &str) -> bool {
+    std::fs::symlink_metadata(format!("/proc/self/fd/{dir}/{name}")).is_ok()
 }
 
 /// Writes `msg` to CRIU's log (its `print_on_level()` export, at error

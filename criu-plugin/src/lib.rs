@@ -5,19 +5,26 @@
 //! - `DUMP_EXT_FILE(fd, id)`: an inet socket CRIU does not handle itself
 //!   (with `criu-patches/` applied): if it is SCTP, freeze it (repair mode)
 //!   and write its snapshot to `epcmig-sctp-<id>.img` in the image dir;
-//! - `DUMP_EXT_LINK(ifindex, type, kind)`: a link of kind "gtp": its
-//!   device, PDP table, addresses, routes and socket owners to
-//!   `epcmig-gtp-<ifindex>.img`;
+//! - `CHECKPOINT_DEVICES(pid)`, the tree frozen, before the network lock:
+//!   the gtp devices of each netns of the tree (device, PDP table,
+//!   addresses, routes, socket owners) to `epcmig-gtp-<ifindex>.img`, and
+//!   the netns's forwarding sysctls and ruleset to `epcmig-netconf.img`,
+//!   whether CRIU dumps that netns or not (a runtime's external one);
+//! - `DUMP_EXT_LINK(ifindex, type, kind)`: a link of kind "gtp" in a netns
+//!   CRIU dumps: marks that CRIU will re-create that netns's links;
 //! - exit of the dump: thaw what we froze unless the dumped tasks die (if
 //!   criu dies first, the guardian process of `guardian.rs` thaws them);
 //! - the `setup-namespaces` action script (`epcmig-criu-action`, not a
 //!   hook: no 4.1.1 hook runs before CRIU restores links): gtp devices, or
 //!   placeholders for those on a process's own sockets;
+//! - init of a restore: lock each association out of a netns a container
+//!   runtime handed criu (it holds the address already) until its thaw;
 //! - `RESTORE_EXT_FILE(id)`: inside the restored task, re-create the socket
 //!   from its image, still frozen, and hand CRIU the fd;
 //! - `RESUME_DEVICES_LATE(pid)`: after the whole tree is restored and the
 //!   network unlocked, before the tasks run: swap placeholders for the gtp
-//!   devices on the restored sockets, thaw the SCTP sockets.
+//!   devices on the restored sockets (or, in a runtime's netns, make them
+//!   whole with the sysctls and ruleset), thaw the SCTP sockets.
 //!
 //! A panic never crosses into CRIU: every hook body runs under
 //! `catch_unwind` and a panic becomes an error return.
@@ -28,6 +35,7 @@ pub mod gtp;
 mod guardian;
 mod hooks;
 pub mod images;
+pub mod netconf;
 pub mod netlock;
 #[doc(hidden)]
 pub mod samples;
@@ -57,16 +65,17 @@ const fn hooks() -> [*mut c_void; abi::CR_PLUGIN_HOOK__MAX_4_1 as usize] {
     h[abi::CR_PLUGIN_HOOK__DUMP_EXT_LINK as usize] = hooks::dump_ext_link as *mut c_void;
     h[abi::CR_PLUGIN_HOOK__RESUME_DEVICES_LATE as usize] =
         hooks::resume_devices_late as *mut c_void;
+    h[abi::CR_PLUGIN_HOOK__CHECKPOINT_DEVICES as usize] =
+        hooks::checkpoint_devices as *mut c_void;
     h
 }
 
-/// One past the highest hook we implement, not CRIU 4.1.1's 12: CRIU
-/// refuses a descriptor declaring more hooks than it knows, and a plugin
-/// it refuses in its plugin directory fails every dump and restore on the
-/// host, of every container. Bookworm's CRIU 3.17.1 knows 10 (0..9),
-/// which is just enough for ours, so installing the plugin there leaves
-/// containers without SCTP or gtp as they were.
-const MAX_HOOKS: u32 = abi::CR_PLUGIN_HOOK__RESUME_DEVICES_LATE + 1;
+/// CRIU 4.1.1's 12. A CRIU that knows fewer (bookworm's 3.17.1: 10)
+/// refuses the plugin, and a plugin it refuses in its plugin directory
+/// fails every dump and restore on the host: so the plugin is installed in
+/// the plugin directory of the CRIU built with `criu-patches/`
+/// (`PLUGINDIR`, /usr/lib/epcmig/criu), never in /usr/lib/criu.
+const MAX_HOOKS: u32 = abi::CR_PLUGIN_HOOK__MAX_4_1;
 
 /// The symbol CRIU looks up after dlopen().
 #[no_mangle]
@@ -99,6 +108,7 @@ fn _assert_hook_types() {
     let _: extern "C" fn(c_int) -> c_int = hooks::restore_ext_file;
     let _: extern "C" fn(c_int, c_int, *mut c_char) -> c_int = hooks::dump_ext_link;
     let _: extern "C" fn(c_int) -> c_int = hooks::resume_devices_late;
+    let _: extern "C" fn(c_int) -> c_int = hooks::checkpoint_devices;
 }
 
 #[cfg(test)]
@@ -110,10 +120,9 @@ mod tests {
         let d = &CR_PLUGIN_DESC.0;
         // 0.2.0 as major << 16 | minor << 8 | sublevel.
         assert_eq!(d.version, 0x0200);
-        // No hook beyond what CRIU 3.17.1 (Debian bookworm) knows, so that
-        // it loads there too and does not break every dump on the host.
-        assert_eq!(d.max_hooks, 10);
-        assert_eq!(implemented_hooks(), vec![2, 3, 6, 9]);
+        // CRIU 4.1.1's count: CHECKPOINT_DEVICES (11) is the last we use.
+        assert_eq!(d.max_hooks, 12);
+        assert_eq!(implemented_hooks(), vec![2, 3, 6, 9, 11]);
         assert!(implemented_hooks()
             .iter()
             .all(|&h| h < d.max_hooks as usize));

@@ -1,5 +1,6 @@
-//! The network lock for SCTP associations of a process in criu's own
-//! network namespace (the host's, not a container's).
+//! The network lock for SCTP associations where CRIU's own does not
+//! reach: a process in criu's own network namespace (the host's), and, at
+//! restore, a netns a container runtime made.
 //!
 //! For a task in its own netns CRIU locks the whole namespace. For one in
 //! the host's netns it only locks each TCP connection, with firewall rules
@@ -15,6 +16,12 @@
 //! or the tasks keep running; after a successful dump it stays, like
 //! CRIU's TCP lock, until a restore of the association on this host
 //! removes it, just before the association is thawed.
+//!
+//! At restore into a netns CRIU made, the firewall rules CRIU restores
+//! with it keep it locked. A netns a runtime made (runc hands it to CRIU
+//! as external) holds the container's address before CRIU runs and CRIU
+//! locks nothing there: [`lock_runtime_netns`] drops each association's
+//! packets from the plugin's start on, until just before it is thawed.
 //!
 //! A restore that fails after CRIU has lifted its own lock (in
 //! RESUME_DEVICES_LATE) leaves a netns on the wire whose tasks are about
@@ -44,14 +51,7 @@ pub enum Error {
 
 /// Whether `sock` lives in the network namespace of this (criu) process.
 pub fn in_our_netns(sock: BorrowedFd<'_>) -> Result<bool, Error> {
-    // SAFETY: ioctl on a valid socket fd; SIOCGSKNS takes no argument and
-    // returns a new fd, owned below.
-    let fd = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _) };
-    if fd < 0 {
-        return Err(Error::Netns(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fresh fd we own.
-    let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ns = socket_netns(sock)?;
     let theirs = std::fs::File::from(ns).metadata().map_err(Error::Netns)?;
     let ours = std::fs::metadata("/proc/self/ns/net").map_err(Error::Netns)?;
     Ok(theirs.ino() == ours.ino() && theirs.dev() == ours.dev())
@@ -68,6 +68,22 @@ pub fn table_name(a: &AssocInfo) -> String {
 
 /// Runs `nft -f -` with `script`, in netns `netns` if given.
 fn nft_in(script: &str, table: &str, netns: Option<&OwnedFd>) -> Result<(), Error> {
+    nft_run(&["-f", "-"], Some(script), netns).map(|_| ()).map_err(|e| match e {
+        Error::Nft { stderr, .. } => Error::Nft {
+            table: table.to_string(),
+            stderr,
+        },
+        e => e,
+    })
+}
+
+/// Runs nft with `args` (and `stdin`), in netns `netns` if given; its
+/// standard output.
+pub(crate) fn nft_run(
+    args: &[&str],
+    stdin: Option<&str>,
+    netns: Option<&OwnedFd>,
+) -> Result<String, Error> {
     let mut cmd = Command::new("nft");
     if let Some(ns) = netns {
         let raw = ns.as_raw_fd();
@@ -82,42 +98,43 @@ fn nft_in(script: &str, table: &str, netns: Option<&OwnedFd>) -> Result<(), Erro
             });
         }
     }
-    nft_run(cmd, script, table)
-}
-
-fn nft(script: &str, table: &str) -> Result<(), Error> {
-    nft_in(script, table, None)
-}
-
-fn nft_run(cmd: Command, script: &str, table: &str) -> Result<(), Error> {
+    cmd.args(args);
     // nft may exit before we wait for it: not a parasite's death to criu.
-    crate::guardian::sigchld_blocked(|| nft_wait(cmd, script, table))
+    crate::guardian::sigchld_blocked(|| nft_wait(cmd, stdin))
 }
 
-fn nft_wait(mut cmd: Command, script: &str, table: &str) -> Result<(), Error> {
+fn nft_wait(mut cmd: Command, stdin: Option<&str>) -> Result<String, Error> {
     let mut child = cmd
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(Error::Spawn)?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(script.as_bytes()).map_err(Error::Spawn)?;
+    if let (Some(mut i), Some(text)) = (child.stdin.take(), stdin) {
+        i.write_all(text.as_bytes()).map_err(Error::Spawn)?;
     }
     let out = child.wait_with_output().map_err(Error::Spawn)?;
     if !out.status.success() {
         return Err(Error::Nft {
-            table: table.to_string(),
+            table: String::new(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Drops the association's packets in and out of this netns. Returns the
 /// table's name.
 pub fn lock(a: &AssocInfo) -> Result<String, Error> {
+    lock_in(a, None)
+}
+
+/// [`lock`] in netns `netns` (this one if None).
+fn lock_in(a: &AssocInfo, netns: Option<&OwnedFd>) -> Result<String, Error> {
     let t = table_name(a);
     // Priority -300: before conntrack, so nothing of the association is
     // tracked or answered while it is away.
@@ -137,18 +154,125 @@ pub fn lock(a: &AssocInfo) -> Result<String, Error> {
         mv = a.my_vtag,
         pv = a.peer_vtag,
     );
-    nft(&script, &t)?;
+    nft_in(&script, &t, netns)?;
     Ok(t)
 }
 
 /// Removes lock table `table` if it exists.
 pub fn unlock(table: &str) -> Result<(), Error> {
+    unlock_in(table, None)
+}
+
+fn unlock_in(table: &str, netns: Option<&OwnedFd>) -> Result<(), Error> {
     // "destroy" would not fail on a missing table, but nft 1.0.6 (Debian
     // bookworm) lacks it: add an empty one first, then delete.
-    nft(
+    nft_in(
         &format!("add table inet {table}\ndelete table inet {table}\n"),
         table,
+        netns,
     )
+}
+
+/// Lock tables made by [`lock_runtime_netns`] in this restore: netns
+/// inode and table name.
+static RESTORE_LOCKS: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn restore_locks() -> std::sync::MutexGuard<'static, Vec<(u64, String)>> {
+    RESTORE_LOCKS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The network namespaces criu holds open other than its own, by inode:
+/// at the start of a restore, those a container runtime handed it to
+/// restore into (runc passes the container's as an inherited fd, for
+/// `--external net[...]`).
+pub fn handed_netns() -> Vec<(u64, OwnedFd)> {
+    let ours = match std::fs::metadata("/proc/self/ns/net") {
+        Ok(m) => m.ino(),
+        Err(_) => return Vec::new(),
+    };
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        let Some(ino) = t
+            .strip_prefix("net:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if ino == ours || !seen.insert(ino) {
+            continue;
+        }
+        // Our own fd of it, which outlives criu's if criu closes that.
+        if let Ok(f) = std::fs::File::open(e.path()) {
+            out.push((ino, OwnedFd::from(f)));
+        }
+    }
+    out
+}
+
+/// At the start of a restore into a netns someone else made (a container
+/// runtime's, which holds the container's address before CRIU restores
+/// any socket, and which CRIU does not lock): drops the packets of each
+/// association in `assocs` in each such netns, so that a peer's
+/// retransmission in the meantime is not answered with an ABORT. Each
+/// table goes just before its association is thawed ([`unlock_restored`]).
+/// Returns (netns inode, table) for each lock made.
+pub fn lock_runtime_netns(assocs: &[AssocInfo]) -> Result<Vec<(u64, String)>, Error> {
+    let mut made = Vec::new();
+    if assocs.is_empty() {
+        return Ok(made);
+    }
+    for (ino, ns) in handed_netns() {
+        for a in assocs {
+            let t = lock_in(a, Some(&ns))?;
+            restore_locks().push((ino, t.clone()));
+            made.push((ino, t));
+        }
+    }
+    Ok(made)
+}
+
+/// Whether this restore made lock tables in a runtime's netns.
+pub fn restore_locked() -> bool {
+    !restore_locks().is_empty()
+}
+
+/// Removes the restore-time lock of association `a` in the netns of
+/// `sock`, if [`lock_runtime_netns`] made one. Returns whether it did.
+pub fn unlock_restored(sock: BorrowedFd<'_>, a: &AssocInfo) -> Result<bool, Error> {
+    let t = table_name(a);
+    let ns = socket_netns(sock)?;
+    let ino = std::fs::File::from(ns.try_clone().map_err(Error::Netns)?)
+        .metadata()
+        .map_err(Error::Netns)?
+        .ino();
+    let pos = restore_locks().iter().position(|(i, n)| *i == ino && *n == t);
+    let Some(pos) = pos else {
+        return Ok(false);
+    };
+    unlock_in(&t, Some(&ns))?;
+    restore_locks().remove(pos);
+    Ok(true)
+}
+
+/// An fd of the network namespace `sock` lives in.
+fn socket_netns(sock: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
+    // SAFETY: ioctl on a valid socket fd; SIOCGSKNS takes no argument and
+    // returns a new fd, owned below.
+    let fd = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _) };
+    if fd < 0 {
+        return Err(Error::Netns(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Drops every packet in and out of the netns of task `pid`, unless that

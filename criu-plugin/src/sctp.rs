@@ -9,7 +9,9 @@
 //!   restored and the network unlocked, thaw the task's SCTP sockets.
 //!
 //! An association of a task in criu's own (the host's) netns is also
-//! locked out of the network from its dump to its restore ([`netlock`]).
+//! locked out of the network from its dump to its restore, and one
+//! restored into a netns a container runtime made from the start of the
+//! restore to its thaw ([`netlock`]).
 
 use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -215,25 +217,49 @@ pub fn end_of_dump(thaw: bool) -> Vec<String> {
     errors
 }
 
+/// At the start of a restore: locks every association of the images in
+/// the network namespaces a container runtime handed criu
+/// ([`netlock::lock_runtime_netns`]). Returns how many tables it made.
+pub fn lock_for_restore(dir: RawFd) -> Result<usize, Error> {
+    let mut assocs = Vec::new();
+    for file in images::sctp_images(dir).map_err(|source| Error::Io {
+        what: "listing the image directory".into(),
+        source,
+    })? {
+        let snap = load(dir, &file)?;
+        assocs.extend(snap.assoc_info());
+    }
+    Ok(netlock::lock_runtime_netns(&assocs)?.len())
+}
+
+fn load(dir: RawFd, file: &str) -> Result<Snapshot, Error> {
+    let data = images::read(dir, file, MAX_IMAGE).map_err(|source| Error::Image {
+        file: file.to_string(),
+        source,
+    })?;
+    if data.is_empty() {
+        return Err(Error::Image {
+            file: file.to_string(),
+            source: std::io::Error::other("the file is empty"),
+        });
+    }
+    Snapshot::decode(&data).map_err(|source| Error::Decode {
+        file: file.to_string(),
+        source,
+    })
+}
+
 /// Re-creates the socket of CRIU file `id` from its image; `Ok(None)` if
 /// the image is not ours (another plugin may know the id).
 pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
     let file = images::sctp_image_name(id);
-    let data = match images::read(dir, &file, MAX_IMAGE) {
-        Ok(d) => d,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(source) => return Err(Error::Image { file, source }),
+    let snap = match load(dir, &file) {
+        Ok(s) => s,
+        Err(Error::Image { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
     };
-    if data.is_empty() {
-        return Err(Error::Image {
-            file,
-            source: std::io::Error::other("the file is empty"),
-        });
-    }
-    let snap = Snapshot::decode(&data).map_err(|source| Error::Decode {
-        file: file.clone(),
-        source,
-    })?;
     fault::point("sctp-restore")?;
     // Still frozen (if established): thawed at RESUME_DEVICES_LATE.
     sctp_repair::restore(&snap)
@@ -263,14 +289,20 @@ pub fn thaw_task(pid: c_int) -> Result<usize, Error> {
             continue;
         }
         fault::point("sctp-thaw")?;
-        if netlock::in_our_netns(sock.as_fd())? {
-            // Restored on the host it was dumped on: lift that dump's lock.
+        let ours = netlock::in_our_netns(sock.as_fd())?;
+        if ours || netlock::restore_locked() {
             let snap = sctp_repair::capture(sock.as_fd()).map_err(|source| Error::Repair {
                 op: "reading the association",
                 source,
             })?;
             if let Some(info) = snap.assoc_info() {
-                netlock::unlock(&netlock::table_name(&info))?;
+                if ours {
+                    // Restored on the host it was dumped on: lift that
+                    // dump's lock.
+                    netlock::unlock(&netlock::table_name(&info))?;
+                } else {
+                    netlock::unlock_restored(sock.as_fd(), &info)?;
+                }
             }
         }
         sctp_repair::set_mode(sock.as_fd(), Mode::Off).map_err(|source| Error::Repair {

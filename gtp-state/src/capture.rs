@@ -35,6 +35,20 @@ pub fn capture(ns: &Netns, dev: &str) -> Result<GtpState, Error> {
     ns.run(move || capture_here(&dev))
 }
 
+/// The gtp devices of netns `ns`, as (name, ifindex), lowest ifindex first.
+pub fn devices(ns: &Netns) -> Result<Vec<(String, u32)>, Error> {
+    ns.run(|| {
+        let mut nl = Nl::route()?;
+        let mut v: Vec<(String, u32)> = rt::dump_links(&mut nl)?
+            .into_iter()
+            .filter(|l| l.kind.as_deref() == Some("gtp"))
+            .map(|l| (l.name, l.ifindex))
+            .collect();
+        v.sort_by_key(|d| d.1);
+        Ok(v)
+    })
+}
+
 /// [`capture`] in the calling thread's netns.
 pub fn capture_here(dev: &str) -> Result<GtpState, Error> {
     let mut nl = Nl::route()?;

@@ -48,6 +48,11 @@ pub struct RestoreOptions {
     /// with the same name and ifindex) is removed first and replaced,
     /// instead of the name and ifindex counting as taken.
     pub replace_placeholder: bool,
+    /// Make the device with its captured ifindex, or fail (needed where
+    /// CRIU sets links up by ifindex). Off: the captured ifindex if it is
+    /// free, else one the kernel picks, for a netns someone else made (a
+    /// container runtime's), where another link may hold it.
+    pub keep_ifindex: bool,
 }
 
 /// The largest PDP hash size restore asks for (two arrays of pointers of
@@ -62,6 +67,7 @@ impl Default for RestoreOptions {
             hash_size: None,
             addresses_and_routes: true,
             replace_placeholder: false,
+            keep_ifindex: true,
         }
     }
 }
@@ -162,11 +168,16 @@ pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
     if rt::get_link(&mut nl, LinkSel::Name(&d.name))?.is_some() {
         return Err(Error::NameTaken(d.name.clone()));
     }
+    let mut want_ifindex = d.ifindex;
     if let Some(l) = rt::get_link(&mut nl, LinkSel::Index(d.ifindex))? {
-        return Err(Error::IfindexTaken {
-            ifindex: d.ifindex,
-            name: l.name,
-        });
+        if opts.keep_ifindex {
+            return Err(Error::IfindexTaken {
+                ifindex: d.ifindex,
+                name: l.name,
+            });
+        }
+        // 0: the kernel picks.
+        want_ifindex = 0;
     }
     if !st.routes.is_empty() {
         let existing = rt::dump_routes(&mut nl, None)?;
@@ -188,7 +199,7 @@ pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
         &mut nl,
         &NewGtp {
             name: &d.name,
-            ifindex: d.ifindex,
+            ifindex: want_ifindex,
             role,
             hash_size,
             restart_count: d.restart_count,
@@ -202,27 +213,11 @@ pub fn restore_here(st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
         }
         Err(e) => return Err(e),
     }
-    let res = fill(&mut nl, &mut gtp, st, opts);
-    if let Err(e) = res {
-        return match rt::del_link(&mut nl, d.ifindex) {
-            Ok(()) => Err(e),
-            Err(c) => Err(Error::CleanupFailed {
-                error: Box::new(e),
-                cleanup: Box::new(c),
-            }),
-        };
-    }
-    Ok(())
-}
-
-/// Everything after the link exists.
-fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, opts: &RestoreOptions) -> Result<(), Error> {
-    let d = &st.device;
-    match rt::get_link(nl, LinkSel::Name(&d.name))? {
-        Some(l) if l.ifindex == d.ifindex => {}
+    let ifindex = match rt::get_link(&mut nl, LinkSel::Name(&d.name))? {
+        Some(l) if l.ifindex == d.ifindex || !opts.keep_ifindex => l.ifindex,
         Some(l) => {
             // Not ours to keep: delete by the index it got.
-            let _ = rt::del_link(nl, l.ifindex);
+            let _ = rt::del_link(&mut nl, l.ifindex);
             return Err(Error::Protocol(format!(
                 "the kernel gave {} ifindex {} instead of {}",
                 d.name, l.ifindex, d.ifindex
@@ -234,17 +229,39 @@ fn fill(nl: &mut Nl, gtp: &mut GtpNl, st: &GtpState, opts: &RestoreOptions) -> R
                 d.name
             )))
         }
+    };
+    let res = fill(&mut nl, &mut gtp, st, opts, ifindex);
+    if let Err(e) = res {
+        return match rt::del_link(&mut nl, ifindex) {
+            Ok(()) => Err(e),
+            Err(c) => Err(Error::CleanupFailed {
+                error: Box::new(e),
+                cleanup: Box::new(c),
+            }),
+        };
     }
-    gtp.add_pdps(d.ifindex, &st.pdps, opts.install)?;
-    rt::set_link(nl, d.ifindex, d.mtu, d.up)?;
+    Ok(())
+}
+
+/// Everything after the link exists, as `ifindex`.
+fn fill(
+    nl: &mut Nl,
+    gtp: &mut GtpNl,
+    st: &GtpState,
+    opts: &RestoreOptions,
+    ifindex: u32,
+) -> Result<(), Error> {
+    let d = &st.device;
+    gtp.add_pdps(ifindex, &st.pdps, opts.install)?;
+    rt::set_link(nl, ifindex, d.mtu, d.up)?;
     if !opts.addresses_and_routes {
         return Ok(());
     }
     for a in &st.addresses {
-        rt::add_address(nl, d.ifindex, a)?;
+        rt::add_address(nl, ifindex, a)?;
     }
     for r in &st.routes {
-        rt::add_route(nl, d.ifindex, r)?;
+        rt::add_route(nl, ifindex, r)?;
     }
     Ok(())
 }

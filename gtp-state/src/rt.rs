@@ -45,36 +45,51 @@ pub(crate) fn get_link(nl: &mut Nl, sel: LinkSel<'_>) -> Result<Option<LinkInfoO
         Err(Error::Netlink { errno, .. }) if errno == libc::ENODEV => return Ok(None),
         Err(e) => return Err(e),
     };
-    for r in replies {
-        if let RouteNetlinkMessage::NewLink(l) = r {
-            let mut out = LinkInfoOut {
-                name: String::new(),
-                ifindex: l.header.index,
-                kind: None,
-                mtu: 0,
-                up: l.header.flags.contains(LinkFlags::Up),
-                gtp: Vec::new(),
-            };
-            for a in l.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => out.name = n,
-                    LinkAttribute::Mtu(m) => out.mtu = m,
-                    LinkAttribute::LinkInfo(infos) => {
-                        for i in infos {
-                            match i {
-                                LinkInfo::Kind(k) => out.kind = Some(k.to_string()),
-                                LinkInfo::Data(InfoData::Gtp(g)) => out.gtp = g,
-                                _ => {}
-                            }
-                        }
+    Ok(replies.into_iter().find_map(|r| match r {
+        RouteNetlinkMessage::NewLink(l) => Some(link_out(l)),
+        _ => None,
+    }))
+}
+
+/// Every link of the netns (RTM_GETLINK dump).
+pub(crate) fn dump_links(nl: &mut Nl) -> Result<Vec<LinkInfoOut>, Error> {
+    let req = RouteNetlinkMessage::GetLink(LinkMessage::default());
+    let replies = nl.request(req, NLM_F_DUMP, "listing the links")?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => Some(link_out(l)),
+            _ => None,
+        })
+        .collect())
+}
+
+fn link_out(l: LinkMessage) -> LinkInfoOut {
+    let mut out = LinkInfoOut {
+        name: String::new(),
+        ifindex: l.header.index,
+        kind: None,
+        mtu: 0,
+        up: l.header.flags.contains(LinkFlags::Up),
+        gtp: Vec::new(),
+    };
+    for a in l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => out.name = n,
+            LinkAttribute::Mtu(m) => out.mtu = m,
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    match i {
+                        LinkInfo::Kind(k) => out.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::Gtp(g)) => out.gtp = g,
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
-            return Ok(Some(out));
+            _ => {}
         }
     }
-    Ok(None)
+    out
 }
 
 /// What RTM_NEWLINK for a gtp device carries.

@@ -8,6 +8,7 @@ mod criu;
 mod failslab;
 mod hang;
 mod net;
+mod runc;
 mod sctp_traffic;
 mod suites;
 mod tcp_repair;
@@ -84,6 +85,8 @@ const TESTS: &[(&str, TestFn)] = &[
         "runtime_plugin_beside_bookworm_criu",
         suites::runtime::plugin_beside_bookworm_criu,
     ),
+    ("runtime_runc_moves_mme", suites::runtime::runc_moves_mme),
+    ("runtime_runc_moves_epc", suites::runtime::runc_moves_epc),
     ("shapes_forking_server", suites::shapes::forking_server),
     (
         "shapes_preforked_workers",
@@ -211,12 +214,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace (the guest sees the host's, over 9p).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::env::var_os("EPCMIG_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
 /// `target/vm`, laid out by the host harness (selftests, criu, plugin).
 pub fn vm_dir() -> std::path::PathBuf {
-    let root = std::env::var_os("EPCMIG_ROOT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    root.join("target").join("vm")
+    workspace_root().join("target").join("vm")
 }
 
 type Test = (

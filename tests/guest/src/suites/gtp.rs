@@ -140,6 +140,13 @@ pub(crate) fn sgi_host() -> Result<()> {
 /// Cables SPGW netns `spgw` to the SGi host (sgi0 198.51.100.1 and
 /// 2001:db8:51::1), forwarding on, masquerade out of sgi0.
 pub(crate) fn cable_spgw(spgw: &str) -> Result<()> {
+    cable_sgi_link(spgw)?;
+    spgw_forwarding(spgw)
+}
+
+/// The SGi link of [`cable_spgw`] alone: what a container runtime makes
+/// (a second network), not the SPGW's forwarding and masquerade.
+pub(crate) fn cable_sgi_link(spgw: &str) -> Result<()> {
     ip(&[
         "-n", spgw, "link", "add", "name", "sgi0", "type", "veth", "peer", "name", "sgi-host",
         "netns", SGI_NS,
@@ -156,7 +163,11 @@ pub(crate) fn cable_spgw(spgw: &str) -> Result<()> {
         "nodad",
     ])?;
     ip(&["-n", spgw, "link", "set", "sgi0", "up"])?;
-    sgi_host_end_up(false)?;
+    sgi_host_end_up(false)
+}
+
+/// The SPGW's own netns settings: forwarding on, masquerade out of sgi0.
+pub(crate) fn spgw_forwarding(spgw: &str) -> Result<()> {
     sh_in(spgw, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
     sh_in(spgw, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
     let script = "/tmp/gtp-nat.nft";

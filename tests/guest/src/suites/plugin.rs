@@ -14,8 +14,8 @@ use crate::criu;
 use crate::net::{self, Topology, HOST_A, HOST_B, PEER_C};
 use crate::sctp_traffic::{self, Sent, Tally};
 
-const MME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 40);
-const S1AP_PORT: u16 = 36412;
+pub(crate) const MME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 40);
+pub(crate) const S1AP_PORT: u16 = 36412;
 
 pub(crate) fn plugin_dir() -> String {
     crate::vm_dir()
@@ -277,9 +277,12 @@ pub fn sctp_mme_migrate() -> Result<()> {
     result
 }
 
-/// CRIU's default plugin directory (its `--libdir` default), where a
-/// package or a container runtime's host setup installs plugins.
-pub(crate) const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/criu";
+/// Our CRIU's default plugin directory (its `--libdir` default, built in
+/// with `PLUGINDIR`; the harness's `criu::PLUGIN_DIR`), where the README
+/// tells users to install the plugin: a container runtime's criu finds it
+/// there without any configuration, and Debian's own criu never looks
+/// there.
+pub(crate) const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/epcmig/criu";
 
 /// Installs our plugin in [`DEFAULT_PLUGIN_DIR`] for as long as it lives.
 pub(crate) struct Installed(std::path::PathBuf);
@@ -560,7 +563,7 @@ fn new_enb_round() -> Result<()> {
 /// Restores so far (for unique outer veth names).
 static RESTORES: AtomicU64 = AtomicU64::new(0);
 
-const EPC_S1AP: SocketAddrV4 = SocketAddrV4::new(crate::suites::gtp::SPGW_ADDR, S1AP_PORT);
+pub(crate) const EPC_S1AP: SocketAddrV4 = SocketAddrV4::new(crate::suites::gtp::SPGW_ADDR, S1AP_PORT);
 
 impl EpcRig {
     /// The base stations keep S1-style RTOs but retransmit for up to half
@@ -950,7 +953,7 @@ impl EpcRig {
 
 /// A new base station connects to the restored MME; the two streaming
 /// ones stop, and every message they sent must have come back.
-fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
+pub(crate) fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
     let enb3 = connect_from_c(EPC_S1AP)?;
     let (mut s3, mut t3) = (Sent::default(), Tally::default());
     echo_round(&enb3, &mut s3, &mut t3, 5)?;

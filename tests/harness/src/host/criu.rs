@@ -12,7 +12,15 @@ use super::series::Series;
 use super::sources::Sources;
 use crate::paths;
 
-const RECIPE: &str = "criu-recipe-1";
+const RECIPE: &str = "criu-recipe-2";
+
+/// The plugin directory our CRIU looks in when no `libdir` is configured
+/// (compiled in with `PLUGINDIR`). Not Debian's `/usr/lib/criu`: a CRIU
+/// without our patches (bookworm's 3.17.1 knows 10 hooks, the plugin
+/// declares 12) refuses every dump and restore while a plugin it cannot
+/// load sits in its directory, so ours stays out of its way. The guest
+/// suite's `PLUGIN_DIR` and the README name the same directory.
+pub const PLUGIN_DIR: &str = "/usr/lib/epcmig/criu";
 
 /// Finds, or fetches with `apt-get source --tar-only`, the upstream tarball.
 fn tarball(dl: &Path, src: &Sources) -> Result<PathBuf> {
@@ -107,7 +115,7 @@ pub fn ensure() -> Result<PathBuf> {
         "criu",
         Command::new("make")
             .current_dir(&tree)
-            .args([&format!("-j{jobs}"), "criu"]),
+            .args([&format!("-j{jobs}"), &format!("PLUGINDIR={PLUGIN_DIR}"), "criu"]),
         &build.join("build.log"),
     )?;
     fs::create_dir_all(&out)?;

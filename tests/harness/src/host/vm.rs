@@ -35,8 +35,8 @@ fn vng(bz: &Path, kvm: bool) -> Command {
         // 9p directly: vng otherwise tries virtiofsd first and falls back.
         .arg("--force-9p")
         // Writable in the guest only, so a test can install the plugin in
-        // CRIU's default plugin directory (/usr/lib/criu) as a package
-        // would, without touching the host.
+        // our CRIU's default plugin directory (criu::PLUGIN_DIR) as a
+        // package would, without touching the host.
         .arg("--overlay-rwdir=/usr/lib");
     if !kvm {
         c.arg("--disable-kvm");
