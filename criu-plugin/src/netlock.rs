@@ -186,8 +186,10 @@ fn restore_locks() -> std::sync::MutexGuard<'static, Vec<(u64, String)>> {
 /// restore into (runc passes the container's as an inherited fd, for
 /// `--external net[...]`).
 pub fn handed_netns() -> Vec<(u64, OwnedFd)> {
+    // NS_GET_NSTYPE (linux/nsfs.h): the CLONE_NEW* type of a namespace fd.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     let ours = match std::fs::metadata("/proc/self/ns/net") {
-        Ok(m) => m.ino(),
+        Ok(m) => m,
         Err(_) => return Vec::new(),
     };
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
@@ -196,23 +198,23 @@ pub fn handed_netns() -> Vec<(u64, OwnedFd)> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for e in dir.flatten() {
-        let Ok(target) = std::fs::read_link(e.path()) else {
+        // The link's target names a bind mount (/run/netns/NAME) as often
+        // as "net:[INO]": go by the file itself. Every namespace file is
+        // on the one nsfs device.
+        let Ok(m) = std::fs::metadata(e.path()) else {
             continue;
         };
-        let t = target.to_string_lossy();
-        let Some(ino) = t
-            .strip_prefix("net:[")
-            .and_then(|r| r.strip_suffix(']'))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if ino == ours || !seen.insert(ino) {
+        if m.dev() != ours.dev() || m.ino() == ours.ino() || !seen.insert(m.ino()) {
             continue;
         }
         // Our own fd of it, which outlives criu's if criu closes that.
-        if let Ok(f) = std::fs::File::open(e.path()) {
-            out.push((ino, OwnedFd::from(f)));
+        let Ok(f) = std::fs::File::open(e.path()) else {
+            continue;
+        };
+        // SAFETY: ioctl on an fd we own; NS_GET_NSTYPE takes no argument.
+        let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind == libc::CLONE_NEWNET {
+            out.push((m.ino(), OwnedFd::from(f)));
         }
     }
     out
@@ -227,10 +229,15 @@ pub fn handed_netns() -> Vec<(u64, OwnedFd)> {
 /// Returns (netns inode, table) for each lock made.
 pub fn lock_runtime_netns(assocs: &[AssocInfo]) -> Result<Vec<(u64, String)>, Error> {
     let mut made = Vec::new();
-    if assocs.is_empty() {
-        return Ok(made);
+    let handed = handed_netns();
+    if handed.is_empty() {
+        crate::images::criu_log(&format!(
+            "epcmig: {} association(s) to restore; criu holds no network namespace but its own, \
+             so none is a runtime's to lock",
+            assocs.len()
+        ));
     }
-    for (ino, ns) in handed_netns() {
+    for (ino, ns) in handed {
         for a in assocs {
             let t = lock_in(a, Some(&ns))?;
             restore_locks().push((ino, t.clone()));

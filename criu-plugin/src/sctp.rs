@@ -229,6 +229,9 @@ pub fn lock_for_restore(dir: RawFd) -> Result<usize, Error> {
         let snap = load(dir, &file)?;
         assocs.extend(snap.assoc_info());
     }
+    if assocs.is_empty() {
+        return Ok(0);
+    }
     Ok(netlock::lock_runtime_netns(&assocs)?.len())
 }
 

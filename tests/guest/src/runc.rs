@@ -39,6 +39,31 @@ fn run(mut c: Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// [`run`] for `runc run -d` and `runc restore -d`. The container keeps
+/// runc's stdout and stderr: a pipe, as a runtime's shim gives it (runc
+/// hands CRIU the pipes as external; a file outside the container could
+/// not be dumped). Returns the pipe's read end, which must stay open as
+/// long as the container runs.
+fn run_detached(mut c: Command, what: &str) -> Result<std::os::fd::OwnedFd> {
+    let (r, w) = nix::unistd::pipe()?;
+    let st = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w.try_clone()?))
+        .stderr(Stdio::from(w))
+        .status()
+        .with_context(|| format!("running runc {what} (Debian's runc package)"))?;
+    if !st.success() {
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&r),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut text);
+        bail!("runc {what} failed ({st}): {}", text.trim());
+    }
+    Ok(r)
+}
+
 /// An OCI bundle: `config.json` and `rootfs/`.
 pub struct Bundle {
     pub dir: PathBuf,
@@ -60,13 +85,15 @@ impl Bundle {
             serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=1777"]}),
         ];
-        let mut binds: Vec<String> = vec!["/usr".into(), "/etc".into()];
-        binds.push(root.to_string_lossy().into_owned());
+        // Not recursive: the guest has mounts under /etc and /usr/lib
+        // (virtme-ng's), which CRIU cannot place in the container's tree.
+        let binds = ["/usr".to_string(), root.to_string_lossy().into_owned()];
         for b in &binds {
             std::fs::create_dir_all(rootfs.join(b.trim_start_matches('/')))?;
             mounts.push(serde_json::json!({"destination": b, "type": "bind", "source": b,
-                "options": ["rbind", "ro"]}));
+                "options": ["bind", "ro"]}));
         }
+        std::fs::create_dir_all(rootfs.join("etc"))?;
         // Debian's merged /usr: /bin, /lib, /lib64, /sbin are links.
         for l in ["bin", "lib", "lib64", "sbin"] {
             let target = format!("usr/{l}");
@@ -119,6 +146,7 @@ impl Bundle {
 /// A container runc runs; deleted (killed first) on drop.
 pub struct Container {
     pub id: String,
+    _stdio: Option<std::os::fd::OwnedFd>,
 }
 
 impl Container {
@@ -126,13 +154,12 @@ impl Container {
     pub fn run(id: &str, b: &Bundle) -> Result<Container> {
         let _ = delete(id);
         let mut c = runc();
-        c.args(["run", "-d", "--bundle"])
-            .arg(&b.dir)
-            .arg(id)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        run(c, "run")?;
-        Ok(Container { id: id.into() })
+        c.args(["run", "-d", "--bundle"]).arg(&b.dir).arg(id);
+        let stdio = run_detached(c, "run")?;
+        Ok(Container {
+            id: id.into(),
+            _stdio: Some(stdio),
+        })
     }
 
     /// The container's first process, as the host sees it.
@@ -176,10 +203,13 @@ impl Container {
             .arg(work)
             .arg("--bundle")
             .arg(&b.dir)
-            .arg(id)
-            .stdout(Stdio::null());
-        run(c, "restore").with_context(|| criu_log(work, "restore.log"))?;
-        Ok(Container { id: id.into() })
+            .arg(id);
+        let stdio =
+            run_detached(c, "restore").with_context(|| criu_log(work, "restore.log"))?;
+        Ok(Container {
+            id: id.into(),
+            _stdio: Some(stdio),
+        })
     }
 
     /// Whether runc says the container is running.

@@ -164,7 +164,15 @@ pub fn runc_moves_mme() -> Result<()> {
     let restore = t.elapsed();
     ensure!(
         locks > 0,
-        "no lock of the plugin's appeared in the runtime's netns during the restore"
+        "no lock of the plugin's appeared in the runtime's netns during the restore\n{}\n{}",
+        runc::criu_log(&dir.join("work-b"), "restore.log"),
+        std::fs::read_to_string(dir.join("work-b/restore.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("nherit") || l.contains("ext") || l.contains("etns"))
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     std::thread::sleep(Duration::from_secs(2));
     let after = [
