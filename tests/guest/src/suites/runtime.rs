@@ -164,15 +164,8 @@ pub fn runc_moves_mme() -> Result<()> {
     let restore = t.elapsed();
     ensure!(
         locks > 0,
-        "no lock of the plugin's appeared in the runtime's netns during the restore\n{}\n{}",
-        runc::criu_log(&dir.join("work-b"), "restore.log"),
-        std::fs::read_to_string(dir.join("work-b/restore.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("nherit") || l.contains("ext") || l.contains("etns"))
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        "no lock of the plugin's appeared in the runtime's netns during the restore\n{}",
+        runc::criu_log(&dir.join("work-b"), "restore.log")
     );
     std::thread::sleep(Duration::from_secs(2));
     let after = [
@@ -192,8 +185,8 @@ pub fn runc_moves_mme() -> Result<()> {
     println!(
         "  runc: --leave-running kept the MME serving; moved A->B (checkpoint {:.2}s, transfer \
          {:.2}s, restore {:.2}s): {} + {} messages echoed, 0 lost, duplicated or reordered, \
-         longest silence {:.2}s, same associations, {locks} lock table(s) in the runtime's netns \
-         before the address moved, a new eNB served",
+         longest silence {:.2}s, same associations, the plugin's lock in the runtime's netns \
+         before the address moved there, a new eNB served",
         checkpoint.as_secs_f64(),
         transfer.as_secs_f64(),
         restore.as_secs_f64(),
@@ -281,6 +274,11 @@ pub fn runc_moves_epc() -> Result<()> {
         &ns_b,
         SPGW_ADDR,
     )?;
+    ensure!(
+        locks > 0,
+        "no lock of the plugin's appeared in the runtime's netns during the restore\n{}",
+        runc::criu_log(&dir.join("work-b"), "restore.log")
+    );
     std::thread::sleep(Duration::from_secs(2));
     let result = (|| -> Result<()> {
         let pid = ctr_b.pid()?;
@@ -315,7 +313,7 @@ pub fn runc_moves_epc() -> Result<()> {
     println!(
         "  runc, external netns: gtp0 ({} contexts, {} routes) re-created on the restored \
          process's sockets, forwarding and masquerade carried, every tunnel carries traffic; \
-         {locks} lock table(s) in the runtime's netns before the address moved",
+         the plugin's lock in the runtime's netns before the address moved there",
         orig.pdps.len(),
         orig.routes.len()
     );
