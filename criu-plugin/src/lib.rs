@@ -65,8 +65,7 @@ const fn hooks() -> [*mut c_void; abi::CR_PLUGIN_HOOK__MAX_4_1 as usize] {
     h[abi::CR_PLUGIN_HOOK__DUMP_EXT_LINK as usize] = hooks::dump_ext_link as *mut c_void;
     h[abi::CR_PLUGIN_HOOK__RESUME_DEVICES_LATE as usize] =
         hooks::resume_devices_late as *mut c_void;
-    h[abi::CR_PLUGIN_HOOK__CHECKPOINT_DEVICES as usize] =
-        hooks::checkpoint_devices as *mut c_void;
+    h[abi::CR_PLUGIN_HOOK__CHECKPOINT_DEVICES as usize] = hooks::checkpoint_devices as *mut c_void;
     h
 }
 

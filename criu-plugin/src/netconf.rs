@@ -118,7 +118,9 @@ pub fn capture(pid: c_int) -> Result<NetConf, Error> {
         }
         Ok(v)
     })
-    .map_err(io(format!("reading the forwarding sysctls of task {pid}'s netns")))?;
+    .map_err(io(format!(
+        "reading the forwarding sysctls of task {pid}'s netns"
+    )))?;
     let ruleset = netlock::nft_run(&["list", "ruleset"], None, Some(&ns))?;
     Ok(NetConf { sysctls, ruleset })
 }

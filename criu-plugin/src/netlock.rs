@@ -68,13 +68,15 @@ pub fn table_name(a: &AssocInfo) -> String {
 
 /// Runs `nft -f -` with `script`, in netns `netns` if given.
 fn nft_in(script: &str, table: &str, netns: Option<&OwnedFd>) -> Result<(), Error> {
-    nft_run(&["-f", "-"], Some(script), netns).map(|_| ()).map_err(|e| match e {
-        Error::Nft { stderr, .. } => Error::Nft {
-            table: table.to_string(),
-            stderr,
-        },
-        e => e,
-    })
+    nft_run(&["-f", "-"], Some(script), netns)
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Nft { stderr, .. } => Error::Nft {
+                table: table.to_string(),
+                stderr,
+            },
+            e => e,
+        })
 }
 
 /// Runs nft with `args` (and `stdin`), in netns `netns` if given; its
@@ -261,7 +263,9 @@ pub fn unlock_restored(sock: BorrowedFd<'_>, a: &AssocInfo) -> Result<bool, Erro
         .metadata()
         .map_err(Error::Netns)?
         .ino();
-    let pos = restore_locks().iter().position(|(i, n)| *i == ino && *n == t);
+    let pos = restore_locks()
+        .iter()
+        .position(|(i, n)| *i == ino && *n == t);
     let Some(pos) = pos else {
         return Ok(false);
     };

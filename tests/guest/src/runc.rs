@@ -90,8 +90,10 @@ impl Bundle {
         let binds = ["/usr".to_string(), root.to_string_lossy().into_owned()];
         for b in &binds {
             std::fs::create_dir_all(rootfs.join(b.trim_start_matches('/')))?;
-            mounts.push(serde_json::json!({"destination": b, "type": "bind", "source": b,
-                "options": ["bind", "ro"]}));
+            mounts.push(
+                serde_json::json!({"destination": b, "type": "bind", "source": b,
+                "options": ["bind", "ro"]}),
+            );
         }
         std::fs::create_dir_all(rootfs.join("etc"))?;
         // Debian's merged /usr: /bin, /lib, /lib64, /sbin are links.
@@ -133,10 +135,7 @@ impl Bundle {
                 "readonlyPaths": []
             }
         });
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_vec_pretty(&config)?,
-        )?;
+        std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
         })
@@ -204,8 +203,7 @@ impl Container {
             .arg("--bundle")
             .arg(&b.dir)
             .arg(id);
-        let stdio =
-            run_detached(c, "restore").with_context(|| criu_log(work, "restore.log"))?;
+        let stdio = run_detached(c, "restore").with_context(|| criu_log(work, "restore.log"))?;
         Ok(Container {
             id: id.into(),
             _stdio: Some(stdio),

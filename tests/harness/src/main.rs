@@ -63,6 +63,10 @@ enum Cmd {
     Shell,
     /// Only install prerequisites and build the kernel and CRIU.
     Build,
+    /// The gates besides the tests: rustfmt, clippy (warnings are errors,
+    /// SAFETY comments required) and checkpatch --strict over the kernel
+    /// patches.
+    Lint,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Cmd::Exec { cmd } => host::exec(&cmd),
         Cmd::Shell => host::shell(),
         Cmd::Build => host::build_all().map(|_| 0),
+        Cmd::Lint => host::lint::run(),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -563,7 +563,8 @@ fn new_enb_round() -> Result<()> {
 /// Restores so far (for unique outer veth names).
 static RESTORES: AtomicU64 = AtomicU64::new(0);
 
-pub(crate) const EPC_S1AP: SocketAddrV4 = SocketAddrV4::new(crate::suites::gtp::SPGW_ADDR, S1AP_PORT);
+pub(crate) const EPC_S1AP: SocketAddrV4 =
+    SocketAddrV4::new(crate::suites::gtp::SPGW_ADDR, S1AP_PORT);
 
 impl EpcRig {
     /// The base stations keep S1-style RTOs but retransmit for up to half

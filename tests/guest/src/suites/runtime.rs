@@ -84,8 +84,7 @@ fn restore_announced(
     addr: std::net::Ipv4Addr,
 ) -> Result<(Container, usize)> {
     let (id2, images2, work2) = (id.to_string(), images.to_path_buf(), work.to_path_buf());
-    let restorer =
-        std::thread::spawn(move || Container::restore(&id2, &bundle, &images2, &work2));
+    let restorer = std::thread::spawn(move || Container::restore(&id2, &bundle, &images2, &work2));
     let mut locks = 0;
     runc::wait_for(Duration::from_secs(120), "runc restore", || {
         locks = locks.max(plugin_locks_in(ns));
@@ -303,10 +302,7 @@ pub fn runc_moves_epc() -> Result<()> {
         Ok(())
     })();
     if result.is_err() {
-        eprintln!(
-            "{}",
-            runc::criu_log(&dir.join("work-b"), "restore.log")
-        );
+        eprintln!("{}", runc::criu_log(&dir.join("work-b"), "restore.log"));
     }
     result?;
     finish_enbs(enb1, enb2)?;

@@ -113,9 +113,11 @@ pub fn ensure() -> Result<PathBuf> {
     );
     run_logged(
         "criu",
-        Command::new("make")
-            .current_dir(&tree)
-            .args([&format!("-j{jobs}"), &format!("PLUGINDIR={PLUGIN_DIR}"), "criu"]),
+        Command::new("make").current_dir(&tree).args([
+            &format!("-j{jobs}"),
+            &format!("PLUGINDIR={PLUGIN_DIR}"),
+            "criu",
+        ]),
         &build.join("build.log"),
     )?;
     fs::create_dir_all(&out)?;

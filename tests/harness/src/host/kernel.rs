@@ -249,6 +249,24 @@ fn unmet(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
+/// The unpacked (and patched) kernel source tree the builds use, if one
+/// exists: `scripts/checkpatch.pl` runs from it.
+pub fn source_tree() -> Result<PathBuf> {
+    let src = Sources::load()?;
+    let version = debian_version(&src.kernel.package)?;
+    let tree = paths::cache()
+        .join("kernel")
+        .join(format!("src-{}", sanitize(&version)))
+        .join(TREE);
+    if !tree.join("scripts/checkpatch.pl").exists() {
+        anyhow::bail!(
+            "no kernel source at {} (`cargo vm build` unpacks it)",
+            tree.display()
+        );
+    }
+    Ok(tree)
+}
+
 fn sanitize(v: &str) -> String {
     v.chars()
         .map(|c| {

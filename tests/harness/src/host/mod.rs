@@ -3,6 +3,7 @@
 mod cmd;
 mod criu;
 mod kernel;
+pub mod lint;
 mod report;
 mod series;
 mod setup;

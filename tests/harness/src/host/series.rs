@@ -37,6 +37,11 @@ impl Series {
         })
     }
 
+    /// The patch files in apply order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.patches.iter().map(|(n, _)| self.dir.join(n)).collect()
+    }
+
     /// No patches (the stock kernel).
     pub fn empty(dir: &Path) -> Series {
         Series {

@@ -52,6 +52,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("socat", "third-party SCTP peer"),
     ("lksctp-tools", "SCTP peers and checksctp"),
     ("iperf3", "third-party SCTP traffic"),
+    (
+        "runc",
+        "the container runtime podman, CRI-O and containerd drive CRIU through (runtime_runc_*)",
+    ),
 ];
 
 const CRIU_SRC_LIST: &str = "/etc/apt/sources.list.d/epcmig-criu-src.sources";
