@@ -143,7 +143,11 @@ pub fn checkpoint_task(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
     if ns_ino == ours {
         for (dev, _) in devices {
-            let st = capture_device(&ns, &dev)?;
+            // Not the tree's unless one of its tasks holds a socket: a
+            // device this capture cannot read is someone else's business.
+            let Ok(st) = gtp_state::capture(&ns, &dev) else {
+                continue;
+            };
             let held = st
                 .sockets_found
                 .sockets

@@ -87,6 +87,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("runtime_runc_moves_mme", suites::runtime::runc_moves_mme),
     ("runtime_runc_moves_epc", suites::runtime::runc_moves_epc),
+    (
+        "runtime_gtp_in_host_netns_refused",
+        suites::runtime::gtp_in_host_netns_refused,
+    ),
     ("shapes_forking_server", suites::shapes::forking_server),
     (
         "shapes_preforked_workers",

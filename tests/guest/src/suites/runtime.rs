@@ -43,7 +43,9 @@ pub fn plugin_beside_bookworm_criu() -> Result<()> {
     let dump_log = Path::new("/tmp/epcmig/baseline/images-a/dump.log");
     let log = std::fs::read_to_string(dump_log).unwrap_or_default();
     ensure!(
-        !log.contains("Corrupted plugin") && !log.contains("epcmig"),
+        !log.contains("Corrupted plugin")
+            && !log.contains("libepcmig_criu")
+            && !log.contains("epcmig:"),
         "criu 3.17.1 looked at the plugin installed in {DEFAULT_PLUGIN_DIR}"
     );
     println!(
@@ -315,4 +317,53 @@ pub fn runc_moves_epc() -> Result<()> {
     );
     drop(ctr_b);
     Ok(())
+}
+
+/// An SPGW in criu's own network namespace (the host's, no container):
+/// CRIU dumps none of that netns's links, and the host's gtp devices are
+/// not the process's to take. Its gtp0 is on the process's own sockets, so
+/// a restore would bring it back without its tunnels: the dump fails with
+/// an error naming the device, the process and its fd, and the process
+/// and gtp0 are as they were.
+pub fn gtp_in_host_netns_refused() -> Result<()> {
+    let topo = Topology::build()?;
+    let mut app = crate::apps::spawn_in(HOST_A, &["spgw"])?;
+    let ns = crate::suites::gtp::ns_path(HOST_A);
+    let result = (|| -> Result<()> {
+        runc::wait_for(Duration::from_secs(15), "gtp0 made by the SPGW", || {
+            gtp_state::capture(&ns, "gtp0").is_ok()
+        })?;
+        // The SPGW sets gtp0 up (MTU) right after making it.
+        std::thread::sleep(Duration::from_secs(1));
+        let before = gtp_state::capture(&ns, "gtp0")?;
+        let dir = crate::suites::baseline::work_dir("runtime-gtp-host-netns")?;
+        let lib = crate::suites::plugin::plugin_dir();
+        let r = crate::criu::dump(HOST_A, app.id(), &dir.join("images"), &["--lib", &lib]);
+        ensure!(
+            r.is_err(),
+            "criu dump of an SPGW in the host's netns succeeded"
+        );
+        let log = std::fs::read_to_string(dir.join("images/dump.log")).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains("epcmig: gtp device gtp0 is in criu's own network namespace"))
+            .with_context(|| format!("no epcmig error naming gtp0 in criu's log:\n{log}"))?;
+        ensure!(
+            line.contains(&format!("task {} holds its socket", app.id())),
+            "the error does not name the process: {line}"
+        );
+        ensure!(
+            app.try_wait()?.is_none(),
+            "the SPGW exited after the failed dump"
+        );
+        let after = gtp_state::capture(&ns, "gtp0")?;
+        crate::suites::gtp::compare(&before, &after)?;
+        println!("  refused: {}", line.trim());
+        Ok(())
+    })();
+    let _ = app.kill();
+    let _ = app.wait();
+    let _ = gtp_state::delete_device(&ns, "gtp0");
+    drop(topo);
+    result
 }
