@@ -3,6 +3,11 @@
 //! the kernel had refused them; `kill@STEP` instead kills criu itself
 //! (SIGKILL) there, as an operator or the OOM killer might. Steps are
 //! listed in [`STEPS`].
+//!
+//! Only with the `fault-injection` feature (the harness's debug builds,
+//! which the guest suites run): without it [`point`] is a no-op and the
+//! library CRIU loads holds none of this (a release build of the plugin
+//! reads no `EPCMIG_FAULT` and can never SIGKILL criu).
 
 /// Every step that can be made to fail.
 pub const STEPS: &[&str] = &[
@@ -13,6 +18,7 @@ pub const STEPS: &[&str] = &[
     "sctp-write",
     "gtp-capture",
     "gtp-write",
+    "gtp-link",
     // restore
     "sctp-restore",
     "sctp-thaw",
@@ -34,11 +40,23 @@ pub fn record_criu_pid() {
 
 /// A step failed on request.
 #[derive(Debug, thiserror::Error)]
-#[error("fault injected at step {0} (EPCMIG_FAULT)")]
+#[cfg_attr(
+    feature = "fault-injection",
+    error("fault injected at step {0} (EPCMIG_FAULT)")
+)]
+#[cfg_attr(not(feature = "fault-injection"), error("step {0} failed"))]
 pub struct Injected(pub &'static str);
+
+/// Without the `fault-injection` feature: never fails.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_step: &'static str) -> Result<(), Injected> {
+    Ok(())
+}
 
 /// Fails if `step` is named in `EPCMIG_FAULT`; kills criu if `kill@step`
 /// is.
+#[cfg(feature = "fault-injection")]
 pub fn point(step: &'static str) -> Result<(), Injected> {
     debug_assert!(STEPS.contains(&step), "unlisted fault step {step}");
     let Ok(v) = std::env::var("EPCMIG_FAULT") else {

@@ -192,6 +192,7 @@ pub fn checkpoint_task(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
 /// owns this netns. The device was captured at `CHECKPOINT_DEVICES`;
 /// only a criu that did not call that hook leaves it to this one.
 pub fn dump_link(dir: RawFd, ifindex: u32) -> Result<String, Error> {
+    fault::point("gtp-link")?;
     match images::write(dir, LINKS_BY_CRIU, b"") {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

@@ -85,7 +85,12 @@ fn ensure_started(ch: &mut Option<OwnedFd>) -> Result<(), Error> {
                 // Our end goes in `guard`, with every fd but the channel.
                 // SAFETY: as above.
                 if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-                    guard(theirs);
+                    // A panic must not unwind out of here: up the stack is
+                    // a copy of criu, which would carry on dumping.
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(theirs)));
+                    // SAFETY: plain _exit(2) of the guardian.
+                    unsafe { libc::_exit(1) }
                 }
                 // SAFETY: leave without running criu's atexit handlers.
                 unsafe { libc::_exit(0) }

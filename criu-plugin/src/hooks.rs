@@ -10,8 +10,24 @@ use epcmig_sys::criu_plugin as abi;
 
 use crate::{gtp, images, sctp};
 
-macro_rules! log {
-    ($($a:tt)*) => { crate::images::criu_log(&format!("epcmig: {}", format_args!($($a)*))) };
+/// A success, at CRIU's info level (`pr_info`).
+macro_rules! info {
+    ($($a:tt)*) => {
+        crate::images::criu_log(
+            crate::images::Level::Info,
+            &format!("epcmig: {}", format_args!($($a)*)),
+        )
+    };
+}
+
+/// A failure, at CRIU's error level (`pr_err`).
+macro_rules! error {
+    ($($a:tt)*) => {
+        crate::images::criu_log(
+            crate::images::Level::Error,
+            &format!("epcmig: {}", format_args!($($a)*)),
+        )
+    };
 }
 
 /// Runs `f`, turning a panic into `on_panic`.
@@ -19,7 +35,7 @@ fn guard<T>(what: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(_) => {
-            log!("{what}: internal error (panic); failing this step");
+            error!("{what}: internal error (panic); failing this step");
             on_panic
         }
     }
@@ -29,7 +45,7 @@ fn image_dir() -> Option<c_int> {
     match images::image_dir() {
         Ok(d) => Some(d),
         Err(e) => {
-            log!("{e}");
+            error!("{e}");
             None
         }
     }
@@ -48,14 +64,14 @@ pub extern "C" fn init(stage: c_int) -> c_int {
         match sctp::lock_for_restore(dir) {
             Ok(0) => 0,
             Ok(n) => {
-                log!(
+                info!(
                     "locked {n} association(s) out of the network namespace the container \
                      runtime made, until each is thawed"
                 );
                 0
             }
             Err(e) => {
-                log!(
+                error!(
                     "locking the associations out of the runtime's network namespace: {e}; \
                      failing the restore (a peer would be answered with an ABORT)"
                 );
@@ -120,10 +136,10 @@ pub extern "C" fn exit(stage: c_int, ret: c_int) {
         }
         let thaw = tasks_live_on(ret);
         if thaw {
-            log!("the dumped tasks live on: thawing what the plugin froze");
+            info!("the dumped tasks live on: thawing what the plugin froze");
         }
         for e in sctp::end_of_dump(thaw) {
-            log!("{e}");
+            error!("{e}");
         }
     })
 }
@@ -137,7 +153,7 @@ pub extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
             return -libc::ENOTSUP;
         }
         if let Err(why) = fate_knowable() {
-            log!(
+            error!(
                 "cannot dump the SCTP socket of {}: {why}",
                 sctp::describe(sock)
             );
@@ -146,11 +162,11 @@ pub extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
         let Some(dir) = image_dir() else { return -1 };
         match sctp::dump(dir, sock, id) {
             Ok(msg) => {
-                log!("{msg}");
+                info!("{msg}");
                 0
             }
             Err(e) => {
-                log!(
+                error!(
                     "cannot dump the SCTP socket of {} (file id {id:#x}): {e}; \
                      failing the dump, the task keeps running with its associations",
                     sctp::describe(sock)
@@ -169,7 +185,7 @@ pub extern "C" fn restore_ext_file(id: c_int) -> c_int {
             Ok(Some(sock)) => sock.into_raw_fd(),
             Ok(None) => -libc::ENOTSUP,
             Err(e) => {
-                log!("restoring SCTP socket: {e}");
+                error!("restoring SCTP socket: {e}");
                 -1
             }
         }
@@ -186,12 +202,12 @@ pub extern "C" fn checkpoint_devices(pid: c_int) -> c_int {
             Ok(msgs) if msgs.is_empty() => -libc::ENOTSUP,
             Ok(msgs) => {
                 for m in msgs {
-                    log!("{m}");
+                    info!("{m}");
                 }
                 0
             }
             Err(e) => {
-                log!("{e}; failing the dump, the tasks keep running");
+                error!("{e}; failing the dump, the tasks keep running");
                 -1
             }
         }
@@ -216,11 +232,11 @@ pub extern "C" fn dump_ext_link(ifindex: c_int, _type: c_int, kind: *mut c_char)
         let Some(dir) = image_dir() else { return -1 };
         match gtp::dump_link(dir, ifindex) {
             Ok(msg) => {
-                log!("{msg}");
+                info!("{msg}");
                 0
             }
             Err(e) => {
-                log!("{e}");
+                error!("{e}");
                 -1
             }
         }
@@ -240,12 +256,12 @@ pub extern "C" fn resume_devices_late(pid: c_int) -> c_int {
             let mut n = 0;
             let dir = images::image_dir().map_err(|e| e.to_string())?;
             for msg in gtp::attach(dir, pid).map_err(|e| e.to_string())? {
-                log!("{msg}");
+                info!("{msg}");
                 n += 1;
             }
             let thawed = sctp::thaw_task(pid).map_err(|e| format!("SCTP: {e}"))?;
             if thawed > 0 {
-                log!("thawed {thawed} SCTP socket(s) of task {pid}");
+                info!("thawed {thawed} SCTP socket(s) of task {pid}");
             }
             Ok(n + thawed)
         })();
@@ -255,16 +271,16 @@ pub extern "C" fn resume_devices_late(pid: c_int) -> c_int {
             Err(e) => {
                 if let Ok(dir) = images::image_dir() {
                     for msg in gtp::undo(dir, pid) {
-                        log!("task {pid}: {msg}");
+                        error!("task {pid}: {msg}");
                     }
                 }
                 // Off the wire first: the associations die with the task.
                 match crate::netlock::seal_netns_of(pid) {
-                    Ok(true) => log!("task {pid}: its network namespace now drops all traffic"),
+                    Ok(true) => error!("task {pid}: its network namespace now drops all traffic"),
                     Ok(false) => {}
-                    Err(e) => log!("task {pid}: sealing its network namespace: {e}"),
+                    Err(e) => error!("task {pid}: sealing its network namespace: {e}"),
                 }
-                log!("task {pid}: {e}; killing it so that the restore fails");
+                error!("task {pid}: {e}; killing it so that the restore fails");
                 // SAFETY: plain kill(2) of a task criu restored and holds.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 -1

@@ -43,9 +43,20 @@ pub fn exists(dir: RawFd, name: &str) -> bool {
     std::fs::symlink_metadata(format!("/proc/self/fd/{dir}/{name}")).is_ok()
 }
 
-/// Writes `msg` to CRIU's log (its `print_on_level()` export, at error
-/// level so it shows with any -v), or to stderr outside criu.
-pub fn criu_log(msg: &str) {
+/// CRIU's log levels (criu-log.h) the plugin writes at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Level {
+    /// LOG_ERROR: a failure (shown with any -v).
+    Error = 1,
+    /// LOG_INFO: what was done (runc and podman run criu at -v4; the
+    /// command line's default, -v2, leaves it out).
+    Info = 3,
+}
+
+/// Writes `msg` to CRIU's log at `level` (its `print_on_level()` export),
+/// or to stderr outside criu.
+pub fn criu_log(level: Level, msg: &str) {
     type PrintOnLevel = unsafe extern "C" fn(libc::c_uint, *const libc::c_char, ...);
     let name = c"print_on_level";
     // SAFETY: dlsym on the global namespace with a NUL-terminated name.
@@ -59,7 +70,7 @@ pub fn criu_log(msg: &str) {
     // (criu-log.h); we pass a "%s" format and one C string.
     unsafe {
         let f: PrintOnLevel = std::mem::transmute::<*mut libc::c_void, PrintOnLevel>(sym);
-        f(1, c"%s".as_ptr(), line.as_ptr());
+        f(level as libc::c_uint, c"%s".as_ptr(), line.as_ptr());
     }
 }
 

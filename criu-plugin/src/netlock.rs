@@ -233,11 +233,14 @@ pub fn lock_runtime_netns(assocs: &[AssocInfo]) -> Result<Vec<(u64, String)>, Er
     let mut made = Vec::new();
     let handed = handed_netns();
     if handed.is_empty() {
-        crate::images::criu_log(&format!(
+        crate::images::criu_log(
+            crate::images::Level::Info,
+            &format!(
             "epcmig: {} association(s) to restore; criu holds no network namespace but its own, \
              so none is a runtime's to lock",
             assocs.len()
-        ));
+        ),
+        );
     }
     for (ino, ns) in handed {
         for a in assocs {

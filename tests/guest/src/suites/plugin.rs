@@ -1214,6 +1214,7 @@ pub fn fault_every_step() -> Result<()> {
         "sctp-write",
         "gtp-capture",
         "gtp-write",
+        "gtp-link",
     ] {
         let img = dir.join(format!("dump-{step}"));
         expect_fault(
@@ -1246,7 +1247,7 @@ pub fn fault_every_step() -> Result<()> {
     rig.check_restored_and_finish(pid, fig).map(|_| ())
 }
 
-/// CRIU killed mid-dump (`EPCMIG_FAULT=kill@gtp-capture`: after the plugin
+/// CRIU killed mid-dump (`EPCMIG_FAULT=kill@gtp-link`: after the plugin
 /// froze the MME's associations, while CRIU dumps the container's netns;
 /// the tasks are out of the parasite then, so CRIU's death lets them run
 /// on). The plugin's guardian thaws the associations; once the operator
@@ -1258,9 +1259,9 @@ pub fn fault_criu_killed() -> Result<()> {
     let mut rig = EpcRig::start(GtpSockets::Process, true, 30)?;
     let dir = crate::suites::baseline::work_dir("criu-killed")?;
     let img = dir.join("dump-killed");
-    let res = rig.dump(&img, &[("EPCMIG_FAULT", "kill@gtp-capture")]);
+    let res = rig.dump(&img, &[("EPCMIG_FAULT", "kill@gtp-link")]);
     let Err(e) = res else {
-        anyhow::bail!("criu dump succeeded although killed at gtp-capture");
+        anyhow::bail!("criu dump succeeded although killed at gtp-link");
     };
     println!(
         "  criu killed mid-dump: {}",

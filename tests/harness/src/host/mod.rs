@@ -80,7 +80,10 @@ fn build_with(variant: kernel::Variant, profile: Profile) -> Result<Built> {
     let criu = criu::ensure()?;
     let mut args = vec!["build", "--quiet", "--workspace"];
     match profile {
-        Profile::Debug => args.push("--all-targets"),
+        // The guest's failure-path suites make the plugin's steps fail.
+        Profile::Debug => {
+            args.extend(["--all-targets", "--features", "criu-plugin/fault-injection"])
+        }
         Profile::Release => args.push("--release"),
     }
     eprintln!(
