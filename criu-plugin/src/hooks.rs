@@ -131,6 +131,12 @@ fn fate_knowable() -> Result<(), &'static str> {
 
 pub extern "C" fn exit(stage: c_int, ret: c_int) {
     guard("exit", (), || {
+        if stage == abi::CR_PLUGIN_STAGE__RESTORE as c_int {
+            for e in crate::netlock::end_of_restore(ret == 0) {
+                error!("{e}");
+            }
+            return;
+        }
         if stage != abi::CR_PLUGIN_STAGE__DUMP as c_int {
             return;
         }

@@ -248,8 +248,38 @@ pub fn lock_runtime_netns(assocs: &[AssocInfo]) -> Result<Vec<(u64, String)>, Er
             restore_locks().push((ino, t.clone()));
             made.push((ino, t));
         }
+        locked_netns().push((ino, ns));
     }
     Ok(made)
+}
+
+/// The namespaces [`lock_runtime_netns`] locked in, by inode.
+static LOCKED_NETNS: std::sync::Mutex<Vec<(u64, OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+
+fn locked_netns() -> std::sync::MutexGuard<'static, Vec<(u64, OwnedFd)>> {
+    LOCKED_NETNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// After a successful restore: the restore-time locks no thaw lifted,
+/// in a netns criu held that none of the associations went to, are
+/// removed. (After a failed one they stay: the netns has the address but
+/// not the associations, and must not answer their peers.) Returns what
+/// could not be removed.
+pub fn end_of_restore(ok: bool) -> Vec<String> {
+    let left = std::mem::take(&mut *restore_locks());
+    let nss = std::mem::take(&mut *locked_netns());
+    let mut errors = Vec::new();
+    if !ok {
+        return errors;
+    }
+    for (ino, t) in left {
+        if let Some((_, ns)) = nss.iter().find(|(i, _)| *i == ino) {
+            if let Err(e) = unlock_in(&t, Some(ns)) {
+                errors.push(format!("removing lock table {t}: {e}"));
+            }
+        }
+    }
+    errors
 }
 
 /// Whether this restore made lock tables in a runtime's netns.
