@@ -71,10 +71,8 @@ pub extern "C" fn init(stage: c_int) -> c_int {
                 0
             }
             Err(e) => {
-                error!(
-                    "locking the associations out of the runtime's network namespace: {e}; \
-                     failing the restore (a peer would be answered with an ABORT)"
-                );
+                // A bad image, or nft refusing a lock.
+                error!("start of the restore: {e}; failing the restore");
                 -1
             }
         }

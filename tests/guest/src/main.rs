@@ -8,6 +8,7 @@ mod criu;
 mod failslab;
 mod hang;
 mod net;
+mod podman;
 mod runc;
 mod sctp_traffic;
 mod suites;
@@ -87,6 +88,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("runtime_runc_moves_mme", suites::runtime::runc_moves_mme),
     ("runtime_runc_moves_epc", suites::runtime::runc_moves_epc),
+    ("runtime_podman_moves_mme", suites::runtime::podman_moves_mme),
     (
         "runtime_gtp_in_host_netns_refused",
         suites::runtime::gtp_in_host_netns_refused,

@@ -367,3 +367,153 @@ pub fn gtp_in_host_netns_refused() -> Result<()> {
     drop(topo);
     result
 }
+
+/// CRIU's log `name` (dump.log, restore.log) somewhere under podman's
+/// state `dir`, its plugin and error lines.
+fn podman_criu_log(dir: &Path, name: &str) -> String {
+    fn find(d: &Path, name: &str) -> Option<std::path::PathBuf> {
+        for e in std::fs::read_dir(d).ok()?.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == name) {
+                return Some(p);
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir() && !t.is_symlink()) {
+                if let Some(f) = find(&p, name) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+    match find(dir, name) {
+        Some(p) => runc::criu_log(p.parent().unwrap_or(dir), name),
+        None => format!("(no {name} under {})", dir.display()),
+    }
+}
+
+/// An MME served by a container that Debian's podman runs (with runc, our
+/// CRIU and the plugin where the README says), in a netns made beforehand
+/// (`--network ns:`), two base stations on C streaming on 4 streams. First
+/// `podman container checkpoint --leave-running --export`, which keeps it
+/// serving (what Kubernetes' checkpoint does). Then `podman container
+/// checkpoint --export` on host A's podman, the archive over the A-B link,
+/// the netns made anew on B, `podman container restore --import` on host
+/// B's podman (its own state, the image imported there too): 0 messages
+/// lost, duplicated or reordered, the same associations, and the plugin's
+/// lock in the netns before the address moved there.
+pub fn podman_moves_mme() -> Result<()> {
+    use crate::podman::Podman;
+    let _installed = Installed::new()?;
+    let mut topo = Topology::build()?;
+    let dir = crate::suites::baseline::work_dir("runtime-podman-mme")?;
+    let (pa, pb) = (
+        Podman::new(&dir.join("podman-a"))?,
+        Podman::new(&dir.join("podman-b"))?,
+    );
+    let ns = topo.container(HOST_A, "pm-mme", "pmmmea0", MME)?;
+    let netns = format!("/run/netns/{ns}");
+    let listen = format!("{MME}:{S1AP_PORT}");
+    pa.start("mme", &netns, &["sctp-echo", "--listen", &listen])?;
+    let to = SocketAddrV4::new(MME, S1AP_PORT);
+    let (e1, e2) = (connect_from_c(to)?, connect_from_c(to)?);
+    let before = [peer_status(&e1)?, peer_status(&e2)?];
+    let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
+    for e in [&enb1, &enb2] {
+        set_max_retrans(&e.sock, 2000)?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    let left = dir.join("left.tar.gz");
+    pa.run(
+        &[
+            "container",
+            "checkpoint",
+            "--leave-running",
+            "--export",
+            &left.to_string_lossy(),
+            "mme",
+        ],
+        "container checkpoint --leave-running",
+    )
+    .with_context(|| podman_criu_log(&dir.join("podman-a"), "dump.log"))?;
+    ensure!(pa.running("mme"), "the MME stopped after --leave-running");
+    let was = [enb1.echoed(), enb2.echoed()];
+    runc::wait_for(
+        Duration::from_secs(10),
+        "echoes after the --leave-running checkpoint",
+        || enb1.echoed() > was[0] + 20 && enb2.echoed() > was[1] + 20,
+    )?;
+
+    let out_a = dir.join("out-a");
+    std::fs::create_dir_all(&out_a)?;
+    let archive = out_a.join("mme.tar.gz");
+    pa.run(
+        &[
+            "container",
+            "checkpoint",
+            "--export",
+            &archive.to_string_lossy(),
+            "mme",
+        ],
+        "container checkpoint --export",
+    )
+    .with_context(|| podman_criu_log(&dir.join("podman-a"), "dump.log"))?;
+    ensure!(!pa.running("mme"), "the MME still runs after the checkpoint");
+    let in_b = dir.join("in-b");
+    crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &out_a, &in_b)?;
+    pa.run(&["rm", "--force", "mme"], "rm")?;
+    // The old netns goes, the new one on B has the container's address
+    // (the same path: the checkpoint names it).
+    topo.remove_container(&ns)?;
+    let ns_b = topo.container(HOST_B, "pm-mme", "pmmmeb0", MME)?;
+    let archive_b = in_b.join("mme.tar.gz").to_string_lossy().into_owned();
+    let t = std::time::Instant::now();
+    let restorer = std::thread::spawn(move || {
+        pb.run(
+            &["container", "restore", "--import", &archive_b],
+            "container restore --import",
+        )
+        .map(|_| pb)
+    });
+    let mut locks = 0;
+    runc::wait_for(Duration::from_secs(180), "podman container restore", || {
+        locks = locks.max(plugin_locks_in(&ns_b));
+        locks > 0 || restorer.is_finished()
+    })?;
+    net::announce(&format!("/run/netns/{ns_b}"), "eth0", MME)?;
+    let pb = restorer
+        .join()
+        .map_err(|_| anyhow::anyhow!("podman restore thread panicked"))?
+        .with_context(|| podman_criu_log(&dir.join("podman-b"), "restore.log"))?;
+    let restore = t.elapsed();
+    let _ = net::ip(&["-n", crate::net::PEER_C, "neigh", "flush", "dev", "eth0"]);
+    ensure!(
+        locks > 0,
+        "no lock of the plugin's appeared in the netns during the restore\n{}",
+        podman_criu_log(&dir.join("podman-b"), "restore.log")
+    );
+    ensure!(pb.running("mme"), "podman does not show the restored MME running");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = [
+        peer_status(&enb1.sock).with_context(|| format!("eNB 1: {}", enb1.failure()))?,
+        peer_status(&enb2.sock).with_context(|| format!("eNB 2: {}", enb2.failure()))?,
+    ];
+    ensure!(after == before, "a base station's association changed");
+    let enb3 = connect_from_c(to)?;
+    let (mut s3, mut t3) = Default::default();
+    echo_round(&enb3, &mut s3, &mut t3, 5)?;
+    let (t1, gap1, _) = enb1.finish().context("eNB 1")?;
+    let (t2, gap2, _) = enb2.finish().context("eNB 2")?;
+    println!(
+        "  podman: checkpoint --leave-running kept the MME serving; --export on A, --import on B \
+         (restore {:.2}s): {} + {} messages echoed, 0 lost, duplicated or reordered, longest \
+         silence {:.2}s, same associations, a new eNB served",
+        restore.as_secs_f64(),
+        t1.received,
+        t2.received,
+        gap1.max(gap2).as_secs_f64()
+    );
+    drop(pb);
+    drop(pa);
+    Ok(())
+}

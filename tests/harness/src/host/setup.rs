@@ -56,6 +56,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "runc",
         "the container runtime podman, CRI-O and containerd drive CRIU through (runtime_runc_*)",
     ),
+    (
+        "podman",
+        "containers checkpointed and restored as operators do it (runtime_podman_*)",
+    ),
 ];
 
 const CRIU_SRC_LIST: &str = "/etc/apt/sources.list.d/epcmig-criu-src.sources";
