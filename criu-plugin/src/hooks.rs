@@ -53,6 +53,24 @@ fn image_dir() -> Option<c_int> {
 
 pub extern "C" fn init(stage: c_int) -> c_int {
     crate::fault::record_criu_pid();
+    if stage == abi::CR_PLUGIN_STAGE__DUMP as c_int {
+        return guard("dump start", -1, || {
+            let Ok(dir) = images::image_dir() else {
+                return 0;
+            };
+            match images::remove_stale(dir) {
+                Ok(0) => 0,
+                Ok(n) => {
+                    info!("removed {n} file(s) of an earlier dump from the image directory");
+                    0
+                }
+                Err(e) => {
+                    error!("removing our files of an earlier dump from the image directory: {e}; failing the dump");
+                    -1
+                }
+            }
+        });
+    }
     if stage != abi::CR_PLUGIN_STAGE__RESTORE as c_int {
         return 0;
     }

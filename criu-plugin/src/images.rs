@@ -38,6 +38,30 @@ fn images_named(dir: RawFd, prefix: &str) -> std::io::Result<Vec<String>> {
     Ok(v)
 }
 
+/// Removes our files left in image directory `dir` by an earlier dump
+/// into it (podman checkpoints into the same directory every time; CRIU
+/// overwrites its own images, and ours are written only as new files).
+/// Returns how many.
+pub fn remove_stale(dir: RawFd) -> std::io::Result<usize> {
+    let mut n = 0;
+    for e in std::fs::read_dir(format!("/proc/self/fd/{dir}"))?.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if !name.starts_with("epcmig-") {
+            continue;
+        }
+        let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: valid dirfd and NUL-terminated name; unlinkat does not
+        // follow a symlink, it removes the link.
+        if unsafe { libc::unlinkat(dir, c.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Whether image file `name` exists in `dir` (as any kind of file).
 pub fn exists(dir: RawFd, name: &str) -> bool {
     std::fs::symlink_metadata(format!("/proc/self/fd/{dir}/{name}")).is_ok()
@@ -200,6 +224,24 @@ mod tests {
         assert!(made.success());
         let e = read(fd, "f.img", 10).expect_err("read a FIFO");
         assert!(e.to_string().contains("not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_files_of_ours_go_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("epcmig-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let d = File::open(&dir).expect("open dir");
+        let fd = d.as_raw_fd();
+        write(fd, "epcmig-sctp-00000008.img", b"old").expect("write");
+        write(fd, "core-1.img", b"criu's").expect("write");
+        std::os::unix::fs::symlink(dir.join("core-1.img"), dir.join("epcmig-gtp-3.img"))
+            .expect("symlink");
+        assert_eq!(remove_stale(fd).expect("remove"), 2);
+        assert!(exists(fd, "core-1.img"), "a file not ours went");
+        assert!(!exists(fd, "epcmig-sctp-00000008.img"));
+        write(fd, "epcmig-sctp-00000008.img", b"new").expect("a new dump writes again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

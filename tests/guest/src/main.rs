@@ -88,7 +88,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("runtime_runc_moves_mme", suites::runtime::runc_moves_mme),
     ("runtime_runc_moves_epc", suites::runtime::runc_moves_epc),
-    ("runtime_podman_moves_mme", suites::runtime::podman_moves_mme),
+    (
+        "runtime_podman_moves_mme",
+        suites::runtime::podman_moves_mme,
+    ),
     (
         "runtime_gtp_in_host_netns_refused",
         suites::runtime::gtp_in_host_netns_refused,

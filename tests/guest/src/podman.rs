@@ -4,6 +4,13 @@
 //! between hosts as podman's own archive (`container checkpoint --export`,
 //! `container restore --import`).
 //!
+//! One podman state serves both hosts: a checkpoint archive carries
+//! podman's paths (its run directory, conmon's pid file), which on two
+//! real machines are the same defaults, but two states on one file system
+//! cannot both sit at the same path (a mount namespace per host put them
+//! there, and CRIU then could not re-create podman's bind mounts, which
+//! come from an overlay in this guest).
+//!
 //! The container joins a network namespace made beforehand (`--network
 //! ns:PATH`), as podman's netavark or CNI would make it: the test topology
 //! decides its address and cabling, and runc hands it to CRIU as external,
@@ -63,6 +70,8 @@ impl Podman {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
             .args([
                 "--storage-driver",
                 "vfs",
@@ -102,11 +111,31 @@ impl Podman {
         let root = crate::workspace_root();
         let root = root.to_string_lossy();
         let net = format!("ns:{netns}");
-        let usr = "/usr:/usr:ro".to_string();
-        let ws = format!("{root}:{root}:ro");
+        // Not recursive: /usr/lib is a virtme-ng overlay in this guest,
+        // which CRIU cannot re-create inside the container.
+        let usr = "type=bind,source=/usr,target=/usr,readonly,bind-nonrecursive".to_string();
+        let ws = format!("type=bind,source={root},target={root},readonly,bind-nonrecursive");
         let exe = exe.to_string_lossy();
+        // CRIU's configuration for this container (runc passes the file
+        // this annotation names, as it would /etc/criu/runc.conf): its log
+        // in a place podman does not delete when a restore fails.
+        let conf = self.criu_conf()?;
+        let annotation = format!("org.criu.config={}", conf.display());
         let mut args = vec![
-            "run", "-d", "--name", name, "--network", &net, "-v", &usr, "-v", &ws, IMAGE, &exe,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--annotation",
+            &annotation,
+            "--network",
+            &net,
+            "--mount",
+            &usr,
+            "--mount",
+            &ws,
+            IMAGE,
+            &exe,
             "app",
         ];
         args.extend(app_args);
@@ -114,11 +143,28 @@ impl Podman {
         Ok(())
     }
 
+    /// The CRIU configuration file the containers name: CRIU's log goes to
+    /// [`Podman::criu_log`]. The same for every host (the checkpoint
+    /// carries the annotation).
+    fn criu_conf(&self) -> Result<PathBuf> {
+        let conf = PathBuf::from("/tmp/epcmig/podman-criu.conf");
+        std::fs::write(&conf, format!("log-file {}\n", criu_log().display()))?;
+        Ok(conf)
+    }
+
     /// Whether container `name` is running.
     pub fn running(&self, name: &str) -> bool {
-        self.run(&["inspect", "--format", "{{.State.Running}}", name], "inspect")
-            .is_ok_and(|o| o.trim() == "true")
+        self.run(
+            &["inspect", "--format", "{{.State.Running}}", name],
+            "inspect",
+        )
+        .is_ok_and(|o| o.trim() == "true")
     }
+}
+
+/// Where CRIU logs when podman runs it (the last dump or restore).
+pub fn criu_log() -> PathBuf {
+    PathBuf::from("/tmp/epcmig/podman-criu.log")
 }
 
 impl Drop for Podman {

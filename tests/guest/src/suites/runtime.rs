@@ -368,27 +368,13 @@ pub fn gtp_in_host_netns_refused() -> Result<()> {
     result
 }
 
-/// CRIU's log `name` (dump.log, restore.log) somewhere under podman's
-/// state `dir`, its plugin and error lines.
-fn podman_criu_log(dir: &Path, name: &str) -> String {
-    fn find(d: &Path, name: &str) -> Option<std::path::PathBuf> {
-        for e in std::fs::read_dir(d).ok()?.flatten() {
-            let p = e.path();
-            if p.file_name().is_some_and(|n| n == name) {
-                return Some(p);
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir() && !t.is_symlink()) {
-                if let Some(f) = find(&p, name) {
-                    return Some(f);
-                }
-            }
-        }
-        None
-    }
-    match find(dir, name) {
-        Some(p) => runc::criu_log(p.parent().unwrap_or(dir), name),
-        None => format!("(no {name} under {})", dir.display()),
-    }
+/// The plugin and error lines of CRIU's log of the last podman
+/// checkpoint or restore.
+fn podman_criu_log() -> String {
+    let p = crate::podman::criu_log();
+    let dir = p.parent().unwrap_or(Path::new("/"));
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    runc::criu_log(dir, name)
 }
 
 /// An MME served by a container that Debian's podman runs (with runc, our
@@ -396,20 +382,18 @@ fn podman_criu_log(dir: &Path, name: &str) -> String {
 /// (`--network ns:`), two base stations on C streaming on 4 streams. First
 /// `podman container checkpoint --leave-running --export`, which keeps it
 /// serving (what Kubernetes' checkpoint does). Then `podman container
-/// checkpoint --export` on host A's podman, the archive over the A-B link,
-/// the netns made anew on B, `podman container restore --import` on host
-/// B's podman (its own state, the image imported there too): 0 messages
-/// lost, duplicated or reordered, the same associations, and the plugin's
-/// lock in the netns before the address moved there.
+/// checkpoint --export`, the archive over the A-B link, the container
+/// removed and its netns made anew on B, `podman container restore
+/// --import` of the archive B received: 0 messages lost, duplicated or
+/// reordered, the same associations, and the plugin's lock in the netns
+/// before the address moved there. (One podman state for both hosts: see
+/// `podman.rs`.)
 pub fn podman_moves_mme() -> Result<()> {
     use crate::podman::Podman;
     let _installed = Installed::new()?;
     let mut topo = Topology::build()?;
     let dir = crate::suites::baseline::work_dir("runtime-podman-mme")?;
-    let (pa, pb) = (
-        Podman::new(&dir.join("podman-a"))?,
-        Podman::new(&dir.join("podman-b"))?,
-    );
+    let pa = Podman::new(&dir.join("podman"))?;
     let ns = topo.container(HOST_A, "pm-mme", "pmmmea0", MME)?;
     let netns = format!("/run/netns/{ns}");
     let listen = format!("{MME}:{S1AP_PORT}");
@@ -435,7 +419,7 @@ pub fn podman_moves_mme() -> Result<()> {
         ],
         "container checkpoint --leave-running",
     )
-    .with_context(|| podman_criu_log(&dir.join("podman-a"), "dump.log"))?;
+    .with_context(podman_criu_log)?;
     ensure!(pa.running("mme"), "the MME stopped after --leave-running");
     let was = [enb1.echoed(), enb2.echoed()];
     runc::wait_for(
@@ -457,8 +441,11 @@ pub fn podman_moves_mme() -> Result<()> {
         ],
         "container checkpoint --export",
     )
-    .with_context(|| podman_criu_log(&dir.join("podman-a"), "dump.log"))?;
-    ensure!(!pa.running("mme"), "the MME still runs after the checkpoint");
+    .with_context(podman_criu_log)?;
+    ensure!(
+        !pa.running("mme"),
+        "the MME still runs after the checkpoint"
+    );
     let in_b = dir.join("in-b");
     crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &out_a, &in_b)?;
     pa.run(&["rm", "--force", "mme"], "rm")?;
@@ -469,11 +456,11 @@ pub fn podman_moves_mme() -> Result<()> {
     let archive_b = in_b.join("mme.tar.gz").to_string_lossy().into_owned();
     let t = std::time::Instant::now();
     let restorer = std::thread::spawn(move || {
-        pb.run(
+        pa.run(
             &["container", "restore", "--import", &archive_b],
             "container restore --import",
         )
-        .map(|_| pb)
+        .map(|_| pa)
     });
     let mut locks = 0;
     runc::wait_for(Duration::from_secs(180), "podman container restore", || {
@@ -481,18 +468,21 @@ pub fn podman_moves_mme() -> Result<()> {
         locks > 0 || restorer.is_finished()
     })?;
     net::announce(&format!("/run/netns/{ns_b}"), "eth0", MME)?;
-    let pb = restorer
+    let pa = restorer
         .join()
         .map_err(|_| anyhow::anyhow!("podman restore thread panicked"))?
-        .with_context(|| podman_criu_log(&dir.join("podman-b"), "restore.log"))?;
+        .with_context(podman_criu_log)?;
     let restore = t.elapsed();
     let _ = net::ip(&["-n", crate::net::PEER_C, "neigh", "flush", "dev", "eth0"]);
     ensure!(
         locks > 0,
         "no lock of the plugin's appeared in the netns during the restore\n{}",
-        podman_criu_log(&dir.join("podman-b"), "restore.log")
+        podman_criu_log()
     );
-    ensure!(pb.running("mme"), "podman does not show the restored MME running");
+    ensure!(
+        pa.running("mme"),
+        "podman does not show the restored MME running"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let after = [
         peer_status(&enb1.sock).with_context(|| format!("eNB 1: {}", enb1.failure()))?,
@@ -513,7 +503,6 @@ pub fn podman_moves_mme() -> Result<()> {
         t2.received,
         gap1.max(gap2).as_secs_f64()
     );
-    drop(pb);
     drop(pa);
     Ok(())
 }
