@@ -4,12 +4,12 @@
 //! between hosts as podman's own archive (`container checkpoint --export`,
 //! `container restore --import`).
 //!
-//! One podman state serves both hosts: a checkpoint archive carries
-//! podman's paths (its run directory, conmon's pid file), which on two
-//! real machines are the same defaults, but two states on one file system
-//! cannot both sit at the same path (a mount namespace per host put them
-//! there, and CRIU then could not re-create podman's bind mounts, which
-//! come from an overlay in this guest).
+//! Both hosts share the guest's file system, but a checkpoint archive
+//! carries podman's paths (its run directory, conmon's pid file), which
+//! on two real machines are the same defaults. So every podman command of
+//! a host runs in a mount namespace of its own where that host's state
+//! directory is bind-mounted on one fixed path, [`ACTIVE`]: each host sees
+//! its own state at the same place, as two machines would.
 //!
 //! The container joins a network namespace made beforehand (`--network
 //! ns:PATH`), as podman's netavark or CNI would make it: the test topology
@@ -21,6 +21,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+/// Where a host's podman state appears to its podman commands.
+const ACTIVE: &str = "/tmp/epcmig/podman-host";
+
 /// One host's podman.
 pub struct Podman {
     dir: PathBuf,
@@ -30,6 +33,23 @@ pub struct Podman {
 const IMAGE: &str = "localhost/epcmig-app:latest";
 
 impl Podman {
+    /// Another host's podman with its state under `dir` (made empty),
+    /// holding the same image as `from` (`save` there, `load` here: a
+    /// checkpoint names its image by ID, which an `import` of the same
+    /// tarball would not give).
+    pub fn with_image_of(dir: &Path, from: &Podman) -> Result<Podman> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let p = Podman {
+            dir: dir.to_path_buf(),
+        };
+        let tar = dir.join("image.tar");
+        let tar = tar.to_string_lossy();
+        from.run(&["save", "-o", &tar, IMAGE], "save")?;
+        p.run(&["load", "-i", &tar], "load")?;
+        Ok(p)
+    }
+
     /// A podman with its state under `dir` (made empty), holding the image.
     pub fn new(dir: &Path) -> Result<Podman> {
         let _ = std::fs::remove_dir_all(dir);
@@ -65,13 +85,40 @@ impl Podman {
     }
 
     fn cmd(&self) -> Command {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let _ = std::fs::create_dir_all(ACTIVE);
         let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .arg("--tmpdir")
-            .arg(self.dir.join("tmp"))
+        let src = CString::new(self.dir.as_os_str().as_bytes()).unwrap_or_default();
+        let dst = CString::new(ACTIVE).unwrap_or_default();
+        // SAFETY: unshare(2) and mount(2) only, async-signal-safe, between
+        // fork and exec, on C strings made before the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                    || libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c.args(["--root", &format!("{ACTIVE}/root")])
+            .args(["--runroot", &format!("{ACTIVE}/run")])
+            .args(["--tmpdir", &format!("{ACTIVE}/tmp")])
             .args([
                 "--storage-driver",
                 "vfs",

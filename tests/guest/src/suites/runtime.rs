@@ -382,18 +382,18 @@ fn podman_criu_log() -> String {
 /// (`--network ns:`), two base stations on C streaming on 4 streams. First
 /// `podman container checkpoint --leave-running --export`, which keeps it
 /// serving (what Kubernetes' checkpoint does). Then `podman container
-/// checkpoint --export`, the archive over the A-B link, the container
-/// removed and its netns made anew on B, `podman container restore
-/// --import` of the archive B received: 0 messages lost, duplicated or
-/// reordered, the same associations, and the plugin's lock in the netns
-/// before the address moved there. (One podman state for both hosts: see
-/// `podman.rs`.)
+/// checkpoint --export` on host A's podman, the archive over the A-B link,
+/// the netns made anew on B, `podman container restore --import` on host
+/// B's podman (its own state, the image loaded there): 0 messages lost,
+/// duplicated or reordered, the same associations, and the plugin's lock
+/// in the netns before the address moved there.
 pub fn podman_moves_mme() -> Result<()> {
     use crate::podman::Podman;
     let _installed = Installed::new()?;
     let mut topo = Topology::build()?;
     let dir = crate::suites::baseline::work_dir("runtime-podman-mme")?;
-    let pa = Podman::new(&dir.join("podman"))?;
+    let pa = Podman::new(&dir.join("podman-a"))?;
+    let pb = Podman::with_image_of(&dir.join("podman-b"), &pa)?;
     let ns = topo.container(HOST_A, "pm-mme", "pmmmea0", MME)?;
     let netns = format!("/run/netns/{ns}");
     let listen = format!("{MME}:{S1AP_PORT}");
@@ -456,11 +456,11 @@ pub fn podman_moves_mme() -> Result<()> {
     let archive_b = in_b.join("mme.tar.gz").to_string_lossy().into_owned();
     let t = std::time::Instant::now();
     let restorer = std::thread::spawn(move || {
-        pa.run(
+        pb.run(
             &["container", "restore", "--import", &archive_b],
             "container restore --import",
         )
-        .map(|_| pa)
+        .map(|_| pb)
     });
     let mut locks = 0;
     runc::wait_for(Duration::from_secs(180), "podman container restore", || {
@@ -468,7 +468,7 @@ pub fn podman_moves_mme() -> Result<()> {
         locks > 0 || restorer.is_finished()
     })?;
     net::announce(&format!("/run/netns/{ns_b}"), "eth0", MME)?;
-    let pa = restorer
+    let pb = restorer
         .join()
         .map_err(|_| anyhow::anyhow!("podman restore thread panicked"))?
         .with_context(podman_criu_log)?;
@@ -480,7 +480,7 @@ pub fn podman_moves_mme() -> Result<()> {
         podman_criu_log()
     );
     ensure!(
-        pa.running("mme"),
+        pb.running("mme"),
         "podman does not show the restored MME running"
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -503,6 +503,7 @@ pub fn podman_moves_mme() -> Result<()> {
         t2.received,
         gap1.max(gap2).as_secs_f64()
     );
+    drop(pb);
     drop(pa);
     Ok(())
 }
