@@ -93,6 +93,10 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::runtime::podman_moves_mme,
     ),
     (
+        "runtime_podman_moves_epc",
+        suites::runtime::podman_moves_epc,
+    ),
+    (
         "runtime_gtp_in_host_netns_refused",
         suites::runtime::gtp_in_host_netns_refused,
     ),

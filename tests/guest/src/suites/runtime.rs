@@ -71,13 +71,34 @@ fn plugin_locks_in(ns: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// `runc restore` into the netns `ns` the test made (as podman does), in
-/// a thread; once the plugin has locked the associations there, the
-/// address is announced on B, so that the base stations' retransmissions
-/// reach the netns while CRIU is still restoring: they must be dropped,
-/// not answered with an ABORT. Returns the restored container and how
-/// many lock tables were seen.
-fn restore_announced(
+/// Runs `restore` (a runtime's restore into the netns `ns` the test
+/// made, as podman does) in a thread; once the plugin has locked the
+/// associations there, the address is announced on B, so that the base
+/// stations' retransmissions reach the netns while CRIU is still
+/// restoring: they must be dropped, not answered with an ABORT. Returns
+/// what `restore` returned and how many lock tables were seen.
+fn restore_announced<T: Send + 'static>(
+    ns: &str,
+    addr: std::net::Ipv4Addr,
+    restore: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<(T, usize)> {
+    let restorer = std::thread::spawn(restore);
+    let mut locks = 0;
+    runc::wait_for(Duration::from_secs(180), "the restore", || {
+        locks = locks.max(plugin_locks_in(ns));
+        locks > 0 || restorer.is_finished()
+    })?;
+    net::announce(&format!("/run/netns/{ns}"), "eth0", addr)?;
+    let done = restorer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the restore thread panicked"))??;
+    let _ = net::ip(&["-n", crate::net::PEER_C, "neigh", "flush", "dev", "eth0"]);
+    Ok((done, locks))
+}
+
+/// `runc restore` of `images` as container `id` from `bundle`, announced
+/// as [`restore_announced`] does.
+fn runc_restore_announced(
     id: &str,
     bundle: Bundle,
     images: &Path,
@@ -85,19 +106,30 @@ fn restore_announced(
     ns: &str,
     addr: std::net::Ipv4Addr,
 ) -> Result<(Container, usize)> {
-    let (id2, images2, work2) = (id.to_string(), images.to_path_buf(), work.to_path_buf());
-    let restorer = std::thread::spawn(move || Container::restore(&id2, &bundle, &images2, &work2));
-    let mut locks = 0;
-    runc::wait_for(Duration::from_secs(120), "runc restore", || {
-        locks = locks.max(plugin_locks_in(ns));
-        locks > 0 || restorer.is_finished()
-    })?;
-    net::announce(&format!("/run/netns/{ns}"), "eth0", addr)?;
-    let ctr = restorer
-        .join()
-        .map_err(|_| anyhow::anyhow!("runc restore thread panicked"))??;
-    let _ = net::ip(&["-n", crate::net::PEER_C, "neigh", "flush", "dev", "eth0"]);
-    Ok((ctr, locks))
+    let (id, images, work) = (id.to_string(), images.to_path_buf(), work.to_path_buf());
+    restore_announced(ns, addr, move || {
+        Container::restore(&id, &bundle, &images, &work)
+    })
+}
+
+/// `podman container restore --import ARCHIVE` by `podman`, announced as
+/// [`restore_announced`] does; the podman back.
+fn podman_restore_announced(
+    podman: crate::podman::Podman,
+    archive: &Path,
+    ns: &str,
+    addr: std::net::Ipv4Addr,
+) -> Result<(crate::podman::Podman, usize)> {
+    let archive = archive.to_string_lossy().into_owned();
+    restore_announced(ns, addr, move || {
+        podman
+            .run(
+                &["container", "restore", "--import", &archive],
+                "container restore --import",
+            )
+            .with_context(podman_criu_log)
+            .map(|_| podman)
+    })
 }
 
 /// An MME (one-to-one SCTP echo listener) run by runc in a netns made
@@ -161,7 +193,7 @@ pub fn runc_moves_mme() -> Result<()> {
     let bundle_b = Bundle::new(&dir.join("bundle-b"), &format!("/run/netns/{ns_b}"), &args)?;
     let t = std::time::Instant::now();
     let (ctr_b, locks) =
-        restore_announced("epc-mme", bundle_b, &img_b, &dir.join("work-b"), &ns_b, MME)?;
+        runc_restore_announced("epc-mme", bundle_b, &img_b, &dir.join("work-b"), &ns_b, MME)?;
     let restore = t.elapsed();
     ensure!(
         locks > 0,
@@ -199,31 +231,172 @@ pub fn runc_moves_mme() -> Result<()> {
     Ok(())
 }
 
-/// An SPGW with an MME in the same container, run by runc: gtp0 on the
+/// How an EPC container is run and moved: by runc or by podman.
+trait Mover {
+    /// Runs `app ARGS` in a container in the netns at path `netns`.
+    fn start(&mut self, netns: &str, args: &[&str]) -> Result<()>;
+    /// Checkpoints the container (its tasks die); CRIU's log of it.
+    fn checkpoint(&mut self) -> Result<String>;
+    /// The checkpoint over the A-B link.
+    fn transfer(&mut self) -> Result<()>;
+    /// Restores it into netns `ns` (a name), announcing `addr` there once
+    /// the plugin's lock is seen; the restored first process's pid.
+    fn restore(&mut self, ns: &str, addr: std::net::Ipv4Addr) -> Result<u32>;
+    /// The plugin and error lines of the last CRIU log.
+    fn log(&self) -> String;
+}
+
+struct RuncMover {
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+    ctr: Option<Container>,
+}
+
+impl Mover for RuncMover {
+    fn start(&mut self, netns: &str, args: &[&str]) -> Result<()> {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        let b = Bundle::new(&self.dir.join("bundle-a"), netns, args)?;
+        self.ctr = Some(Container::run("epc-spgw", &b)?);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<String> {
+        let ctr = self.ctr.take().context("no container")?;
+        ctr.checkpoint(&self.dir.join("images-a"), &self.dir.join("work-a"), &[])?;
+        Ok(std::fs::read_to_string(self.dir.join("work-a/dump.log")).unwrap_or_default())
+    }
+
+    fn transfer(&mut self) -> Result<()> {
+        let (a, b) = (self.dir.join("images-a"), self.dir.join("images-b"));
+        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &a, &b)?;
+        Ok(())
+    }
+
+    fn restore(&mut self, ns: &str, addr: std::net::Ipv4Addr) -> Result<u32> {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let b = Bundle::new(
+            &self.dir.join("bundle-b"),
+            &format!("/run/netns/{ns}"),
+            &args,
+        )?;
+        let (images, work) = (self.dir.join("images-b"), self.dir.join("work-b"));
+        let (ctr, locks) = runc_restore_announced("epc-spgw", b, &images, &work, ns, addr)?;
+        ensure!(
+            locks > 0,
+            "no lock of the plugin's appeared in the runtime's netns during the restore\n{}",
+            self.log()
+        );
+        let pid = ctr.pid()?;
+        self.ctr = Some(ctr);
+        Ok(pid)
+    }
+
+    fn log(&self) -> String {
+        runc::criu_log(&self.dir.join("work-b"), "restore.log")
+    }
+}
+
+struct PodmanMover {
+    dir: std::path::PathBuf,
+    a: Option<crate::podman::Podman>,
+    b: Option<crate::podman::Podman>,
+}
+
+impl PodmanMover {
+    fn new(dir: &Path) -> Result<PodmanMover> {
+        use crate::podman::Podman;
+        let a = Podman::new(&dir.join("podman-a"))?;
+        let b = Podman::with_image_of(&dir.join("podman-b"), &a)?;
+        Ok(PodmanMover {
+            dir: dir.to_path_buf(),
+            a: Some(a),
+            b: Some(b),
+        })
+    }
+}
+
+impl Mover for PodmanMover {
+    fn start(&mut self, netns: &str, args: &[&str]) -> Result<()> {
+        self.a
+            .as_ref()
+            .context("no podman")?
+            .start("epc", netns, args)
+    }
+
+    fn checkpoint(&mut self) -> Result<String> {
+        let out = self.dir.join("out-a");
+        std::fs::create_dir_all(&out)?;
+        let archive = out.join("epc.tar.gz");
+        let a = self.a.as_ref().context("no podman")?;
+        a.run(
+            &[
+                "container",
+                "checkpoint",
+                "--export",
+                &archive.to_string_lossy(),
+                "epc",
+            ],
+            "container checkpoint --export",
+        )
+        .with_context(podman_criu_log)?;
+        let log = std::fs::read_to_string(crate::podman::criu_log()).unwrap_or_default();
+        a.run(&["rm", "--force", "epc"], "rm")?;
+        Ok(log)
+    }
+
+    fn transfer(&mut self) -> Result<()> {
+        let (a, b) = (self.dir.join("out-a"), self.dir.join("in-b"));
+        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &a, &b)?;
+        Ok(())
+    }
+
+    fn restore(&mut self, ns: &str, addr: std::net::Ipv4Addr) -> Result<u32> {
+        let pb = self.b.take().context("no podman")?;
+        let archive = self.dir.join("in-b/epc.tar.gz");
+        let (pb, locks) = podman_restore_announced(pb, &archive, ns, addr)?;
+        ensure!(
+            locks > 0,
+            "no lock of the plugin's appeared in the netns during the restore\n{}",
+            self.log()
+        );
+        let pid = pb
+            .run(&["inspect", "--format", "{{.State.Pid}}", "epc"], "inspect")?
+            .trim()
+            .parse()
+            .context("podman inspect: the restored container's pid")?;
+        self.b = Some(pb);
+        Ok(pid)
+    }
+
+    fn log(&self) -> String {
+        podman_criu_log()
+    }
+}
+
+/// An SPGW with an MME in the same container, run by `mover`: gtp0 on the
 /// process's own UDP sockets with 1,000 PDP contexts, the UE routes, the
 /// SGi masquerade and forwarding on, two base stations streaming SCTP.
 /// The runtime's netns is external to CRIU, which then dumps and restores
 /// none of its links, addresses, routes, rules or sysctls: the plugin
 /// carries gtp0 and the netns's forwarding and ruleset itself. On B the
 /// test makes the netns as a runtime with two networks would (eth0 and
-/// sgi0, nothing else); after `runc restore` gtp0 equals the original
-/// field for field on the restored process's sockets, every tunnel
-/// carries UE traffic through the masquerade, and the associations are
-/// the same with nothing lost.
-pub fn runc_moves_epc() -> Result<()> {
+/// sgi0, nothing else); after the restore gtp0 equals the original field
+/// for field on the restored process's sockets, every tunnel carries UE
+/// traffic through the masquerade, and the associations are the same with
+/// nothing lost.
+fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
     use crate::suites::gtp::{self, SPGW_ADDR};
-    let _installed = Installed::new()?;
     let mut topo = Topology::build()?;
     gtp::sgi_host()?;
     let _sgi = gtp::scopeguard(gtp::SGI_NS);
-    let dir = crate::suites::baseline::work_dir("runtime-runc-epc")?;
     let ues = gtp::ues(gtp::N_UES);
-    let ns_a = topo.container(HOST_A, "runc-spgw-a", "rspgwa0", SPGW_ADDR)?;
+    let ns_a = topo.container(HOST_A, "epc-spgw", "espgwa0", SPGW_ADDR)?;
     gtp::cable_spgw(&ns_a)?;
     let listen = EPC_S1AP.to_string();
-    let args = ["spgw", "--sctp-echo", &listen];
-    let bundle_a = Bundle::new(&dir.join("bundle-a"), &format!("/run/netns/{ns_a}"), &args)?;
-    let ctr = Container::run("epc-spgw", &bundle_a)?;
+    mover.start(
+        &format!("/run/netns/{ns_a}"),
+        &["spgw", "--sctp-echo", &listen],
+    )?;
     let src_ns = gtp::ns_path(&ns_a);
     runc::wait_for(Duration::from_secs(15), "gtp0 made by the SPGW", || {
         gtp_state::capture(&src_ns, "gtp0").is_ok()
@@ -249,40 +422,22 @@ pub fn runc_moves_epc() -> Result<()> {
     }
     std::thread::sleep(Duration::from_secs(1));
 
-    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
-    ctr.checkpoint(&img_a, &dir.join("work-a"), &[])?;
-    drop(ctr);
-    let log = std::fs::read_to_string(dir.join("work-a/dump.log")).unwrap_or_default();
+    let log = mover.checkpoint()?;
     ensure!(
         log.contains("dumped gtp device gtp0") && log.contains("epcmig-netconf.img"),
-        "the plugin did not capture gtp0 and the netns settings from the external netns:\n{}",
-        runc::criu_log(&dir.join("work-a"), "dump.log")
+        "the plugin did not capture gtp0 and the netns settings from the external netns"
     );
-    crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    mover.transfer()?;
     // The old netns goes: its gtp0 first (on the dead process's sockets
     // it would keep the netns and its sgi0 alive).
     gtp_state::delete_device(&src_ns, "gtp0")?;
     topo.remove_container(&ns_a)?;
     let _ = net::ip(&["-n", gtp::SGI_NS, "link", "del", "sgi-host"]);
-    let ns_b = topo.container(HOST_B, "runc-spgw-b", "rspgwb0", SPGW_ADDR)?;
+    let ns_b = topo.container(HOST_B, "epc-spgw", "espgwb0", SPGW_ADDR)?;
     gtp::cable_sgi_link(&ns_b)?;
-    let bundle_b = Bundle::new(&dir.join("bundle-b"), &format!("/run/netns/{ns_b}"), &args)?;
-    let (ctr_b, locks) = restore_announced(
-        "epc-spgw",
-        bundle_b,
-        &img_b,
-        &dir.join("work-b"),
-        &ns_b,
-        SPGW_ADDR,
-    )?;
-    ensure!(
-        locks > 0,
-        "no lock of the plugin's appeared in the runtime's netns during the restore\n{}",
-        runc::criu_log(&dir.join("work-b"), "restore.log")
-    );
+    let pid = mover.restore(&ns_b, SPGW_ADDR)?;
     std::thread::sleep(Duration::from_secs(2));
     let result = (|| -> Result<()> {
-        let pid = ctr_b.pid()?;
         let again = gtp_state::capture(&gtp::ns_path(&ns_b), "gtp0")
             .context("capturing the restored gtp0")?;
         gtp::compare(&orig, &again)?;
@@ -304,19 +459,39 @@ pub fn runc_moves_epc() -> Result<()> {
         Ok(())
     })();
     if result.is_err() {
-        eprintln!("{}", runc::criu_log(&dir.join("work-b"), "restore.log"));
+        eprintln!("{}", mover.log());
     }
     result?;
     finish_enbs(enb1, enb2)?;
     println!(
-        "  runc, external netns: gtp0 ({} contexts, {} routes) re-created on the restored \
+        "  {what}, external netns: gtp0 ({} contexts, {} routes) re-created on the restored \
          process's sockets, forwarding and masquerade carried, every tunnel carries traffic; \
          the plugin's lock in the runtime's netns before the address moved there",
         orig.pdps.len(),
         orig.routes.len()
     );
-    drop(ctr_b);
     Ok(())
+}
+
+/// [`epc_moved_by`] runc (`runc checkpoint`, `runc restore`).
+pub fn runc_moves_epc() -> Result<()> {
+    let _installed = Installed::new()?;
+    let dir = crate::suites::baseline::work_dir("runtime-runc-epc")?;
+    let mut m = RuncMover {
+        dir,
+        args: Vec::new(),
+        ctr: None,
+    };
+    epc_moved_by("runc", &mut m)
+}
+
+/// [`epc_moved_by`] podman (`container checkpoint --export` on host A's
+/// podman, `container restore --import` on host B's).
+pub fn podman_moves_epc() -> Result<()> {
+    let _installed = Installed::new()?;
+    let dir = crate::suites::baseline::work_dir("runtime-podman-epc")?;
+    let mut m = PodmanMover::new(&dir)?;
+    epc_moved_by("podman", &mut m)
 }
 
 /// An SPGW in criu's own network namespace (the host's, no container):
@@ -453,27 +628,9 @@ pub fn podman_moves_mme() -> Result<()> {
     // (the same path: the checkpoint names it).
     topo.remove_container(&ns)?;
     let ns_b = topo.container(HOST_B, "pm-mme", "pmmmeb0", MME)?;
-    let archive_b = in_b.join("mme.tar.gz").to_string_lossy().into_owned();
     let t = std::time::Instant::now();
-    let restorer = std::thread::spawn(move || {
-        pb.run(
-            &["container", "restore", "--import", &archive_b],
-            "container restore --import",
-        )
-        .map(|_| pb)
-    });
-    let mut locks = 0;
-    runc::wait_for(Duration::from_secs(180), "podman container restore", || {
-        locks = locks.max(plugin_locks_in(&ns_b));
-        locks > 0 || restorer.is_finished()
-    })?;
-    net::announce(&format!("/run/netns/{ns_b}"), "eth0", MME)?;
-    let pb = restorer
-        .join()
-        .map_err(|_| anyhow::anyhow!("podman restore thread panicked"))?
-        .with_context(podman_criu_log)?;
+    let (pb, locks) = podman_restore_announced(pb, &in_b.join("mme.tar.gz"), &ns_b, MME)?;
     let restore = t.elapsed();
-    let _ = net::ip(&["-n", crate::net::PEER_C, "neigh", "flush", "dev", "eth0"]);
     ensure!(
         locks > 0,
         "no lock of the plugin's appeared in the netns during the restore\n{}",
