@@ -175,6 +175,9 @@ impl Podman {
             name,
             "--annotation",
             &annotation,
+            // An SPGW makes its gtp device and PDP contexts itself.
+            "--cap-add",
+            "NET_ADMIN",
             "--network",
             &net,
             "--mount",
