@@ -330,10 +330,9 @@ pub fn setup_namespaces(dir: RawFd, init_pid: u32) -> Result<Vec<String>, Error>
 /// Devices already attached by this restore (image file names).
 static ATTACHED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-/// The netns settings applied by [`attach`] in this restore, to undo.
+/// The netns settings applied by [`attach`] in this restore, to undo;
+/// Some once it has dealt with them (empty if the dump wrote none).
 static NETCONF_APPLIED: Mutex<Option<crate::netconf::Applied>> = Mutex::new(None);
-/// Whether [`attach`] has dealt with the netns settings in this restore.
-static NETCONF_DONE: Mutex<bool> = Mutex::new(false);
 
 /// The `RESUME_DEVICES_LATE` step for task `pid`, whose fds are restored
 /// and which does not run yet.
@@ -426,27 +425,27 @@ pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
             }
         ));
     }
-    if !by_criu {
-        let mut flag = NETCONF_DONE.lock().unwrap_or_else(|p| p.into_inner());
-        if !*flag {
-            *flag = true;
-            if let Some(conf) = crate::netconf::load(dir).map_err(|source| Error::NetConf {
-                what: "reading",
-                source,
-            })? {
-                let applied =
+    let mut applied = NETCONF_APPLIED.lock().unwrap_or_else(|p| p.into_inner());
+    if !by_criu && applied.is_none() {
+        let conf = crate::netconf::load(dir).map_err(|source| Error::NetConf {
+            what: "reading",
+            source,
+        })?;
+        *applied = Some(crate::netconf::Applied::default());
+        if let Some(conf) = conf {
+            *applied =
+                Some(
                     crate::netconf::apply(pid, &conf).map_err(|source| Error::NetConf {
                         what: "restoring",
                         source,
-                    })?;
-                *NETCONF_APPLIED.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied);
-                done.push(format!(
-                    "{}: {} forwarding sysctl(s) and a ruleset of {} line(s) restored in task {pid}'s netns",
-                    crate::netconf::IMAGE,
-                    conf.sysctls.len(),
-                    conf.ruleset.lines().count()
-                ));
-            }
+                    })?,
+                );
+            done.push(format!(
+                "{}: {} forwarding sysctl(s) and a ruleset of {} line(s) restored in task {pid}'s netns",
+                crate::netconf::IMAGE,
+                conf.sysctls.len(),
+                conf.ruleset.lines().count()
+            ));
         }
     }
     Ok(done)

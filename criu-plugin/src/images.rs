@@ -29,13 +29,19 @@ pub fn sctp_images(dir: RawFd) -> std::io::Result<Vec<String>> {
 }
 
 fn images_named(dir: RawFd, prefix: &str) -> std::io::Result<Vec<String>> {
-    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/self/fd/{dir}"))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix) && n.ends_with(".img"))
-        .collect();
+    let mut v = names_starting(dir, prefix)?;
+    v.retain(|n| n.ends_with(".img"));
     v.sort();
     Ok(v)
+}
+
+/// The names in image directory `dir` that start with `prefix`.
+fn names_starting(dir: RawFd, prefix: &str) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(format!("/proc/self/fd/{dir}"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect())
 }
 
 /// Removes our files left in image directory `dir` by an earlier dump
@@ -44,13 +50,7 @@ fn images_named(dir: RawFd, prefix: &str) -> std::io::Result<Vec<String>> {
 /// Returns how many.
 pub fn remove_stale(dir: RawFd) -> std::io::Result<usize> {
     let mut n = 0;
-    for e in std::fs::read_dir(format!("/proc/self/fd/{dir}"))?.flatten() {
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        if !name.starts_with("epcmig-") {
-            continue;
-        }
+    for name in names_starting(dir, "epcmig-")? {
         let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: valid dirfd and NUL-terminated name; unlinkat does not
         // follow a symlink, it removes the link.
@@ -202,12 +202,18 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    #[test]
-    fn read_refuses_symlinks_fifos_and_oversized_files() {
-        let dir = std::env::temp_dir().join(format!("epcmig-images-{}", std::process::id()));
+    /// An empty directory `name` (per process) and an open fd of it.
+    fn scratch(name: &str) -> (std::path::PathBuf, File) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let d = File::open(&dir).expect("open dir");
+        (dir, d)
+    }
+
+    #[test]
+    fn read_refuses_symlinks_fifos_and_oversized_files() {
+        let (dir, d) = scratch("epcmig-images");
         let fd = d.as_raw_fd();
         write(fd, "a.img", b"12345").expect("write");
         assert_eq!(read(fd, "a.img", 5).expect("read"), b"12345");
@@ -229,10 +235,7 @@ mod tests {
 
     #[test]
     fn stale_files_of_ours_go_and_nothing_else() {
-        let dir = std::env::temp_dir().join(format!("epcmig-stale-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let d = File::open(&dir).expect("open dir");
+        let (dir, d) = scratch("epcmig-stale");
         let fd = d.as_raw_fd();
         write(fd, "epcmig-sctp-00000008.img", b"old").expect("write");
         write(fd, "core-1.img", b"criu's").expect("write");

@@ -76,24 +76,16 @@ pub struct Applied {
 }
 
 /// Runs `f` on a thread in netns `ns` (for /proc/sys/net, which shows the
-/// netns of the thread that opens it).
+/// netns of the thread that opens it), with gtp-state's netns runner.
 fn in_netns<T: Send>(
     ns: &OwnedFd,
     f: impl FnOnce() -> std::io::Result<T> + Send,
 ) -> std::io::Result<T> {
     use std::os::fd::AsRawFd;
-    let raw = ns.as_raw_fd();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns(2) of this (scoped, short-lived) thread only.
-            if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
-    })
+    let path = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    gtp_state::Netns::Path(path.into())
+        .run(|| Ok(f()))
+        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 fn netns_of(pid: c_int) -> Result<OwnedFd, Error> {
