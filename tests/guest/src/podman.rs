@@ -134,21 +134,9 @@ impl Podman {
 
     /// Runs podman with `args`; its standard output.
     pub fn run(&self, args: &[&str], what: &str) -> Result<String> {
-        let o = self
-            .cmd()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running podman {what} (Debian's podman package)"))?;
-        if !o.status.success() {
-            bail!(
-                "podman {what} failed ({}): {}{}",
-                o.status,
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        let mut c = self.cmd();
+        c.args(args);
+        crate::runc::run_runtime(c, what)
     }
 
     /// `podman run -d` of `app ARGS` as container `name` in the netns at

@@ -23,14 +23,18 @@ fn runc() -> Command {
     c
 }
 
-fn run(mut c: Command, what: &str) -> Result<String> {
+/// Runs a container runtime's command `c` (runc, podman: Debian's
+/// packages), `what` naming its subcommand; its standard output, or an
+/// error with both of its outputs.
+pub fn run_runtime(mut c: Command, what: &str) -> Result<String> {
+    let prog = c.get_program().to_string_lossy().into_owned();
     let o = c
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running runc {what} (Debian's runc package)"))?;
+        .with_context(|| format!("running {prog} {what} (Debian's {prog} package)"))?;
     if !o.status.success() {
         bail!(
-            "runc {what} failed ({}): {}{}",
+            "{prog} {what} failed ({}): {}{}",
             o.status,
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
@@ -39,7 +43,7 @@ fn run(mut c: Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-/// [`run`] for `runc run -d` and `runc restore -d`. The container keeps
+/// [`run_runtime`] for `runc run -d` and `runc restore -d`. The container keeps
 /// runc's stdout and stderr: a pipe, as a runtime's shim gives it (runc
 /// hands CRIU the pipes as external; a file outside the container could
 /// not be dumped). Returns the pipe's read end, which must stay open as
@@ -165,7 +169,7 @@ impl Container {
     pub fn pid(&self) -> Result<u32> {
         let mut c = runc();
         c.args(["state", &self.id]);
-        let out = run(c, "state")?;
+        let out = run_runtime(c, "state")?;
         let v: serde_json::Value = serde_json::from_str(&out).context("runc state output")?;
         v["pid"]
             .as_u64()
@@ -187,7 +191,7 @@ impl Container {
             .args(extra)
             .arg(&self.id);
         let t = Instant::now();
-        run(c, "checkpoint").with_context(|| criu_log(work, "dump.log"))?;
+        run_runtime(c, "checkpoint").with_context(|| criu_log(work, "dump.log"))?;
         Ok(t.elapsed())
     }
 
@@ -214,7 +218,7 @@ impl Container {
     pub fn running(&self) -> bool {
         let mut c = runc();
         c.args(["state", &self.id]);
-        run(c, "state")
+        run_runtime(c, "state")
             .ok()
             .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
             .is_some_and(|v| v["status"] == "running")
@@ -230,7 +234,7 @@ impl Drop for Container {
 fn delete(id: &str) -> Result<String> {
     let mut c = runc();
     c.args(["delete", "--force", id]);
-    run(c, "delete")
+    run_runtime(c, "delete")
 }
 
 /// The tail of CRIU's log `name` in `work`, for an error report.

@@ -132,110 +132,16 @@ fn podman_restore_announced(
     })
 }
 
-/// An MME (one-to-one SCTP echo listener) run by runc in a netns made
-/// beforehand, serving two base stations on C that stream on 4 streams
-/// both ways. `runc checkpoint --leave-running` first: it keeps serving
-/// with its associations thawed (under RPC the plugin learns from criu,
-/// criu-patches/0003, not from a command line). Then `runc checkpoint`,
-/// the images over the A-B link, a new netns on B with the same address,
-/// `runc restore`: 0 messages lost, duplicated or reordered, the same
-/// associations (no ABORT, COMM_LOST or RESTART), a new eNB served, and
-/// the plugin's restore-time lock seen in the runtime's netns before the
-/// address was announced there.
-pub fn runc_moves_mme() -> Result<()> {
-    let _installed = Installed::new()?;
-    let mut topo = Topology::build()?;
-    let dir = crate::suites::baseline::work_dir("runtime-runc-mme")?;
-    let ns_a = topo.container(HOST_A, "runc-mme-a", "rmmea0", MME)?;
-    let listen = format!("{MME}:{S1AP_PORT}");
-    let args = ["sctp-echo", "--listen", &listen];
-    let bundle_a = Bundle::new(&dir.join("bundle-a"), &format!("/run/netns/{ns_a}"), &args)?;
-    let ctr = Container::run("epc-mme", &bundle_a)?;
-    let to = SocketAddrV4::new(MME, S1AP_PORT);
-    let (e1, e2) = (connect_from_c(to)?, connect_from_c(to)?);
-    let before = [peer_status(&e1)?, peer_status(&e2)?];
-    let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
-    for e in [&enb1, &enb2] {
-        set_max_retrans(&e.sock, 2000)?;
-    }
-    std::thread::sleep(Duration::from_secs(1));
-
-    // Kubernetes' way: the container runs on.
-    ctr.checkpoint(
-        &dir.join("images-left"),
-        &dir.join("work-left"),
-        &["--leave-running"],
-    )?;
-    ensure!(ctr.running(), "the MME stopped after --leave-running");
-    let log = std::fs::read_to_string(dir.join("work-left/dump.log")).unwrap_or_default();
-    ensure!(
-        log.contains("the dumped tasks live on: thawing"),
-        "the plugin did not thaw after a --leave-running checkpoint:\n{}",
-        runc::criu_log(&dir.join("work-left"), "dump.log")
-    );
-    let echoed = |e: &Enb| e.echoed();
-    let was = [echoed(&enb1), echoed(&enb2)];
-    runc::wait_for(
-        Duration::from_secs(10),
-        "echoes after the --leave-running checkpoint",
-        || echoed(&enb1) > was[0] + 20 && echoed(&enb2) > was[1] + 20,
-    )?;
-
-    let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
-    let checkpoint = ctr.checkpoint(&img_a, &dir.join("work-a"), &[])?;
-    ensure!(!ctr.running(), "the MME still runs after runc checkpoint");
-    drop(ctr);
-    let (transfer, _) =
-        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
-    // The runtime tears the old netns down and makes one on B.
-    topo.remove_container(&ns_a)?;
-    let ns_b = topo.container(HOST_B, "runc-mme-b", "rmmeb0", MME)?;
-    let bundle_b = Bundle::new(&dir.join("bundle-b"), &format!("/run/netns/{ns_b}"), &args)?;
-    let t = std::time::Instant::now();
-    let (ctr_b, locks) =
-        runc_restore_announced("epc-mme", bundle_b, &img_b, &dir.join("work-b"), &ns_b, MME)?;
-    let restore = t.elapsed();
-    ensure!(
-        locks > 0,
-        "no lock of the plugin's appeared in the runtime's netns during the restore\n{}",
-        runc::criu_log(&dir.join("work-b"), "restore.log")
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let after = [
-        peer_status(&enb1.sock).with_context(|| format!("eNB 1: {}", enb1.failure()))?,
-        peer_status(&enb2.sock).with_context(|| format!("eNB 2: {}", enb2.failure()))?,
-    ];
-    ensure!(after == before, "a base station's association changed");
-    ensure!(
-        plugin_locks_in(&ns_b) == 0,
-        "the plugin's lock tables stayed in the runtime's netns after the thaw"
-    );
-    let enb3 = connect_from_c(to)?;
-    let (mut s3, mut t3) = Default::default();
-    echo_round(&enb3, &mut s3, &mut t3, 5)?;
-    let (t1, gap1, _) = enb1.finish().context("eNB 1")?;
-    let (t2, gap2, _) = enb2.finish().context("eNB 2")?;
-    println!(
-        "  runc: --leave-running kept the MME serving; moved A->B (checkpoint {:.2}s, transfer \
-         {:.2}s, restore {:.2}s): {} + {} messages echoed, 0 lost, duplicated or reordered, \
-         longest silence {:.2}s, same associations, the plugin's lock in the runtime's netns \
-         before the address moved there, a new eNB served",
-        checkpoint.as_secs_f64(),
-        transfer.as_secs_f64(),
-        restore.as_secs_f64(),
-        t1.received,
-        t2.received,
-        gap1.max(gap2).as_secs_f64()
-    );
-    drop(ctr_b);
-    Ok(())
-}
-
-/// How an EPC container is run and moved: by runc or by podman.
+/// How a container is run and moved: by runc or by podman.
 trait Mover {
     /// Runs `app ARGS` in a container in the netns at path `netns`.
     fn start(&mut self, netns: &str, args: &[&str]) -> Result<()>;
-    /// Checkpoints the container (its tasks die); CRIU's log of it.
+    /// Checkpoints the container with `--leave-running`; CRIU's log of it.
+    fn checkpoint_left(&mut self) -> Result<String>;
+    /// Whether the runtime shows the container on A running.
+    fn running(&self) -> bool;
+    /// Checkpoints the container (its tasks die, which is checked); CRIU's
+    /// log of it.
     fn checkpoint(&mut self) -> Result<String>;
     /// The checkpoint over the A-B link.
     fn transfer(&mut self) -> Result<()>;
@@ -247,22 +153,49 @@ trait Mover {
 }
 
 struct RuncMover {
+    id: &'static str,
     dir: std::path::PathBuf,
     args: Vec<String>,
     ctr: Option<Container>,
+}
+
+impl RuncMover {
+    fn new(id: &'static str, dir: std::path::PathBuf) -> RuncMover {
+        RuncMover {
+            id,
+            dir,
+            args: Vec::new(),
+            ctr: None,
+        }
+    }
 }
 
 impl Mover for RuncMover {
     fn start(&mut self, netns: &str, args: &[&str]) -> Result<()> {
         self.args = args.iter().map(|a| a.to_string()).collect();
         let b = Bundle::new(&self.dir.join("bundle-a"), netns, args)?;
-        self.ctr = Some(Container::run("epc-spgw", &b)?);
+        self.ctr = Some(Container::run(self.id, &b)?);
         Ok(())
+    }
+
+    fn checkpoint_left(&mut self) -> Result<String> {
+        let ctr = self.ctr.as_ref().context("no container")?;
+        let work = self.dir.join("work-left");
+        ctr.checkpoint(&self.dir.join("images-left"), &work, &["--leave-running"])?;
+        Ok(std::fs::read_to_string(work.join("dump.log")).unwrap_or_default())
+    }
+
+    fn running(&self) -> bool {
+        self.ctr.as_ref().is_some_and(Container::running)
     }
 
     fn checkpoint(&mut self) -> Result<String> {
         let ctr = self.ctr.take().context("no container")?;
         ctr.checkpoint(&self.dir.join("images-a"), &self.dir.join("work-a"), &[])?;
+        ensure!(
+            !ctr.running(),
+            "the container still runs after runc checkpoint"
+        );
         Ok(std::fs::read_to_string(self.dir.join("work-a/dump.log")).unwrap_or_default())
     }
 
@@ -280,7 +213,7 @@ impl Mover for RuncMover {
             &args,
         )?;
         let (images, work) = (self.dir.join("images-b"), self.dir.join("work-b"));
-        let (ctr, locks) = runc_restore_announced("epc-spgw", b, &images, &work, ns, addr)?;
+        let (ctr, locks) = runc_restore_announced(self.id, b, &images, &work, ns, addr)?;
         ensure!(
             locks > 0,
             "no lock of the plugin's appeared in the runtime's netns during the restore\n{}",
@@ -297,17 +230,21 @@ impl Mover for RuncMover {
 }
 
 struct PodmanMover {
+    id: &'static str,
     dir: std::path::PathBuf,
     a: Option<crate::podman::Podman>,
     b: Option<crate::podman::Podman>,
 }
 
 impl PodmanMover {
-    fn new(dir: &Path) -> Result<PodmanMover> {
+    /// Host A's podman and host B's, each with its own state, B holding
+    /// A's image.
+    fn new(id: &'static str, dir: &Path) -> Result<PodmanMover> {
         use crate::podman::Podman;
         let a = Podman::new(&dir.join("podman-a"))?;
         let b = Podman::with_image_of(&dir.join("podman-b"), &a)?;
         Ok(PodmanMover {
+            id,
             dir: dir.to_path_buf(),
             a: Some(a),
             b: Some(b),
@@ -320,7 +257,31 @@ impl Mover for PodmanMover {
         self.a
             .as_ref()
             .context("no podman")?
-            .start("epc", netns, args)
+            .start(self.id, netns, args)
+    }
+
+    fn checkpoint_left(&mut self) -> Result<String> {
+        let left = self.dir.join("left.tar.gz");
+        self.a
+            .as_ref()
+            .context("no podman")?
+            .run(
+                &[
+                    "container",
+                    "checkpoint",
+                    "--leave-running",
+                    "--export",
+                    &left.to_string_lossy(),
+                    self.id,
+                ],
+                "container checkpoint --leave-running",
+            )
+            .with_context(podman_criu_log)?;
+        Ok(std::fs::read_to_string(crate::podman::criu_log()).unwrap_or_default())
+    }
+
+    fn running(&self) -> bool {
+        self.a.as_ref().is_some_and(|a| a.running(self.id))
     }
 
     fn checkpoint(&mut self) -> Result<String> {
@@ -334,13 +295,17 @@ impl Mover for PodmanMover {
                 "checkpoint",
                 "--export",
                 &archive.to_string_lossy(),
-                "epc",
+                self.id,
             ],
             "container checkpoint --export",
         )
         .with_context(podman_criu_log)?;
         let log = std::fs::read_to_string(crate::podman::criu_log()).unwrap_or_default();
-        a.run(&["rm", "--force", "epc"], "rm")?;
+        ensure!(
+            !a.running(self.id),
+            "the container still runs after the checkpoint"
+        );
+        a.run(&["rm", "--force", self.id], "rm")?;
         Ok(log)
     }
 
@@ -359,8 +324,15 @@ impl Mover for PodmanMover {
             "no lock of the plugin's appeared in the netns during the restore\n{}",
             self.log()
         );
+        ensure!(
+            pb.running(self.id),
+            "podman does not show the restored container running"
+        );
         let pid = pb
-            .run(&["inspect", "--format", "{{.State.Pid}}", "epc"], "inspect")?
+            .run(
+                &["inspect", "--format", "{{.State.Pid}}", self.id],
+                "inspect",
+            )?
             .trim()
             .parse()
             .context("podman inspect: the restored container's pid")?;
@@ -371,6 +343,127 @@ impl Mover for PodmanMover {
     fn log(&self) -> String {
         podman_criu_log()
     }
+}
+
+/// An association's status as the peer sees it (`peer_status`).
+type PeerStatus = (i32, i32);
+
+/// Two base stations on C connected to `to`, streaming on 4 streams both
+/// ways, retransmitting for long enough to outlast a migration: their
+/// associations' status before the move, and the two.
+fn streaming_enbs(to: SocketAddrV4) -> Result<([PeerStatus; 2], Enb, Enb)> {
+    let (e1, e2) = (connect_from_c(to)?, connect_from_c(to)?);
+    let before = [peer_status(&e1)?, peer_status(&e2)?];
+    let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
+    for e in [&enb1, &enb2] {
+        set_max_retrans(&e.sock, 2000)?;
+    }
+    Ok((before, enb1, enb2))
+}
+
+/// The two base stations' associations are as [`streaming_enbs`] found
+/// them (no ABORT, COMM_LOST or RESTART in between).
+fn same_associations(before: &[PeerStatus; 2], enb1: &Enb, enb2: &Enb) -> Result<()> {
+    let after = [
+        peer_status(&enb1.sock).with_context(|| format!("eNB 1: {}", enb1.failure()))?,
+        peer_status(&enb2.sock).with_context(|| format!("eNB 2: {}", enb2.failure()))?,
+    ];
+    ensure!(after == *before, "a base station's association changed");
+    Ok(())
+}
+
+/// An MME (one-to-one SCTP echo listener) in a container `mover` runs, in
+/// a netns made beforehand (as podman's netavark or CNI makes it; podman
+/// joins it with `--network ns:`), serving two base stations on C that
+/// stream on 4 streams both ways. A `--leave-running` checkpoint first
+/// (what Kubernetes' checkpoint does): it keeps serving with its
+/// associations thawed (under RPC the plugin learns that from criu,
+/// criu-patches/0003, not from a command line). Then a checkpoint on A,
+/// the images over the A-B link, the netns made anew on B with the same
+/// address, the restore: 0 messages lost, duplicated or reordered, the
+/// same associations (no ABORT, COMM_LOST or RESTART), no lock of the
+/// plugin's left behind, a new eNB served, and the plugin's restore-time
+/// lock seen in the netns before the address was announced there.
+fn mme_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
+    let mut topo = Topology::build()?;
+    let ns_a = topo.container(HOST_A, "mme", "mmea0", MME)?;
+    let listen = format!("{MME}:{S1AP_PORT}");
+    mover.start(
+        &format!("/run/netns/{ns_a}"),
+        &["sctp-echo", "--listen", &listen],
+    )?;
+    let to = SocketAddrV4::new(MME, S1AP_PORT);
+    let (before, enb1, enb2) = streaming_enbs(to)?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    let log = mover.checkpoint_left()?;
+    ensure!(mover.running(), "the MME stopped after --leave-running");
+    ensure!(
+        log.contains("the dumped tasks live on: thawing"),
+        "the plugin did not thaw after a --leave-running checkpoint:\n{}",
+        mover.log()
+    );
+    let was = [enb1.echoed(), enb2.echoed()];
+    runc::wait_for(
+        Duration::from_secs(10),
+        "echoes after the --leave-running checkpoint",
+        || enb1.echoed() > was[0] + 20 && enb2.echoed() > was[1] + 20,
+    )?;
+
+    let t = std::time::Instant::now();
+    mover.checkpoint()?;
+    let checkpoint = t.elapsed();
+    let t = std::time::Instant::now();
+    mover.transfer()?;
+    let transfer = t.elapsed();
+    // The runtime tears the old netns down and makes one on B (the same
+    // path: a podman checkpoint names it).
+    topo.remove_container(&ns_a)?;
+    let ns_b = topo.container(HOST_B, "mme", "mmeb0", MME)?;
+    let t = std::time::Instant::now();
+    mover.restore(&ns_b, MME)?;
+    let restore = t.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    same_associations(&before, &enb1, &enb2)?;
+    ensure!(
+        plugin_locks_in(&ns_b) == 0,
+        "the plugin's lock tables stayed in the runtime's netns after the thaw"
+    );
+    let enb3 = connect_from_c(to)?;
+    let (mut s3, mut t3) = Default::default();
+    echo_round(&enb3, &mut s3, &mut t3, 5)?;
+    let (t1, gap1, _) = enb1.finish().context("eNB 1")?;
+    let (t2, gap2, _) = enb2.finish().context("eNB 2")?;
+    println!(
+        "  {what}: --leave-running kept the MME serving; moved A->B (checkpoint {:.2}s, transfer \
+         {:.2}s, restore {:.2}s): {} + {} messages echoed, 0 lost, duplicated or reordered, \
+         longest silence {:.2}s, same associations, the plugin's lock in the runtime's netns \
+         before the address moved there, a new eNB served",
+        checkpoint.as_secs_f64(),
+        transfer.as_secs_f64(),
+        restore.as_secs_f64(),
+        t1.received,
+        t2.received,
+        gap1.max(gap2).as_secs_f64()
+    );
+    Ok(())
+}
+
+/// [`mme_moved_by`] runc (`runc checkpoint [--leave-running]`, `runc
+/// restore` from a bundle naming the netns made on B).
+pub fn runc_moves_mme() -> Result<()> {
+    let _installed = Installed::new()?;
+    let dir = crate::suites::baseline::work_dir("runtime-runc-mme")?;
+    mme_moved_by("runc", &mut RuncMover::new("epc-mme", dir))
+}
+
+/// [`mme_moved_by`] podman (`container checkpoint [--leave-running]
+/// --export` on host A's podman, `container restore --import` on host
+/// B's, each with its own state).
+pub fn podman_moves_mme() -> Result<()> {
+    let _installed = Installed::new()?;
+    let dir = crate::suites::baseline::work_dir("runtime-podman-mme")?;
+    mme_moved_by("podman", &mut PodmanMover::new("mme", &dir)?)
 }
 
 /// An SPGW with an MME in the same container, run by `mover`: gtp0 on the
@@ -414,12 +507,7 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
     let _echo = gtp::Echo::start()?;
     gtp::check_traffic(&ues, "before")?;
     let orig = gtp_state::capture(&src_ns, "gtp0")?;
-    let (e1, e2) = (connect_from_c(EPC_S1AP)?, connect_from_c(EPC_S1AP)?);
-    let before = [peer_status(&e1)?, peer_status(&e2)?];
-    let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
-    for e in [&enb1, &enb2] {
-        set_max_retrans(&e.sock, 2000)?;
-    }
+    let (before, enb1, enb2) = streaming_enbs(EPC_S1AP)?;
     std::thread::sleep(Duration::from_secs(1));
 
     let log = mover.checkpoint()?;
@@ -451,11 +539,7 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
             again.sockets_found
         );
         gtp::check_traffic(&ues, "after restore")?;
-        let after = [
-            peer_status(&enb1.sock).with_context(|| format!("eNB 1: {}", enb1.failure()))?,
-            peer_status(&enb2.sock).with_context(|| format!("eNB 2: {}", enb2.failure()))?,
-        ];
-        ensure!(after == before, "a base station's association changed");
+        same_associations(&before, &enb1, &enb2)?;
         Ok(())
     })();
     if result.is_err() {
@@ -477,12 +561,7 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
 pub fn runc_moves_epc() -> Result<()> {
     let _installed = Installed::new()?;
     let dir = crate::suites::baseline::work_dir("runtime-runc-epc")?;
-    let mut m = RuncMover {
-        dir,
-        args: Vec::new(),
-        ctr: None,
-    };
-    epc_moved_by("runc", &mut m)
+    epc_moved_by("runc", &mut RuncMover::new("epc-spgw", dir))
 }
 
 /// [`epc_moved_by`] podman (`container checkpoint --export` on host A's
@@ -490,8 +569,7 @@ pub fn runc_moves_epc() -> Result<()> {
 pub fn podman_moves_epc() -> Result<()> {
     let _installed = Installed::new()?;
     let dir = crate::suites::baseline::work_dir("runtime-podman-epc")?;
-    let mut m = PodmanMover::new(&dir)?;
-    epc_moved_by("podman", &mut m)
+    epc_moved_by("podman", &mut PodmanMover::new("epc", &dir)?)
 }
 
 /// An SPGW in criu's own network namespace (the host's, no container):
@@ -550,117 +628,4 @@ fn podman_criu_log() -> String {
     let dir = p.parent().unwrap_or(Path::new("/"));
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     runc::criu_log(dir, name)
-}
-
-/// An MME served by a container that Debian's podman runs (with runc, our
-/// CRIU and the plugin where the README says), in a netns made beforehand
-/// (`--network ns:`), two base stations on C streaming on 4 streams. First
-/// `podman container checkpoint --leave-running --export`, which keeps it
-/// serving (what Kubernetes' checkpoint does). Then `podman container
-/// checkpoint --export` on host A's podman, the archive over the A-B link,
-/// the netns made anew on B, `podman container restore --import` on host
-/// B's podman (its own state, the image loaded there): 0 messages lost,
-/// duplicated or reordered, the same associations, and the plugin's lock
-/// in the netns before the address moved there.
-pub fn podman_moves_mme() -> Result<()> {
-    use crate::podman::Podman;
-    let _installed = Installed::new()?;
-    let mut topo = Topology::build()?;
-    let dir = crate::suites::baseline::work_dir("runtime-podman-mme")?;
-    let pa = Podman::new(&dir.join("podman-a"))?;
-    let pb = Podman::with_image_of(&dir.join("podman-b"), &pa)?;
-    let ns = topo.container(HOST_A, "pm-mme", "pmmmea0", MME)?;
-    let netns = format!("/run/netns/{ns}");
-    let listen = format!("{MME}:{S1AP_PORT}");
-    pa.start("mme", &netns, &["sctp-echo", "--listen", &listen])?;
-    let to = SocketAddrV4::new(MME, S1AP_PORT);
-    let (e1, e2) = (connect_from_c(to)?, connect_from_c(to)?);
-    let before = [peer_status(&e1)?, peer_status(&e2)?];
-    let (enb1, enb2) = (Enb::start(e1)?, Enb::start(e2)?);
-    for e in [&enb1, &enb2] {
-        set_max_retrans(&e.sock, 2000)?;
-    }
-    std::thread::sleep(Duration::from_secs(1));
-
-    let left = dir.join("left.tar.gz");
-    pa.run(
-        &[
-            "container",
-            "checkpoint",
-            "--leave-running",
-            "--export",
-            &left.to_string_lossy(),
-            "mme",
-        ],
-        "container checkpoint --leave-running",
-    )
-    .with_context(podman_criu_log)?;
-    ensure!(pa.running("mme"), "the MME stopped after --leave-running");
-    let was = [enb1.echoed(), enb2.echoed()];
-    runc::wait_for(
-        Duration::from_secs(10),
-        "echoes after the --leave-running checkpoint",
-        || enb1.echoed() > was[0] + 20 && enb2.echoed() > was[1] + 20,
-    )?;
-
-    let out_a = dir.join("out-a");
-    std::fs::create_dir_all(&out_a)?;
-    let archive = out_a.join("mme.tar.gz");
-    pa.run(
-        &[
-            "container",
-            "checkpoint",
-            "--export",
-            &archive.to_string_lossy(),
-            "mme",
-        ],
-        "container checkpoint --export",
-    )
-    .with_context(podman_criu_log)?;
-    ensure!(
-        !pa.running("mme"),
-        "the MME still runs after the checkpoint"
-    );
-    let in_b = dir.join("in-b");
-    crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &out_a, &in_b)?;
-    pa.run(&["rm", "--force", "mme"], "rm")?;
-    // The old netns goes, the new one on B has the container's address
-    // (the same path: the checkpoint names it).
-    topo.remove_container(&ns)?;
-    let ns_b = topo.container(HOST_B, "pm-mme", "pmmmeb0", MME)?;
-    let t = std::time::Instant::now();
-    let (pb, locks) = podman_restore_announced(pb, &in_b.join("mme.tar.gz"), &ns_b, MME)?;
-    let restore = t.elapsed();
-    ensure!(
-        locks > 0,
-        "no lock of the plugin's appeared in the netns during the restore\n{}",
-        podman_criu_log()
-    );
-    ensure!(
-        pb.running("mme"),
-        "podman does not show the restored MME running"
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let after = [
-        peer_status(&enb1.sock).with_context(|| format!("eNB 1: {}", enb1.failure()))?,
-        peer_status(&enb2.sock).with_context(|| format!("eNB 2: {}", enb2.failure()))?,
-    ];
-    ensure!(after == before, "a base station's association changed");
-    let enb3 = connect_from_c(to)?;
-    let (mut s3, mut t3) = Default::default();
-    echo_round(&enb3, &mut s3, &mut t3, 5)?;
-    let (t1, gap1, _) = enb1.finish().context("eNB 1")?;
-    let (t2, gap2, _) = enb2.finish().context("eNB 2")?;
-    println!(
-        "  podman: checkpoint --leave-running kept the MME serving; --export on A, --import on B \
-         (restore {:.2}s): {} + {} messages echoed, 0 lost, duplicated or reordered, longest \
-         silence {:.2}s, same associations, a new eNB served",
-        restore.as_secs_f64(),
-        t1.received,
-        t2.received,
-        gap1.max(gap2).as_secs_f64()
-    );
-    drop(pb);
-    drop(pa);
-    Ok(())
 }
