@@ -256,6 +256,9 @@ pub fn v6_listener_v4_peers() -> Result<()> {
 /// through `cat`): numbered lines out, the same bytes back in order.
 struct ByteClient {
     stop: Arc<AtomicBool>,
+    /// Set once the writer has returned: only then is the count of bytes
+    /// sent final (a line may go out after `stop` is seen by the reader).
+    drain: Arc<AtomicBool>,
     writer: std::thread::JoinHandle<Result<u64>>,
     reader: std::thread::JoinHandle<Result<(u64, Duration)>>,
     sock: Arc<OwnedFd>,
@@ -287,7 +290,8 @@ impl ByteClient {
             }
             Ok(i)
         });
-        let (s, st) = (sock.clone(), stop.clone());
+        let drain = Arc::new(AtomicBool::new(false));
+        let (s, st) = (sock.clone(), drain.clone());
         let reader = std::thread::spawn(move || -> Result<(u64, Duration)> {
             let mut buf = vec![0u8; 65536];
             let mut want = Vec::new();
@@ -322,6 +326,7 @@ impl ByteClient {
         });
         Ok(ByteClient {
             stop,
+            drain,
             writer,
             reader,
             sock,
@@ -333,7 +338,9 @@ impl ByteClient {
         let lines = self
             .writer
             .join()
-            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+            .map_err(|_| anyhow::anyhow!("writer panicked"));
+        self.drain.store(true, Ordering::SeqCst);
+        let lines = lines??;
         let (bytes, gap) = self
             .reader
             .join()
