@@ -10,7 +10,9 @@
 #include <linux/types.h>
 #include <sys/socket.h>
 
-/* Socket option (level SOL_SCTP): int, one of SCTP_REPAIR_* below. */
+/* Socket option (level SOL_SCTP): int, one of SCTP_REPAIR_* below.  One-to-one
+ * and one-to-many style sockets; a peeled off association gets EOPNOTSUPP.
+ */
 #define SCTP_REPAIR		134
 
 #define SCTP_REPAIR_OFF		0	/* leave repair mode, resume the association */
@@ -89,6 +91,14 @@
  * this spares it a dozen calls for each.
  */
 #define SCTP_REPAIR_SOCK	141	/* struct sctp_repair_sock */
+
+/* Repair mode of a one-to-many style socket: the association, by its id,
+ * that the other SCTP_REPAIR_* options and SCTP_REPAIR_QUEUE records apply
+ * to (a sctp_assoc_t, 0 for none).  It need not exist: SCTP_REPAIR_ASSOC
+ * creates the association with this id, as the application knew it.
+ * Selecting an association starts reading its queues over.
+ */
+#define SCTP_REPAIR_ASSOC_ID	142
 
 /* sctp_repair_auth srau_param_len[]: the parameters, in this order */
 #define SCTP_REPAIR_AUTH_RANDOM		0	/* our RANDOM */

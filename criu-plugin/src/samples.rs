@@ -275,6 +275,7 @@ pub fn sctp_established_v4() -> Snapshot {
             ),
         ],
         auth: Vec::new(),
+        members: Vec::new(),
     }
 }
 
@@ -299,6 +300,7 @@ pub fn sctp_established_v6() -> Snapshot {
         sockopts: Vec::new(),
         queues: Vec::new(),
         auth: Vec::new(),
+        members: Vec::new(),
     }
 }
 
@@ -316,6 +318,7 @@ pub fn sctp_listener() -> Snapshot {
         sockopts: mme_sockopts(),
         queues: Vec::new(),
         auth: Vec::new(),
+        members: Vec::new(),
     }
 }
 

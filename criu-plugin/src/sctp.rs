@@ -134,9 +134,9 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
 /// `dir`. On error the socket may be frozen: it is in [`FROZEN`] and
 /// thawed by [`end_of_dump`].
 ///
-/// A socket whose associations a snapshot cannot carry (one-to-many, or a
-/// listener with associations not yet accepted) fails here, so that CRIU
-/// fails the dump and the task runs on with them.
+/// A socket whose associations a snapshot cannot carry (a peeled-off
+/// association, or a listener with associations not yet accepted) fails
+/// here, so that CRIU fails the dump and the task runs on with them.
 pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error> {
     let was = sctp_repair::mode(sock).map_err(Error::NoRepairMode)?;
     if was == Mode::Off {
@@ -170,14 +170,17 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
         source,
     })?;
     let mut lock_note = String::new();
-    if let Some(info) = snap.assoc_info() {
-        if netlock::in_our_netns(sock)? {
+    let infos = snap.assoc_infos();
+    if !infos.is_empty() && netlock::in_our_netns(sock)? {
+        let mut names = Vec::new();
+        for info in &infos {
             fault::point("sctp-lock")?;
-            let t = netlock::lock(&info)?;
-            lock_note = format!(" (host netns: locked by nft table {t})");
+            let t = netlock::lock(info)?;
             locked().push(t.clone());
             guardian::watch_table(&t).map_err(Error::Guardian)?;
+            names.push(t);
         }
+        lock_note = format!(" (host netns: locked by nft table {})", names.join(", "));
     }
     let file = images::sctp_image_name(id);
     fault::point("sctp-write")?;
@@ -185,12 +188,19 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
         file: file.clone(),
         source,
     })?;
-    Ok(format!(
-        "dumped SCTP socket {:?} {} to {file}{lock_note}",
-        snap.kind,
-        snap.assoc_info()
+    let what = match snap.kind {
+        sctp_repair::Kind::OneToMany { .. } => format!(
+            "with association(s) {:?}",
+            snap.members.iter().map(|m| m.id).collect::<Vec<_>>()
+        ),
+        _ => snap
+            .assoc_info()
             .map(|a| format!("{}->{:?}", a.local_port, a.primary))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+    };
+    Ok(format!(
+        "dumped SCTP socket {:?} {what} to {file}{lock_note}",
+        snap.kind
     ))
 }
 
@@ -227,7 +237,7 @@ pub fn lock_for_restore(dir: RawFd) -> Result<usize, Error> {
         source,
     })? {
         let snap = load(dir, &file)?;
-        assocs.extend(snap.assoc_info());
+        assocs.extend(snap.assoc_infos());
     }
     if assocs.is_empty() {
         return Ok(0);
@@ -298,7 +308,7 @@ pub fn thaw_task(pid: c_int) -> Result<usize, Error> {
                 op: "reading the association",
                 source,
             })?;
-            if let Some(info) = snap.assoc_info() {
+            for info in snap.assoc_infos() {
                 if ours {
                     // Restored on the host it was dumped on: lift that
                     // dump's lock.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use epcmig_sys::sctp_repair as uapi;
 
-use crate::snapshot::{Kind, Snapshot, SockOpt};
+use crate::snapshot::{Kind, Member, Snapshot, SockOpt};
 use crate::sockopt::{self, SOL_SCTP};
 use crate::state::{
     assoc_features, sockaddr_from_storage, ASSOC_SIZE, AUTH_HDR, GAP_SIZE, PATHS_HDR, PATH_SIZE,
@@ -51,13 +51,18 @@ const fn opt(
 const SCTP_NODELAY: libc::c_int = 3;
 const SCTP_DISABLE_FRAGMENTS: libc::c_int = 8;
 const SCTP_EVENTS: libc::c_int = 11;
-const SCTP_MAXSEG: libc::c_int = 13;
-const SCTP_CONTEXT: libc::c_int = 17;
+pub(crate) const SCTP_MAXSEG: libc::c_int = 13;
+pub(crate) const SCTP_CONTEXT: libc::c_int = 17;
 const SCTP_FRAGMENT_INTERLEAVE: libc::c_int = 18;
 const SCTP_PARTIAL_DELIVERY_POINT: libc::c_int = 19;
 const SCTP_RECVRCVINFO: libc::c_int = 32;
 const SCTP_RECVNXTINFO: libc::c_int = 33;
-const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
+pub(crate) const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
+/// SCTP_AUTOCLOSE: one-to-many sockets only; each association made on the
+/// socket takes it when created, so it is replayed before them.
+const SCTP_AUTOCLOSE: libc::c_int = 4;
+/// SCTP_GET_ASSOC_ID_LIST (uapi/linux/sctp.h).
+const SCTP_GET_ASSOC_ID_LIST: libc::c_int = 29;
 
 /// SCTP_AUTO_ASCONF: only a socket bound to the wildcard address has it,
 /// and an association is restored bound to its own addresses, where
@@ -91,6 +96,10 @@ pub(crate) const SOCKOPTS: &[Replayed] = &[
     opt(SOL_SCTP, SCTP_DEFAULT_SNDINFO, 16, Some((0, 12))),
     // struct sctp_hmacalgo, with SCTP-AUTH
     opt(SOL_SCTP, SCTP_HMAC_IDENT, 12, None),
+    Replayed {
+        established: false,
+        ..opt(SOL_SCTP, SCTP_AUTOCLOSE, 4, Some((0, 4)))
+    },
 ];
 
 impl Replayed {
@@ -372,16 +381,21 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
     let mut deadline = None;
     // One probe for all tries: a socket's family and role do not change
     // while we hold it (checked once more under repair mode by the kernel).
-    // A one-to-many socket is refused by the kernel's SCTP_REPAIR
-    // (NotOneToOne) or, listening, by the capture.
+    // A one-to-many socket is frozen even when it listens: its
+    // associations are on it. A peeled-off one is refused by the kernel's
+    // SCTP_REPAIR (NotRepairable).
     let p = probe(sock)?;
-    let ours = !p.listening && p.mode()? == Mode::Off;
+    let ours = (p.one_to_many || !p.listening) && p.mode()? == Mode::Off;
     let mut pause = Duration::from_millis(1);
     loop {
-        if ours {
-            crate::set_mode_of_sctp(sock, Mode::On)?;
-        }
-        match capture_probed(sock, p, ours) {
+        // Freezing is refused while a handshake is in progress, which
+        // on a one-to-many server is any time a peer connects.
+        let r = if ours {
+            crate::set_mode_of_sctp(sock, Mode::On).and_then(|()| capture_probed(sock, p, true))
+        } else {
+            capture_probed(sock, p, false)
+        };
+        match r {
             Err(Error::Busy) if ours => {
                 let end = *deadline.get_or_insert_with(|| Instant::now() + patience);
                 let left = end.saturating_duration_since(Instant::now());
@@ -409,9 +423,9 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
 /// Reads the complete state of `sock`, which must be in repair mode
 /// (ESTABLISHED) or listening. The socket is left as it was.
 ///
-/// A one-to-many socket is refused ([`Error::NotOneToOne`]), and so is a
-/// listener with associations waiting for accept() ([`Error::AcceptQueue`]):
-/// a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
+/// A one-to-many socket must be frozen too: its snapshot holds each of its
+/// associations. A listener with associations waiting for accept() is
+/// refused ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
 /// for that check to hold until the socket is closed: a frozen listener
 /// drops INIT, so no association arrives after it.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
@@ -423,7 +437,7 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
 fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
     let family = p.family;
     if p.one_to_many {
-        return Err(Error::NotOneToOne);
+        return capture_one_to_many(sock, p, frozen);
     }
     if p.listening {
         let sockopts = capture_sockopts(sock, false, false);
@@ -450,6 +464,7 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
             sockopts,
             queues: Vec::new(),
             auth: Vec::new(),
+            members: Vec::new(),
         });
     }
 
@@ -457,7 +472,84 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
         return Err(Error::NotFrozen);
     }
     // A non-zero id selects the association of a one-to-one socket.
-    let local_addrs = local_addrs(sock, 1)?;
+    capture_assoc(sock, family, 1)
+}
+
+/// The ids of the associations of a one-to-many socket.
+fn assoc_ids(sock: BorrowedFd<'_>) -> Result<Vec<i32>> {
+    let n = crate::association_count(sock)? as usize;
+    // struct sctp_assoc_ids: a u32 count, then the ids; room for a few
+    // more in case some came while we counted (they cannot once frozen).
+    let mut buf = vec![0u8; 4 + 4 * (n + 8)];
+    sockopt::get(sock, SOL_SCTP, SCTP_GET_ASSOC_ID_LIST, &mut buf)
+        .map_err(os("getsockopt(SCTP_GET_ASSOC_ID_LIST)"))?;
+    let count = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    Ok(buf[4..]
+        .chunks_exact(4)
+        .take(count)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Selects the association of a one-to-many socket in repair mode that the
+/// SCTP_REPAIR_* options apply to (0: none).
+pub(crate) fn select_assoc(sock: BorrowedFd<'_>, id: i32) -> Result<()> {
+    sockopt::set_int(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC_ID as i32, id)
+        .map_err(os("setsockopt(SCTP_REPAIR_ASSOC_ID)"))
+}
+
+/// A frozen one-to-many socket: how it is bound, whether it listens, its
+/// options, and each association under its id.
+fn capture_one_to_many(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
+    if !frozen && p.mode()? != Mode::On {
+        return Err(Error::NotFrozen);
+    }
+    let name = sockname(sock)?.ok_or(Error::NotSctp)?;
+    let local_addrs = if name.ip().is_unspecified() {
+        vec![name]
+    } else {
+        local_addrs(sock, 0)?
+    };
+    // The backlog of a one-to-many socket limits nothing, but 0 would
+    // stop it listening.
+    let backlog = if p.listening {
+        crate::diag::listener_queues(sock, p.family, name.port())
+            .map(|q| q.backlog)
+            .unwrap_or(0)
+            .max(1)
+    } else {
+        0
+    };
+    let mut members = Vec::new();
+    for id in assoc_ids(sock)? {
+        select_assoc(sock, id)?;
+        let snap = capture_assoc(sock, p.family, id);
+        // Deselected in any case: the socket may stay frozen for long.
+        select_assoc(sock, 0)?;
+        members.push(Member { id, snap: snap? });
+    }
+    Ok(Snapshot {
+        kind: Kind::OneToMany {
+            listening: p.listening,
+        },
+        family: p.family,
+        backlog,
+        local_addrs,
+        assoc: Vec::new(),
+        paths: Vec::new(),
+        streams: Vec::new(),
+        tsn_map: Vec::new(),
+        sockopts: capture_sockopts(sock, false, false),
+        queues: Vec::new(),
+        auth: Vec::new(),
+        members,
+    })
+}
+
+/// The association `assoc_id` of a frozen socket (a one-to-one socket's
+/// for any id but 0), as a snapshot of [`Kind::Established`].
+fn capture_assoc(sock: BorrowedFd<'_>, family: u16, assoc_id: i32) -> Result<Snapshot> {
+    let local_addrs = local_addrs(sock, assoc_id)?;
     if local_addrs.is_empty() {
         return Err(Error::NoAssociation);
     }
@@ -526,6 +618,7 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
         sockopts,
         queues,
         auth,
+        members: Vec::new(),
     };
     crate::state::check_blobs(&snap).map_err(Error::Format)?;
     Ok(snap)
@@ -613,11 +706,12 @@ mod tests {
     }
 
     #[test]
-    fn auto_asconf_is_a_listener_option() {
+    fn auto_asconf_and_autoclose_are_socket_options() {
         assert!(!entry(SCTP_AUTO_ASCONF).established);
+        assert!(!entry(SCTP_AUTOCLOSE).established);
         assert!(SOCKOPTS
             .iter()
-            .filter(|r| r.name != SCTP_AUTO_ASCONF)
+            .filter(|r| r.name != SCTP_AUTO_ASCONF && r.name != SCTP_AUTOCLOSE)
             .all(|r| r.established));
     }
 }

@@ -370,6 +370,8 @@ impl Snapshot {
             json!(match self.kind {
                 Kind::Established => "established",
                 Kind::Listen => "listen",
+                Kind::OneToMany { listening: false } => "one-to-many",
+                Kind::OneToMany { listening: true } => "one-to-many listening",
             }),
         );
         m.insert("family".into(), family_name(self.family));
@@ -397,6 +399,14 @@ impl Snapshot {
             .map(|r| queue_record(r.queue, &r.data))
             .collect();
         m.insert("queues".into(), json!(queues));
+        if !self.members.is_empty() {
+            let members: Vec<Value> = self
+                .members
+                .iter()
+                .map(|a| json!({ "id": a.id, "association": a.snap.to_json() }))
+                .collect();
+            m.insert("associations".into(), json!(members));
+        }
         Value::Object(m)
     }
 }

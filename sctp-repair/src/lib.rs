@@ -25,7 +25,7 @@ mod state;
 pub use capture::{capture, freeze_and_capture};
 pub use queues::QueueRecord;
 pub use restore::{restore, restore_onto};
-pub use snapshot::{FormatError, Kind, Snapshot, SockOpt};
+pub use snapshot::{FormatError, Kind, Member, Snapshot, SockOpt};
 pub use state::AssocInfo;
 
 /// Errors from repair-mode operations.
@@ -40,10 +40,15 @@ pub enum Error {
     /// The fd is not an SCTP socket.
     #[error("not an SCTP socket")]
     NotSctp,
-    /// The socket is one-to-many (SOCK_SEQPACKET); repair mode is for
-    /// one-to-one sockets.
-    #[error("a one-to-many (SOCK_SEQPACKET) SCTP socket cannot be frozen or captured: SCTP repair mode supports one-to-one (SOCK_STREAM) sockets only")]
-    NotOneToOne,
+    /// The kernel has no repair mode for this type of SCTP socket: a
+    /// peeled-off association, or a one-to-many socket on a kernel with
+    /// the series up to one-to-one sockets only.
+    #[error("this SCTP socket cannot be frozen or captured: SCTP repair mode takes one-to-one (SOCK_STREAM) and one-to-many (SOCK_SEQPACKET) sockets, not a peeled-off association (sctp_peeloff); an older kernel series takes one-to-one sockets only")]
+    NotRepairable,
+    /// A one-to-many socket's association cannot get its id back: another
+    /// association of this host holds it (ids are global to the kernel).
+    #[error("association id {0} is taken on this host by another association; the application knows the association by that id, so it is not restored under another")]
+    AssocIdInUse(i32),
     /// A listener holds associations that are established but not yet
     /// accept()ed: a snapshot of the listener would lose them.
     #[error("the listener holds {pending} association(s) not yet accept()ed, which a snapshot cannot carry; capture it once the application has accepted them")]
@@ -114,8 +119,9 @@ pub(crate) fn classify(op: &'static str, err: io::Error) -> Error {
         Some(libc::ENOPROTOOPT) => Error::Unsupported,
         Some(libc::EPERM) => Error::PermissionDenied,
         Some(libc::ENOTSOCK) => Error::NotSctp,
-        // Repair mode covers one-to-one (SOCK_STREAM) sockets only.
-        Some(libc::EOPNOTSUPP) => Error::NotOneToOne,
+        // A peeled-off association (or, on an older series, any
+        // one-to-many socket).
+        Some(libc::EOPNOTSUPP) => Error::NotRepairable,
         // A handshake or shutdown in progress cannot be frozen.
         Some(libc::EBUSY) => Error::Busy,
         _ => Error::Os { op, source: err },

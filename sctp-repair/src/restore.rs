@@ -201,14 +201,12 @@ fn set_blob(sock: BorrowedFd<'_>, name: u32, blob: &[u8], op: &'static str) -> R
 /// whatever it belongs to is ready to run. On error nothing is left behind:
 /// the half-made socket is closed in repair mode, which sends nothing.
 pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right below.
-    let fd = unsafe {
-        libc::socket(
-            i32::from(snap.family),
-            libc::SOCK_STREAM,
-            libc::IPPROTO_SCTP,
-        )
+    let ty = match snap.kind {
+        Kind::OneToMany { .. } => libc::SOCK_SEQPACKET,
+        Kind::Established | Kind::Listen => libc::SOCK_STREAM,
     };
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe { libc::socket(i32::from(snap.family), ty, libc::IPPROTO_SCTP) };
     if fd < 0 {
         return Err(classify("socket(IPPROTO_SCTP)", io::Error::last_os_error()));
     }
@@ -248,62 +246,126 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             apply_sctp_sockopts(sock, snap)
         }
         Kind::Established => {
-            let auth = !snap.auth.is_empty();
-            if auth {
-                // The association's SCTP-AUTH needs the socket's, whatever
-                // net.sctp.auth_enable says here: { assoc_id 0, value 1 }.
-                let mut v = [0u8; 8];
-                v[4..].copy_from_slice(&1u32.to_ne_bytes());
-                sockopt::set(sock, SOL_SCTP, SCTP_AUTH_SUPPORTED, &v)
-                    .map_err(|e| classify("setsockopt(SCTP_AUTH_SUPPORTED)", e))?;
-                let hmacs = snap
-                    .sockopts
-                    .iter()
-                    .find(|o| o.level == SOL_SCTP && o.name == crate::capture::SCTP_HMAC_IDENT);
-                if let Some(o) = hmacs {
-                    sockopt::set(sock, SOL_SCTP, o.name, &o.value)
-                        .map_err(|e| classify("setsockopt(SCTP_HMAC_IDENT)", e))?;
-                }
-            }
+            prepare_auth(sock, snap)?;
             crate::set_mode_of_sctp(sock, Mode::On)?;
             bind_all(sock, &snap.local_addrs)?;
-            set_blob(
-                sock,
-                uapi::SCTP_REPAIR_ASSOC,
-                &snap.assoc,
-                "setsockopt(SCTP_REPAIR_ASSOC)",
-            )?;
-            set_blob(
-                sock,
-                uapi::SCTP_REPAIR_PATHS,
-                &snap.paths,
-                "setsockopt(SCTP_REPAIR_PATHS)",
-            )?;
-            set_blob(
-                sock,
-                uapi::SCTP_REPAIR_STREAMS,
-                &snap.streams,
-                "setsockopt(SCTP_REPAIR_STREAMS)",
-            )?;
-            set_blob(
-                sock,
-                uapi::SCTP_REPAIR_TSN_MAP,
-                &snap.tsn_map,
-                "setsockopt(SCTP_REPAIR_TSN_MAP)",
-            )?;
-            // Before the queues: the DATA put back is authenticated.
-            if auth {
-                set_blob(
-                    sock,
-                    uapi::SCTP_REPAIR_AUTH,
-                    &snap.auth,
-                    "setsockopt(SCTP_REPAIR_AUTH)",
-                )?;
-            }
-            crate::queues::write_all(sock, &snap.queues)?;
+            write_assoc(sock, snap)?;
             apply_sctp_sockopts(sock, snap)
         }
+        Kind::OneToMany { listening } => {
+            // Frozen from the start: no peer's INIT is taken before the
+            // associations are back.
+            crate::set_mode_of_sctp(sock, Mode::On)?;
+            bind_all(sock, &snap.local_addrs)?;
+            if listening {
+                let first = *snap.local_addrs.first().ok_or(Error::NoAssociation)?;
+                listen(sock, snap.backlog.max(1), first)?;
+            }
+            // Before the associations: they take SCTP_AUTOCLOSE when made.
+            apply_sctp_sockopts(sock, snap)?;
+            for m in &snap.members {
+                crate::capture::select_assoc(sock, m.id)?;
+                prepare_auth(sock, &m.snap)?;
+                write_assoc(sock, &m.snap).map_err(|e| match e {
+                    Error::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                        Error::AssocIdInUse(m.id)
+                    }
+                    e => e,
+                })?;
+                apply_member_sockopts(sock, &m.snap, m.id)?;
+            }
+            crate::capture::select_assoc(sock, 0)
+        }
     }
+}
+
+/// What an association that uses SCTP-AUTH needs of its socket before it
+/// is made.
+fn prepare_auth(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    if snap.auth.is_empty() {
+        return Ok(());
+    }
+    // The association's SCTP-AUTH needs the socket's, whatever
+    // net.sctp.auth_enable says here: { assoc_id 0, value 1 }.
+    let mut v = [0u8; 8];
+    v[4..].copy_from_slice(&1u32.to_ne_bytes());
+    sockopt::set(sock, SOL_SCTP, SCTP_AUTH_SUPPORTED, &v)
+        .map_err(|e| classify("setsockopt(SCTP_AUTH_SUPPORTED)", e))?;
+    let hmacs = snap
+        .sockopts
+        .iter()
+        .find(|o| o.level == SOL_SCTP && o.name == crate::capture::SCTP_HMAC_IDENT);
+    if let Some(o) = hmacs {
+        sockopt::set(sock, SOL_SCTP, o.name, &o.value)
+            .map_err(|e| classify("setsockopt(SCTP_HMAC_IDENT)", e))?;
+    }
+    Ok(())
+}
+
+/// Writes the association of `snap` (its state, SCTP-AUTH and queues) on a
+/// socket in repair mode: the only one of a one-to-one socket, or the one
+/// selected on a one-to-many socket.
+fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    set_blob(
+        sock,
+        uapi::SCTP_REPAIR_ASSOC,
+        &snap.assoc,
+        "setsockopt(SCTP_REPAIR_ASSOC)",
+    )?;
+    set_blob(
+        sock,
+        uapi::SCTP_REPAIR_PATHS,
+        &snap.paths,
+        "setsockopt(SCTP_REPAIR_PATHS)",
+    )?;
+    set_blob(
+        sock,
+        uapi::SCTP_REPAIR_STREAMS,
+        &snap.streams,
+        "setsockopt(SCTP_REPAIR_STREAMS)",
+    )?;
+    set_blob(
+        sock,
+        uapi::SCTP_REPAIR_TSN_MAP,
+        &snap.tsn_map,
+        "setsockopt(SCTP_REPAIR_TSN_MAP)",
+    )?;
+    // Before the queues: the DATA put back is authenticated.
+    if !snap.auth.is_empty() {
+        set_blob(
+            sock,
+            uapi::SCTP_REPAIR_AUTH,
+            &snap.auth,
+            "setsockopt(SCTP_REPAIR_AUTH)",
+        )?;
+    }
+    crate::queues::write_all(sock, &snap.queues)
+}
+
+/// The options of one association of a one-to-many socket, written for it
+/// alone (their struct names the association); the socket's own options
+/// come from the socket's snapshot.
+fn apply_member_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot, id: i32) -> Result<()> {
+    use crate::capture::{SCTP_CONTEXT, SCTP_DEFAULT_SNDINFO, SCTP_MAXSEG};
+    for o in snap.sockopts.iter().filter(|o| o.level == SOL_SCTP) {
+        // Where the struct holds the association id.
+        let at = match o.name {
+            SCTP_MAXSEG | SCTP_CONTEXT => 0,
+            SCTP_DEFAULT_SNDINFO => 12,
+            _ => continue,
+        };
+        let Some(r) = Replayed::of(o) else {
+            continue;
+        };
+        if r.is_default(&o.value) || o.value.len() < at + 4 {
+            continue;
+        }
+        let mut v = o.value.clone();
+        v[at..at + 4].copy_from_slice(&id.to_ne_bytes());
+        sockopt::set(sock, o.level, o.name, &v)
+            .map_err(|e| classify("setsockopt (replayed association option)", e))?;
+    }
+    Ok(())
 }
 
 fn apply_sctp_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {

@@ -33,7 +33,7 @@
 //!
 //! | type | section | payload |
 //! |---|---|---|
-//! | 1 | socket | kind u8 (1 established, 2 listen), family u16 (AF_INET/AF_INET6), backlog u32 |
+//! | 1 | socket | kind u8 (1 established, 2 listen, 3 one-to-many, 4 one-to-many listening), family u16 (AF_INET/AF_INET6), backlog u32 |
 //! | 2 | local addresses | count u16, then per address: family u16, port u16 (host order), addr 16, scope_id u32 |
 //! | 3 | association | `struct sctp_repair_assoc` (kernel byte order) |
 //! | 4 | paths | `struct sctp_repair_paths` + records |
@@ -42,12 +42,17 @@
 //! | 7 | socket options | count u16, then per option: level i32, name i32, length u16, value |
 //! | 8 | queued data | count u32, then per record: queue u8 (1 unsent, 2 in flight, 3 received), length u32, `struct sctp_repair_chunk` + payload |
 //! | 9 | SCTP-AUTH | `struct sctp_repair_auth` + parameters and keys (kernel byte order) |
+//! | 10 | associations | count u32, then per association of a one-to-many socket: id i32 (its `sctp_assoc_t`), length u32, a whole snapshot of kind 1 |
 //!
 //! Sections 1, 2 are critical and required; 3–6 are critical and required
 //! for an established socket; 7 is optional; 8 is critical when present
 //! (a reader that dropped it would lose data); 9 is critical, and present
 //! exactly when the association uses SCTP-AUTH (it holds the shared keys:
-//! a snapshot of such an association is as secret as they are).
+//! a snapshot of such an association is as secret as they are). 10 is
+//! critical, and present for a one-to-many socket with associations; each
+//! of its snapshots carries the association's own sections 1 to 9 (its
+//! local addresses, and the options read with it: those that apply to one
+//! association are replayed on it).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
@@ -72,6 +77,7 @@ mod section {
     pub const SOCKOPTS: u16 = 7;
     pub const QUEUES: u16 = 8;
     pub const AUTH: u16 = 9;
+    pub const MEMBERS: u16 = 10;
 }
 
 /// Why a byte string is not a snapshot we can use.
@@ -115,6 +121,19 @@ pub enum Kind {
     Established,
     /// A listening one-to-one socket.
     Listen,
+    /// A one-to-many (SOCK_SEQPACKET) socket, listening or not, with its
+    /// associations in [`Snapshot::members`].
+    OneToMany { listening: bool },
+}
+
+/// An association of a one-to-many socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its `sctp_assoc_t`, which the application knows it by: restored
+    /// under the same id.
+    pub id: i32,
+    /// Its state, as a snapshot of [`Kind::Established`].
+    pub snap: Snapshot,
 }
 
 /// One socket option replayed on restore.
@@ -148,6 +167,8 @@ pub struct Snapshot {
     /// SCTP-AUTH parameters and shared keys (`struct sctp_repair_auth`),
     /// empty unless the association uses SCTP-AUTH.
     pub auth: Vec<u8>,
+    /// The associations of a [`Kind::OneToMany`] socket (else empty).
+    pub members: Vec<Member>,
 }
 
 /// Zero runs as (0, length - 1), see the format.
@@ -293,6 +314,8 @@ impl Snapshot {
         let mut sock = vec![match self.kind {
             Kind::Established => 1u8,
             Kind::Listen => 2u8,
+            Kind::OneToMany { listening: false } => 3u8,
+            Kind::OneToMany { listening: true } => 4u8,
         }];
         sock.extend_from_slice(&self.family.to_le_bytes());
         sock.extend_from_slice(&self.backlog.to_le_bytes());
@@ -349,6 +372,20 @@ impl Snapshot {
             count += 1;
         }
 
+        if !self.members.is_empty() {
+            let mut ms = Vec::new();
+            ms.extend_from_slice(&(self.members.len() as u32).to_le_bytes());
+            for m in &self.members {
+                let one = m.snap.encode();
+                ms.extend_from_slice(&m.id.to_le_bytes());
+                ms.extend_from_slice(&(one.len() as u32).to_le_bytes());
+                ms.extend_from_slice(&one);
+            }
+            // Each member is framed and packed already.
+            put_raw_section(&mut body, section::MEMBERS, CRITICAL, &ms);
+            count += 1;
+        }
+
         let mut out = Vec::with_capacity(body.len() + 24);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -364,6 +401,12 @@ impl Snapshot {
     /// Parses a serialised snapshot. Never panics; every defect is a
     /// [`FormatError`].
     pub fn decode(data: &[u8]) -> Result<Snapshot, FormatError> {
+        Self::decode_nested(data, true)
+    }
+
+    /// [`Snapshot::decode`]; a member of a one-to-many socket (`!outer`)
+    /// has no members of its own.
+    fn decode_nested(data: &[u8], outer: bool) -> Result<Snapshot, FormatError> {
         if data.len() > MAX_SNAPSHOT {
             return Err(FormatError::TooLarge(data.len()));
         }
@@ -405,6 +448,7 @@ impl Snapshot {
         let mut auth = Vec::new();
         let mut sockopts = Vec::new();
         let mut queues: Vec<crate::QueueRecord> = Vec::new();
+        let mut members: Vec<Member> = Vec::new();
         let mut seen = Vec::new();
         let mut budget = MAX_SNAPSHOT;
         for _ in 0..count {
@@ -432,6 +476,8 @@ impl Snapshot {
                     let kind = match p.u8("socket kind")? {
                         1 => Kind::Established,
                         2 => Kind::Listen,
+                        3 => Kind::OneToMany { listening: false },
+                        4 => Kind::OneToMany { listening: true },
                         k => {
                             return Err(FormatError::BadSection {
                                 section: "socket",
@@ -497,6 +543,26 @@ impl Snapshot {
                         });
                     }
                 }
+                section::MEMBERS if outer => {
+                    let n = p.u32("association count")?;
+                    for _ in 0..n {
+                        let id = p.i32("association id")?;
+                        let len = p.u32("association length")? as usize;
+                        let one = Self::decode_nested(p.take(len, "association")?, false)?;
+                        if one.kind != Kind::Established
+                            || id <= 2
+                            || members.iter().any(|m| m.id == id)
+                        {
+                            return Err(FormatError::BadSection {
+                                section: "associations",
+                                reason: format!(
+                                    "association {id} is not a distinct established one"
+                                ),
+                            });
+                        }
+                        members.push(Member { id, snap: one });
+                    }
+                }
                 other if flags & CRITICAL != 0 => {
                     return Err(FormatError::UnknownCriticalSection(other))
                 }
@@ -529,7 +595,17 @@ impl Snapshot {
             sockopts,
             queues,
             auth: Vec::new(),
+            members: Vec::new(),
         };
+        if !members.is_empty() {
+            if !matches!(kind, Kind::OneToMany { .. }) {
+                return Err(FormatError::BadSection {
+                    section: "associations",
+                    reason: "only a one-to-many socket has them".into(),
+                });
+            }
+            snap.members = members;
+        }
         if kind == Kind::Established {
             snap.auth = auth;
             snap.assoc = assoc.ok_or(FormatError::MissingSection("association"))?;
@@ -592,6 +668,7 @@ pub(crate) mod tests {
                 },
             ],
             auth: Vec::new(),
+            members: Vec::new(),
         }
     }
 

@@ -197,6 +197,15 @@ pub(crate) fn sockaddr_from_storage(ss: &libc::sockaddr_storage) -> Option<Socke
 }
 
 impl Snapshot {
+    /// The main facts of each association the snapshot holds: its own (an
+    /// established socket) or its members' (a one-to-many socket).
+    pub fn assoc_infos(&self) -> Vec<AssocInfo> {
+        self.assoc_info()
+            .into_iter()
+            .chain(self.members.iter().filter_map(|m| m.snap.assoc_info()))
+            .collect()
+    }
+
     /// The association's main facts, if this is an established snapshot.
     pub fn assoc_info(&self) -> Option<AssocInfo> {
         if self.assoc.len() != ASSOC_SIZE {
