@@ -104,8 +104,11 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
     }
     let listening = socket::getsockopt(&sock, sockopt::AcceptConn).unwrap_or(false);
     let ty = socket::getsockopt(&sock, sockopt::SockType);
-    let one_to_many = matches!(ty, Ok(SockType::SeqPacket));
+    // sctp_peeloff() gives a SOCK_SEQPACKET socket a peer address.
+    let peer = socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()).ok();
+    let one_to_many = matches!(ty, Ok(SockType::SeqPacket)) && peer.is_none();
     let kind = match ty {
+        Ok(SockType::SeqPacket) if peer.is_some() => "peeled-off association",
         Ok(SockType::SeqPacket) => "one-to-many",
         Ok(_) => "one-to-one",
         Err(_) => "unknown style",
@@ -117,7 +120,7 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
     if let Ok(a) = socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
         parts.push(format!("bound to {a}"));
     }
-    if let Ok(a) = socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()) {
+    if let Some(a) = peer {
         parts.push(format!("peer {a}"));
     }
     if one_to_many {

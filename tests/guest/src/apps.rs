@@ -120,6 +120,9 @@ pub enum Shape {
     Pass,
     /// One-to-many: one SOCK_SEQPACKET socket for every association.
     OneToMany,
+    /// One-to-many listener whose every association is peeled off
+    /// (sctp_peeloff) at its first message and served in a thread.
+    Peeloff,
 }
 
 pub fn run(app: App) -> Result<()> {
@@ -320,6 +323,21 @@ fn sctp_server(listen: SocketAddr, also: &[SocketAddr], shape: Shape) -> Result<
             let l = sctp_listener(listen, also, libc::SOCK_SEQPACKET)?;
             one_to_many_echo(&l)
         }
+        Shape::Peeloff => {
+            let l = sctp_listener(listen, also, libc::SOCK_SEQPACKET)?;
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Some((m, from)) = crate::sctp_traffic::recv_from(l.as_fd(), &mut buf)? else {
+                    continue;
+                };
+                // What else this association sent meanwhile moves with it.
+                let id = crate::sctp_traffic::assoc_id_of(l.as_fd(), &from)?;
+                let s = crate::sctp_traffic::peeloff(l.as_fd(), id)?;
+                let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
+                crate::sctp_traffic::send(s.as_fd(), stream, unordered, &m, 0)?;
+                std::thread::spawn(move || echo_association(&s));
+            }
+        }
         Shape::Fork => {
             let l = sctp_listener(listen, also, libc::SOCK_STREAM)?;
             loop {
@@ -422,20 +440,31 @@ fn receive_and_echo(from: &std::os::fd::OwnedFd) -> Result<()> {
 }
 
 /// Echoes every message of a one-to-many socket to the association it
-/// came from (addressed by the peer's address), on its stream.
+/// came from, on its stream. Like srsEPC's MME, it keys its peers on their
+/// `sctp_assoc_t`: the id is learned once per peer address and every echo
+/// is sent by id, so an association that came back under another id is
+/// never answered again.
 fn one_to_many_echo(l: &std::os::fd::OwnedFd) -> Result<()> {
-    use nix::sys::socket::SockaddrStorage;
     let mut buf = vec![0u8; 65536];
+    let mut ids: std::collections::HashMap<String, i32> = std::collections::HashMap::new();
     loop {
         let Some((m, from)) = crate::sctp_traffic::recv_from(l.as_fd(), &mut buf)? else {
             continue;
         };
+        let key = from.to_string();
+        let id = match ids.get(&key) {
+            Some(id) => *id,
+            None => match crate::sctp_traffic::assoc_id_of(l.as_fd(), &from) {
+                Ok(id) => *ids.entry(key).or_insert(id),
+                Err(e) => {
+                    eprintln!("one-to-many echo: association id of {from}: {e}");
+                    continue;
+                }
+            },
+        };
         let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
-        let to: Option<SockaddrStorage> = Some(from);
-        if let Err(e) =
-            crate::sctp_traffic::send_to(l.as_fd(), to.as_ref(), stream, unordered, &m, 0)
-        {
-            eprintln!("one-to-many echo: {e}");
+        if let Err(e) = crate::sctp_traffic::send_to_assoc(l.as_fd(), id, stream, unordered, &m) {
+            eprintln!("one-to-many echo: association {id}: {e}");
         }
     }
 }

@@ -115,13 +115,11 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::shapes::v6_listener_v4_peers,
     ),
     ("shapes_socat_fork", suites::shapes::socat_fork),
+    ("shapes_one_to_many", suites::shapes::one_to_many),
+    ("shapes_sctp_darn", suites::shapes::sctp_darn),
     (
-        "shapes_one_to_many_refused",
-        suites::shapes::one_to_many_refused,
-    ),
-    (
-        "shapes_sctp_darn_refused",
-        suites::shapes::sctp_darn_refused,
+        "shapes_peeled_off_refused",
+        suites::shapes::peeled_off_refused,
     ),
     (
         "shapes_accept_queue_refused",

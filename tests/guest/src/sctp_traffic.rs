@@ -8,7 +8,7 @@
 //! seq), so corruption anywhere is caught.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 
@@ -91,11 +91,99 @@ pub fn send_to(
     msg: &[u8],
     flags: libc::c_int,
 ) -> std::io::Result<()> {
+    send_with(sock, to, 0, stream, unordered, msg, flags)
+}
+
+/// [`send`] on a one-to-many socket to association `assoc_id`, as an
+/// application that keys its peers on their `sctp_assoc_t` does.
+pub fn send_to_assoc(
+    sock: BorrowedFd<'_>,
+    assoc_id: i32,
+    stream: u16,
+    unordered: bool,
+    msg: &[u8],
+) -> std::io::Result<()> {
+    send_with(sock, None, assoc_id, stream, unordered, msg, 0)
+}
+
+/// SCTP_GET_PEER_ADDR_INFO (uapi/linux/sctp.h).
+const SCTP_GET_PEER_ADDR_INFO: libc::c_int = 15;
+
+/// The `sctp_assoc_t` of the association of one-to-many socket `sock`
+/// with peer address `peer`.
+pub fn assoc_id_of(
+    sock: BorrowedFd<'_>,
+    peer: &nix::sys::socket::SockaddrStorage,
+) -> std::io::Result<i32> {
+    use nix::sys::socket::SockaddrLike;
+    // struct sctp_paddrinfo (packed): assoc_id i32, sockaddr_storage, then
+    // state, cwnd, srtt, rto, mtu.
+    let mut buf = [0u8; 4 + 128 + 20];
+    let n = (peer.len() as usize).min(128);
+    // SAFETY: `peer` holds `len()` bytes of sockaddr.
+    let raw = unsafe { std::slice::from_raw_parts(peer.as_ptr().cast::<u8>(), n) };
+    buf[4..4 + n].copy_from_slice(raw);
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd, buffer and its length for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            SCTP_GET_PEER_ADDR_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]))
+}
+
+/// SCTP_SOCKOPT_PEELOFF (uapi/linux/sctp.h).
+const SCTP_SOCKOPT_PEELOFF: libc::c_int = 102;
+
+/// sctp_peeloff(): association `assoc_id` of one-to-many socket `sock`, on
+/// a socket of its own.
+pub fn peeloff(sock: BorrowedFd<'_>, assoc_id: i32) -> std::io::Result<OwnedFd> {
+    // sctp_peeloff_arg_t { sctp_assoc_t associd; int sd; }
+    let mut arg = [0u8; 8];
+    arg[..4].copy_from_slice(&assoc_id.to_ne_bytes());
+    let mut len = arg.len() as libc::socklen_t;
+    // SAFETY: valid fd, buffer and its length for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_SCTP,
+            SCTP_SOCKOPT_PEELOFF,
+            arg.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    // It returns the new fd, also in `sd`.
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::from_ne_bytes([arg[4], arg[5], arg[6], arg[7]]);
+    // SAFETY: the kernel made `fd` for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn send_with(
+    sock: BorrowedFd<'_>,
+    to: Option<&nix::sys::socket::SockaddrStorage>,
+    assoc_id: i32,
+    stream: u16,
+    unordered: bool,
+    msg: &[u8],
+    flags: libc::c_int,
+) -> std::io::Result<()> {
     use nix::sys::socket::SockaddrLike;
     // struct sctp_sndinfo { u16 sid; u16 flags; u32 ppid; u32 context; s32 assoc_id; }
     let mut info = [0u8; 16];
     info[0..2].copy_from_slice(&stream.to_ne_bytes());
     info[2..4].copy_from_slice(&(if unordered { SCTP_UNORDERED } else { 0 }).to_ne_bytes());
+    info[12..16].copy_from_slice(&assoc_id.to_ne_bytes());
     // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
     let space = unsafe { libc::CMSG_SPACE(info.len() as u32) } as usize;
     let mut cbuf = vec![0u8; space];

@@ -475,35 +475,60 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// A one-to-many (SOCK_SEQPACKET) server with 3 peers: not carried yet, so
-/// the dump fails naming it, and the peers' traffic goes on.
-pub fn one_to_many_refused() -> Result<()> {
-    let rig = Rig::new("shapes-1tom", &[SVC])?;
-    let app = rig.server(&format!("{SVC}:{PORT}"), &[], "one-to-many")?;
+/// Our one-to-many echo server (one SOCK_SEQPACKET socket for every peer,
+/// each echo sent by the `sctp_assoc_t` learned before the move) with 3
+/// eNBs: the associations come back on one socket under their ids.
+pub fn one_to_many() -> Result<()> {
+    move_server(
+        "shapes-1tom",
+        "one-to-many",
+        &[SVC],
+        &format!("{SVC}:{PORT}"),
+    )
+}
+
+/// A server that peels every association off its one-to-many listener
+/// (sctp_peeloff), with 3 eNBs: repair mode has no peeled-off socket, so
+/// the dump fails naming it, and every eNB's echoes go on.
+pub fn peeled_off_refused() -> Result<()> {
+    let rig = Rig::new("shapes-peeloff", &[SVC])?;
+    let app = rig.server(&format!("{SVC}:{PORT}"), &[], "peeloff")?;
     std::thread::sleep(Duration::from_millis(300));
     let enbs = rig.enbs(3)?;
     std::thread::sleep(Duration::from_secs(1));
-    let r = refused("shapes-1tom", app, enbs, "one-to-many");
+    let r = refused("shapes-peeloff", app, enbs, "peeled-off association");
     drop(rig.topo);
     println!("  {}", r?);
     Ok(())
 }
 
-/// lksctp-tools' `sctp_darn -l` (a one-to-many listener) with a peer
-/// sending to it: the dump fails naming the socket, sctp_darn keeps
-/// receiving.
-pub fn sctp_darn_refused() -> Result<()> {
+/// lksctp-tools' `sctp_darn -l` (a one-to-many listener that prints what
+/// it receives) with a peer sending to it, moved A->B: every message sent
+/// before and after the move is printed once, on the same association.
+pub fn sctp_darn() -> Result<()> {
     let rig = Rig::new("shapes-darn", &[SVC])?;
-    let dir = crate::suites::baseline::work_dir("shapes-darn")?;
+    // Not the move's work dir, which the move empties.
+    let dir = crate::suites::baseline::work_dir("shapes-darn-out")?;
     let out = dir.join("darn.out");
+    // Unbuffered: what it printed is in the file when it is counted.
     let mut app = crate::apps::spawn_program_in(
         &rig.ctr,
-        "sctp_darn",
-        &["-H", &SVC.to_string(), "-P", &PORT.to_string(), "-l"],
+        "stdbuf",
+        &[
+            "-o0",
+            "sctp_darn",
+            "-H",
+            &SVC.to_string(),
+            "-P",
+            &PORT.to_string(),
+            "-l",
+        ],
         &out,
     )?;
     std::thread::sleep(Duration::from_millis(500));
     let s = connect_from_c(SocketAddrV4::new(SVC, PORT))?;
+    crate::suites::sctp_repair::tune_timers(&s)?;
+    let before = peer_status(&s)?;
     let mut sent = Sent::default();
     let count = |p: &std::path::Path| {
         std::fs::read_to_string(p)
@@ -511,34 +536,41 @@ pub fn sctp_darn_refused() -> Result<()> {
             .matches("DATA(")
             .count()
     };
-    for i in 0..20 {
-        sent.send_next(s.as_fd(), 1, i)?;
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let img = dir.join("images");
-    let r = (|| -> Result<String> {
-        let line = dump_refused(&img, &mut app, "one-to-many")?;
-        let seen = count(&out);
-        for i in 20..40 {
-            sent.send_next(s.as_fd(), 1, i)?;
-        }
+    let wait_for = |n: usize| -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while count(&out) < seen + 20 {
+        while count(&out) < n {
             ensure!(
                 Instant::now() < deadline,
-                "sctp_darn printed {} of 20 messages sent after the failed dump:\n{}",
-                count(&out) - seen,
+                "sctp_darn printed {} of {n} messages:\n{}",
+                count(&out),
                 std::fs::read_to_string(&out).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        peer_status(&s)?;
+        Ok(())
+    };
+    for i in 0..20 {
+        sent.send_next(s.as_fd(), 1, i)?;
+    }
+    wait_for(20)?;
+    let (pid, took) = rig.move_to_b(&mut app, "shapes-darn", &[])?;
+    let r = (|| -> Result<String> {
+        for i in 20..40 {
+            sent.send_next(s.as_fd(), 1, i)?;
+        }
+        wait_for(40)?;
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            count(&out) == 40,
+            "sctp_darn printed {} messages, 40 were sent",
+            count(&out)
+        );
+        ensure!(peer_status(&s)? == before, "the peer's association changed");
         Ok(format!(
-            "refused: {line}\n  then sctp_darn received all 20 messages sent after it"
+            "sctp_darn: {took}; printed each of 40 messages once (20 after the move), same association"
         ))
     })();
-    let _ = app.kill();
-    let _ = app.wait();
+    kill_tree(pid);
     drop(rig.topo);
     println!("  {}", r?);
     Ok(())
