@@ -689,6 +689,90 @@ pub(crate) mod tests {
         assert_eq!(Snapshot::decode(&l.encode()), Ok(l));
     }
 
+    /// A listening one-to-many socket with two associations.
+    fn one_to_many() -> Snapshot {
+        Snapshot {
+            kind: Kind::OneToMany { listening: true },
+            backlog: 128,
+            assoc: vec![],
+            paths: vec![],
+            streams: vec![],
+            tsn_map: vec![],
+            queues: vec![],
+            members: vec![
+                Member {
+                    id: 3,
+                    snap: sample(),
+                },
+                Member {
+                    id: 0x7fff_fff0,
+                    snap: sample(),
+                },
+            ],
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn one_to_many_round_trips_with_its_association_ids() {
+        let m = one_to_many();
+        assert_eq!(Snapshot::decode(&m.encode()), Ok(m.clone()));
+        let idle = Snapshot {
+            kind: Kind::OneToMany { listening: false },
+            members: vec![],
+            ..m
+        };
+        assert_eq!(Snapshot::decode(&idle.encode()), Ok(idle));
+    }
+
+    #[test]
+    fn bad_association_lists_are_refused() {
+        let reason = |s: &Snapshot| match Snapshot::decode(&s.encode()) {
+            Err(FormatError::BadSection { section, .. }) => section,
+            other => panic!("decoded {other:?}"),
+        };
+        // The same id twice, a reserved id, a member that is not an
+        // established association, members of a one-to-one socket.
+        let mut m = one_to_many();
+        m.members[1].id = 3;
+        assert_eq!(reason(&m), "associations");
+        let mut m = one_to_many();
+        m.members[0].id = 2;
+        assert_eq!(reason(&m), "associations");
+        let mut m = one_to_many();
+        m.members[0].snap.kind = Kind::Listen;
+        m.members[0].snap.assoc.clear();
+        assert_eq!(reason(&m), "associations");
+        let mut m = one_to_many();
+        m.kind = Kind::Established;
+        m.assoc = sample().assoc;
+        m.paths = sample().paths;
+        m.streams = sample().streams;
+        m.tsn_map = sample().tsn_map;
+        assert_eq!(reason(&m), "associations");
+        // A member with members of its own: section 10 is unknown there.
+        let mut m = one_to_many();
+        m.members[0].snap.members = vec![Member {
+            id: 5,
+            snap: sample(),
+        }];
+        assert_eq!(
+            Snapshot::decode(&m.encode()),
+            Err(FormatError::UnknownCriticalSection(10))
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_a_one_to_many_snapshot_is_an_error() {
+        let enc = one_to_many().encode();
+        for n in 0..enc.len() {
+            assert!(
+                Snapshot::decode(&enc[..n]).is_err(),
+                "prefix of {n} bytes accepted"
+            );
+        }
+    }
+
     #[test]
     fn every_truncation_is_an_error() {
         let enc = sample().encode();
