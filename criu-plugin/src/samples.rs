@@ -322,6 +322,23 @@ pub fn sctp_listener() -> Snapshot {
     }
 }
 
+/// A one-to-many MME socket (srsEPC's shape) with two eNBs, known to the
+/// application by association ids 7 and 12.
+pub fn sctp_one_to_many() -> Snapshot {
+    let member = |id: i32, peer: &str| {
+        let mut snap = sctp_established_v4();
+        let peer = addr(peer);
+        snap.assoc = assoc_blob(peer, 1, 4, uapi::SCTP_REPAIR_FEAT_IPV4);
+        snap.paths = paths_blob(&[peer]);
+        sctp_repair::Member { id, snap }
+    };
+    Snapshot {
+        kind: Kind::OneToMany { listening: true },
+        members: vec![member(7, "192.0.2.3:36412"), member(12, "192.0.2.4:36412")],
+        ..sctp_listener()
+    }
+}
+
 /// An SPGW's gtp0 with its own UDP sockets and `n` PDP contexts mixing
 /// GTPv1 IPv4, GTPv1 IPv6 and GTPv0, one with an IPv6 eNB.
 pub fn gtp_table(n: u32) -> GtpState {
@@ -463,6 +480,10 @@ pub fn all() -> Vec<(String, Image)> {
         (
             crate::images::sctp_image_name(0x0b),
             Image::Sctp(sctp_listener()),
+        ),
+        (
+            crate::images::sctp_image_name(0x0e),
+            Image::Sctp(sctp_one_to_many()),
         ),
         ("gtp0.state".into(), Image::Gtp(gtp_table(30))),
         (
