@@ -11,7 +11,8 @@
 #include <sys/socket.h>
 
 /* Socket option (level SOL_SCTP): int, one of SCTP_REPAIR_* below.  One-to-one
- * and one-to-many style sockets; a peeled off association gets EOPNOTSUPP.
+ * and one-to-many style sockets, and peeled off associations (restored on a
+ * one-to-many socket under their id and peeled off again).
  */
 #define SCTP_REPAIR		134
 
@@ -96,9 +97,17 @@
  * that the other SCTP_REPAIR_* options and SCTP_REPAIR_QUEUE records apply
  * to (a sctp_assoc_t, 0 for none).  It need not exist: SCTP_REPAIR_ASSOC
  * creates the association with this id, as the application knew it.
- * Selecting an association starts reading its queues over.
+ * Selecting an association starts reading its queues over.  On a listening
+ * one-to-one style socket, it selects an association waiting for accept(),
+ * and SCTP_REPAIR_ASSOC puts one there.
  */
 #define SCTP_REPAIR_ASSOC_ID	142
+
+/* Repair mode, read only: the ids of the associations of a socket in repair
+ * mode, as struct sctp_assoc_ids; for a listening one-to-one style socket,
+ * those waiting for accept(), in the order accept() returns them.
+ */
+#define SCTP_REPAIR_ASSOC_IDS	143
 
 /* sctp_repair_auth srau_param_len[]: the parameters, in this order */
 #define SCTP_REPAIR_AUTH_RANDOM		0	/* our RANDOM */

@@ -16,6 +16,7 @@
 use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sctp_repair::{Mode, Snapshot};
 
@@ -143,35 +144,17 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
 pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error> {
     let was = sctp_repair::mode(sock).map_err(Error::NoRepairMode)?;
     if was == Mode::Off {
-        fault::point("sctp-freeze")?;
-        sctp_repair::set_mode(sock, Mode::On).map_err(|source| Error::Repair {
-            op: "entering repair mode",
-            source,
-        })?;
-        // Keep our own reference, to thaw it if the dump fails.
+        // Kept before freezing: our reference to thaw it if the dump
+        // fails, and the guardian's to thaw it if criu dies before the
+        // end (thawing a socket that is not frozen does nothing).
         let dup = sock.try_clone_to_owned().map_err(|source| Error::Io {
             what: "dup".into(),
             source,
-        });
-        // And the guardian one, to thaw it if criu dies before the end.
-        let dup = dup.and_then(|d| {
-            guardian::watch_socket(d.as_fd())
-                .map(|()| d)
-                .map_err(Error::Guardian)
-        });
-        match dup {
-            Ok(d) => frozen().push(d),
-            Err(e) => {
-                let _ = sctp_repair::set_mode(sock, Mode::Off);
-                return Err(e);
-            }
-        }
+        })?;
+        guardian::watch_socket(dup.as_fd()).map_err(Error::Guardian)?;
+        frozen().push(dup);
     }
-    fault::point("sctp-capture")?;
-    let snap = sctp_repair::capture(sock).map_err(|source| Error::Repair {
-        op: "capturing",
-        source,
-    })?;
+    let snap = freeze_and_capture(sock, was == Mode::Off)?;
     let mut lock_note = String::new();
     let infos = snap.assoc_infos();
     if !infos.is_empty() && netlock::in_our_netns(sock)? {
@@ -192,7 +175,7 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
         source,
     })?;
     let what = match snap.kind {
-        sctp_repair::Kind::OneToMany { .. } => format!(
+        sctp_repair::Kind::OneToMany { .. } | sctp_repair::Kind::PeeledOff => format!(
             "with association(s) {:?}",
             snap.members.iter().map(|m| m.id).collect::<Vec<_>>()
         ),
@@ -205,6 +188,51 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
         "dumped SCTP socket {:?} {what} to {file}{lock_note}",
         snap.kind
     ))
+}
+
+/// How long a socket caught busy is given to settle: a peer's handshake on
+/// a one-to-many server, a partial delivery, an ASCONF or stream reset
+/// waiting for its answer. Each completes once the socket runs a moment.
+const BUSY_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Freezes `sock` (if `ours`: the caller did not find it frozen) and
+/// captures it. Busy, it is thawed and tried again, with a growing pause,
+/// for up to [`BUSY_PATIENCE`]; then busy is the error.
+fn freeze_and_capture(sock: BorrowedFd<'_>, ours: bool) -> Result<Snapshot, Error> {
+    let deadline = Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let r = if ours {
+            fault::point("sctp-freeze")?;
+            sctp_repair::set_mode(sock, Mode::On).map_err(|source| Error::Repair {
+                op: "entering repair mode",
+                source,
+            })
+        } else {
+            Ok(())
+        };
+        let r = r.and_then(|()| {
+            fault::point("sctp-capture")?;
+            sctp_repair::capture(sock).map_err(|source| Error::Repair {
+                op: "capturing",
+                source,
+            })
+        });
+        match r {
+            Err(Error::Repair {
+                source: sctp_repair::Error::Busy,
+                ..
+            }) if ours && Instant::now() < deadline => {
+                sctp_repair::set_mode(sock, Mode::Off).map_err(|source| Error::Repair {
+                    op: "thawing a busy socket",
+                    source,
+                })?;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// At the end of a dump: on success the tasks are killed right after,

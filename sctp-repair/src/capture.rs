@@ -61,8 +61,6 @@ pub(crate) const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
 /// SCTP_AUTOCLOSE: one-to-many sockets only; each association made on the
 /// socket takes it when created, so it is replayed before them.
 const SCTP_AUTOCLOSE: libc::c_int = 4;
-/// SCTP_GET_ASSOC_ID_LIST (uapi/linux/sctp.h).
-const SCTP_GET_ASSOC_ID_LIST: libc::c_int = 29;
 
 /// SCTP_AUTO_ASCONF: only a socket bound to the wildcard address has it,
 /// and an association is restored bound to its own addresses, where
@@ -201,20 +199,32 @@ fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
     .map_err(os("getsockopt(SCTP_GET_LOCAL_ADDRS)"))
 }
 
+/// The peer address of `sock`, if it has one (getpeername).
+fn peer_name(sock: BorrowedFd<'_>) -> Option<SocketAddr> {
+    name_of(sock, true).ok().flatten()
+}
+
 fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
-    // SAFETY: zeroed sockaddr_storage is valid; getsockname writes at most len.
+    name_of(sock, false).map_err(|e| classify("getsockname", e))
+}
+
+/// getpeername (`peer`) or getsockname of `sock`.
+fn name_of(sock: BorrowedFd<'_>, peer: bool) -> std::io::Result<Option<SocketAddr>> {
+    // SAFETY: zeroed sockaddr_storage is valid; the call writes at most len.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let at = (&mut ss as *mut libc::sockaddr_storage).cast();
     // SAFETY: valid fd, pointer and length for the call.
     let rc = unsafe {
-        libc::getsockname(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
+        if peer {
+            libc::getpeername(fd, at, &mut len)
+        } else {
+            libc::getsockname(fd, at, &mut len)
+        }
     };
     if rc != 0 {
-        return Err(classify("getsockname", std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(sockaddr_from_storage(&ss))
 }
@@ -328,8 +338,10 @@ fn capture_hmacs(sock: BorrowedFd<'_>) -> Option<SockOpt> {
 struct Probe {
     family: u16,
     listening: bool,
-    /// SOCK_SEQPACKET: its associations are not the socket's to capture.
+    /// SOCK_SEQPACKET: a one-to-many socket, or a peeled-off association.
     one_to_many: bool,
+    /// A SOCK_SEQPACKET socket with a peer address: sctp_peeloff() made it.
+    peeled: bool,
     /// `None` on a kernel without repair mode, where only a listener can
     /// be captured.
     mode: Option<Mode>,
@@ -354,10 +366,12 @@ fn probe(sock: BorrowedFd<'_>) -> Result<Probe> {
     let one_to_many = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(os("getsockopt(SO_TYPE)"))?
         == libc::SOCK_SEQPACKET;
+    let peeled = one_to_many && peer_name(sock).is_some();
     Ok(Probe {
         family,
         listening,
         one_to_many,
+        peeled,
         mode,
     })
 }
@@ -424,8 +438,10 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
 /// (ESTABLISHED) or listening. The socket is left as it was.
 ///
 /// A one-to-many socket must be frozen too: its snapshot holds each of its
-/// associations. A listener with associations waiting for accept() is
-/// refused ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
+/// associations. So must a listener with associations waiting for
+/// accept(), which its snapshot holds the same way; unfrozen, or on a
+/// kernel without SCTP_REPAIR_ASSOC_IDS, it is refused
+/// ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
 /// for that check to hold until the socket is closed: a frozen listener
 /// drops INIT, so no association arrives after it.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
@@ -436,6 +452,9 @@ pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
 /// [`capture`] of a probed socket; `frozen` if we just froze it ourselves.
 fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
     let family = p.family;
+    if p.peeled {
+        return capture_peeled(sock, p, frozen);
+    }
     if p.one_to_many {
         return capture_one_to_many(sock, p, frozen);
     }
@@ -448,9 +467,19 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
             local_addrs(sock, 0)?
         };
         let q = crate::diag::listener_queues(sock, family, name.port())?;
-        if q.pending > 0 {
+        // Associations waiting for accept() are read out of a frozen
+        // listener (no new one can come then), by their ids.
+        let members = if q.pending == 0 {
+            Vec::new()
+        } else if p.mode()? != Mode::On {
             return Err(Error::AcceptQueue { pending: q.pending });
-        }
+        } else {
+            let ids = repair_assoc_ids(sock, q.pending as usize).map_err(|e| match e {
+                Error::Unsupported => Error::AcceptQueue { pending: q.pending },
+                e => e,
+            })?;
+            capture_members(sock, family, ids)?
+        };
         let backlog = q.backlog;
         return Ok(Snapshot {
             kind: Kind::Listen,
@@ -464,7 +493,7 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
             sockopts,
             queues: Vec::new(),
             auth: Vec::new(),
-            members: Vec::new(),
+            members,
         });
     }
 
@@ -475,20 +504,35 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     capture_assoc(sock, family, 1)
 }
 
-/// The ids of the associations of a one-to-many socket.
-fn assoc_ids(sock: BorrowedFd<'_>) -> Result<Vec<i32>> {
-    let n = crate::association_count(sock)? as usize;
-    // struct sctp_assoc_ids: a u32 count, then the ids; room for a few
-    // more in case some came while we counted (they cannot once frozen).
+/// The ids of the associations of a socket in repair mode, about `n` of
+/// them (SCTP_REPAIR_ASSOC_IDS: a listener's waiting for accept() too, in
+/// the order accept() returns them).
+fn repair_assoc_ids(sock: BorrowedFd<'_>, n: usize) -> Result<Vec<i32>> {
+    // struct sctp_assoc_ids: a u32 count, then the ids. None can come
+    // while the socket is frozen; the room to spare is for a wrong hint.
     let mut buf = vec![0u8; 4 + 4 * (n + 8)];
-    sockopt::get(sock, SOL_SCTP, SCTP_GET_ASSOC_ID_LIST, &mut buf)
-        .map_err(os("getsockopt(SCTP_GET_ASSOC_ID_LIST)"))?;
+    sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC_IDS as i32, &mut buf)
+        .map_err(os("getsockopt(SCTP_REPAIR_ASSOC_IDS)"))?;
     let count = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     Ok(buf[4..]
         .chunks_exact(4)
         .take(count)
         .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
+}
+
+/// Each association `ids` of a frozen socket (one-to-many, or a listener's
+/// waiting for accept()), selected in turn.
+fn capture_members(sock: BorrowedFd<'_>, family: u16, ids: Vec<i32>) -> Result<Vec<Member>> {
+    let mut members = Vec::with_capacity(ids.len());
+    for id in ids {
+        select_assoc(sock, id)?;
+        let snap = capture_assoc(sock, family, id);
+        // Deselected in any case: the socket may stay frozen for long.
+        select_assoc(sock, 0)?;
+        members.push(Member { id, snap: snap? });
+    }
+    Ok(members)
 }
 
 /// Selects the association of a one-to-many socket in repair mode that the
@@ -520,20 +564,41 @@ fn capture_one_to_many(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<S
     } else {
         0
     };
-    let mut members = Vec::new();
-    for id in assoc_ids(sock)? {
-        select_assoc(sock, id)?;
-        let snap = capture_assoc(sock, p.family, id);
-        // Deselected in any case: the socket may stay frozen for long.
-        select_assoc(sock, 0)?;
-        members.push(Member { id, snap: snap? });
-    }
+    let n = crate::association_count(sock)? as usize;
+    let members = capture_members(sock, p.family, repair_assoc_ids(sock, n)?)?;
     Ok(Snapshot {
         kind: Kind::OneToMany {
             listening: p.listening,
         },
         family: p.family,
         backlog,
+        local_addrs,
+        assoc: Vec::new(),
+        paths: Vec::new(),
+        streams: Vec::new(),
+        tsn_map: Vec::new(),
+        sockopts: capture_sockopts(sock, false, false),
+        queues: Vec::new(),
+        auth: Vec::new(),
+        members,
+    })
+}
+
+/// A frozen peeled-off association, under its id, with the options of its
+/// socket.
+fn capture_peeled(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapshot> {
+    if !frozen && p.mode()? != Mode::On {
+        return Err(Error::NotFrozen);
+    }
+    let members = capture_members(sock, p.family, repair_assoc_ids(sock, 1)?)?;
+    let local_addrs = match members.as_slice() {
+        [m] => m.snap.local_addrs.clone(),
+        _ => return Err(Error::NoAssociation),
+    };
+    Ok(Snapshot {
+        kind: Kind::PeeledOff,
+        family: p.family,
+        backlog: 0,
         local_addrs,
         assoc: Vec::new(),
         paths: Vec::new(),

@@ -372,6 +372,7 @@ impl Snapshot {
                 Kind::Listen => "listen",
                 Kind::OneToMany { listening: false } => "one-to-many",
                 Kind::OneToMany { listening: true } => "one-to-many listening",
+                Kind::PeeledOff => "peeled off",
             }),
         );
         m.insert("family".into(), family_name(self.family));

@@ -50,8 +50,9 @@ pub enum Error {
     #[error("association id {0} is taken on this host by another association; the application knows the association by that id, so it is not restored under another")]
     AssocIdInUse(i32),
     /// A listener holds associations that are established but not yet
-    /// accept()ed: a snapshot of the listener would lose them.
-    #[error("the listener holds {pending} association(s) not yet accept()ed, which a snapshot cannot carry; capture it once the application has accepted them")]
+    /// accept()ed, and is not frozen (or the kernel cannot list them): a
+    /// snapshot of the listener would lose them.
+    #[error("the listener holds {pending} association(s) not yet accept()ed, which a snapshot can carry only of a frozen listener on a kernel with SCTP_REPAIR_ASSOC_IDS (kernel-patches 0026); freeze it first")]
     AcceptQueue { pending: u32 },
     /// Something is in progress that a snapshot cannot hold: a handshake
     /// or shutdown (repair mode refused), or an ASCONF, stream reset or

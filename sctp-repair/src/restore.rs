@@ -202,7 +202,7 @@ fn set_blob(sock: BorrowedFd<'_>, name: u32, blob: &[u8], op: &'static str) -> R
 /// the half-made socket is closed in repair mode, which sends nothing.
 pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
     let ty = match snap.kind {
-        Kind::OneToMany { .. } => libc::SOCK_SEQPACKET,
+        Kind::OneToMany { .. } | Kind::PeeledOff => libc::SOCK_SEQPACKET,
         Kind::Established | Kind::Listen => libc::SOCK_STREAM,
     };
     // SAFETY: plain socket(2); the fd is owned right below.
@@ -213,14 +213,33 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
     // SAFETY: fd is fresh and ours.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     restore_onto_sctp(sock.as_fd(), snap)?;
-    Ok(sock)
+    if snap.kind != Kind::PeeledOff {
+        return Ok(sock);
+    }
+    // The association goes to a socket of its own, in repair mode as this
+    // one is; this one, left empty, closes silently.
+    let id = snap
+        .members
+        .first()
+        .map(|m| m.id)
+        .ok_or(Error::NoAssociation)?;
+    sockopt::peeloff(sock.as_fd(), id).map_err(|e| classify("getsockopt(SCTP_SOCKOPT_PEELOFF)", e))
 }
 
 /// Like [`restore`], onto a fresh SCTP socket the caller made (e.g. the fd
 /// number a restored process expects). Fresh means untouched: options the
 /// snapshot holds at a new socket's defaults are not written again.
+///
+/// Not for a peeled-off association, which [`restore`] peels off the
+/// socket it makes.
 pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     crate::ensure_sctp(sock)?;
+    if snap.kind == Kind::PeeledOff {
+        return Err(classify(
+            "restoring a peeled-off association onto a given socket",
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
     restore_onto_sctp(sock, snap)
 }
 
@@ -243,7 +262,15 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     match snap.kind {
         Kind::Listen => {
             start_listener(sock, snap)?;
-            apply_sctp_sockopts(sock, snap)
+            apply_sctp_sockopts(sock, snap)?;
+            if snap.members.is_empty() {
+                return Ok(());
+            }
+            // Waiting for accept() again, frozen until the caller thaws
+            // the listener. Their send defaults were the listener's when
+            // they were made: nothing of their own to replay.
+            crate::set_mode_of_sctp(sock, Mode::On)?;
+            restore_members(sock, snap, false)
         }
         Kind::Established => {
             prepare_auth(sock, snap)?;
@@ -252,7 +279,8 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             write_assoc(sock, snap)?;
             apply_sctp_sockopts(sock, snap)
         }
-        Kind::OneToMany { listening } => {
+        Kind::OneToMany { .. } | Kind::PeeledOff => {
+            let listening = snap.kind == Kind::OneToMany { listening: true };
             // Frozen from the start: no peer's INIT is taken before the
             // associations are back.
             crate::set_mode_of_sctp(sock, Mode::On)?;
@@ -263,20 +291,28 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             }
             // Before the associations: they take SCTP_AUTOCLOSE when made.
             apply_sctp_sockopts(sock, snap)?;
-            for m in &snap.members {
-                crate::capture::select_assoc(sock, m.id)?;
-                prepare_auth(sock, &m.snap)?;
-                write_assoc(sock, &m.snap).map_err(|e| match e {
-                    Error::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
-                        Error::AssocIdInUse(m.id)
-                    }
-                    e => e,
-                })?;
-                apply_member_sockopts(sock, &m.snap, m.id)?;
-            }
-            crate::capture::select_assoc(sock, 0)
+            restore_members(sock, snap, true)
         }
     }
+}
+
+/// The associations of a one-to-many socket or of a listener, each under
+/// its id, with (`own_options`) the options it had of its own.
+fn restore_members(sock: BorrowedFd<'_>, snap: &Snapshot, own_options: bool) -> Result<()> {
+    for m in &snap.members {
+        crate::capture::select_assoc(sock, m.id)?;
+        prepare_auth(sock, &m.snap)?;
+        write_assoc(sock, &m.snap).map_err(|e| match e {
+            Error::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                Error::AssocIdInUse(m.id)
+            }
+            e => e,
+        })?;
+        if own_options {
+            apply_member_sockopts(sock, &m.snap, m.id)?;
+        }
+    }
+    crate::capture::select_assoc(sock, 0)
 }
 
 /// What an association that uses SCTP-AUTH needs of its socket before it

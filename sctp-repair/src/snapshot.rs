@@ -33,7 +33,7 @@
 //!
 //! | type | section | payload |
 //! |---|---|---|
-//! | 1 | socket | kind u8 (1 established, 2 listen, 3 one-to-many, 4 one-to-many listening), family u16 (AF_INET/AF_INET6), backlog u32 |
+//! | 1 | socket | kind u8 (1 established, 2 listen, 3 one-to-many, 4 one-to-many listening, 5 peeled off), family u16 (AF_INET/AF_INET6), backlog u32 |
 //! | 2 | local addresses | count u16, then per address: family u16, port u16 (host order), addr 16, scope_id u32 |
 //! | 3 | association | `struct sctp_repair_assoc` (kernel byte order) |
 //! | 4 | paths | `struct sctp_repair_paths` + records |
@@ -42,14 +42,15 @@
 //! | 7 | socket options | count u16, then per option: level i32, name i32, length u16, value |
 //! | 8 | queued data | count u32, then per record: queue u8 (1 unsent, 2 in flight, 3 received), length u32, `struct sctp_repair_chunk` + payload |
 //! | 9 | SCTP-AUTH | `struct sctp_repair_auth` + parameters and keys (kernel byte order) |
-//! | 10 | associations | count u32, then per association of a one-to-many socket: id i32 (its `sctp_assoc_t`), length u32, a whole snapshot of kind 1 |
+//! | 10 | associations | count u32, then per association of a one-to-many socket (or waiting on a listener for accept()): id i32 (its `sctp_assoc_t`), length u32, a whole snapshot of kind 1 |
 //!
 //! Sections 1, 2 are critical and required; 3–6 are critical and required
 //! for an established socket; 7 is optional; 8 is critical when present
 //! (a reader that dropped it would lose data); 9 is critical, and present
 //! exactly when the association uses SCTP-AUTH (it holds the shared keys:
 //! a snapshot of such an association is as secret as they are). 10 is
-//! critical, and present for a one-to-many socket with associations; each
+//! critical, and present for a one-to-many socket with associations or a
+//! listener with associations waiting for accept(), in that order; each
 //! of its snapshots carries the association's own sections 1 to 9 (its
 //! local addresses, and the options read with it: those that apply to one
 //! association are replayed on it).
@@ -124,6 +125,10 @@ pub enum Kind {
     /// A one-to-many (SOCK_SEQPACKET) socket, listening or not, with its
     /// associations in [`Snapshot::members`].
     OneToMany { listening: bool },
+    /// An association peeled off a one-to-many socket (sctp_peeloff()),
+    /// the one member of the snapshot: restored on a one-to-many socket
+    /// under its id and peeled off again.
+    PeeledOff,
 }
 
 /// An association of a one-to-many socket.
@@ -167,7 +172,8 @@ pub struct Snapshot {
     /// SCTP-AUTH parameters and shared keys (`struct sctp_repair_auth`),
     /// empty unless the association uses SCTP-AUTH.
     pub auth: Vec<u8>,
-    /// The associations of a [`Kind::OneToMany`] socket (else empty).
+    /// The associations of a [`Kind::OneToMany`] socket, or those waiting
+    /// on a [`Kind::Listen`] socket for accept() (else empty).
     pub members: Vec<Member>,
 }
 
@@ -316,6 +322,7 @@ impl Snapshot {
             Kind::Listen => 2u8,
             Kind::OneToMany { listening: false } => 3u8,
             Kind::OneToMany { listening: true } => 4u8,
+            Kind::PeeledOff => 5u8,
         }];
         sock.extend_from_slice(&self.family.to_le_bytes());
         sock.extend_from_slice(&self.backlog.to_le_bytes());
@@ -478,6 +485,7 @@ impl Snapshot {
                         2 => Kind::Listen,
                         3 => Kind::OneToMany { listening: false },
                         4 => Kind::OneToMany { listening: true },
+                        5 => Kind::PeeledOff,
                         k => {
                             return Err(FormatError::BadSection {
                                 section: "socket",
@@ -598,13 +606,22 @@ impl Snapshot {
             members: Vec::new(),
         };
         if !members.is_empty() {
-            if !matches!(kind, Kind::OneToMany { .. }) {
+            if kind == Kind::Established {
                 return Err(FormatError::BadSection {
                     section: "associations",
-                    reason: "only a one-to-many socket has them".into(),
+                    reason: "only a one-to-many socket or a listener has them".into(),
                 });
             }
             snap.members = members;
+        }
+        if kind == Kind::PeeledOff && snap.members.len() != 1 {
+            return Err(FormatError::BadSection {
+                section: "associations",
+                reason: format!(
+                    "a peeled-off socket has one association, not {}",
+                    snap.members.len()
+                ),
+            });
         }
         if kind == Kind::Established {
             snap.auth = auth;
@@ -760,6 +777,30 @@ pub(crate) mod tests {
             Snapshot::decode(&m.encode()),
             Err(FormatError::UnknownCriticalSection(10))
         );
+    }
+
+    #[test]
+    fn a_peeled_off_snapshot_has_one_association() {
+        let mut p = one_to_many();
+        p.kind = Kind::PeeledOff;
+        p.backlog = 0;
+        p.members.truncate(1);
+        assert_eq!(Snapshot::decode(&p.encode()), Ok(p.clone()));
+        for n in [0, 2] {
+            let mut bad = one_to_many();
+            bad.kind = Kind::PeeledOff;
+            bad.members.truncate(n);
+            assert!(
+                matches!(
+                    Snapshot::decode(&bad.encode()),
+                    Err(FormatError::BadSection {
+                        section: "associations",
+                        ..
+                    })
+                ),
+                "{n} associations"
+            );
+        }
     }
 
     #[test]

@@ -31,10 +31,30 @@ pub(crate) fn get(
             &mut len,
         )
     };
-    if rc != 0 {
+    // SCTP_SOCKOPT_PEELOFF returns the new fd, not 0.
+    if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok((len as usize).min(buf.len()))
+}
+
+/// SCTP_SOCKOPT_PEELOFF (uapi/linux/sctp.h).
+const SCTP_SOCKOPT_PEELOFF: libc::c_int = 102;
+
+/// sctp_peeloff(): association `id` of one-to-many socket `sock` on a new
+/// socket of its own.
+pub(crate) fn peeloff(sock: BorrowedFd<'_>, id: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // sctp_peeloff_arg_t { sctp_assoc_t associd; int sd; }
+    let mut arg = [0u8; 8];
+    arg[..4].copy_from_slice(&id.to_ne_bytes());
+    get(sock, SOL_SCTP, SCTP_SOCKOPT_PEELOFF, &mut arg)?;
+    let fd = i32::from_ne_bytes([arg[4], arg[5], arg[6], arg[7]]);
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the kernel installed `fd` for this call: it is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// getsockopt of a variable-size option: starts with `first` bytes (the

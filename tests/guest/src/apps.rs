@@ -31,11 +31,19 @@ pub enum App {
         also: Vec<SocketAddr>,
         #[arg(long, value_enum)]
         shape: Shape,
+        /// Also start an association to this address, which nobody
+        /// answers: its socket stays in its handshake (COOKIE-WAIT).
+        #[arg(long)]
+        dial: Option<std::net::SocketAddrV4>,
     },
-    /// Holds a listening one-to-one SCTP socket and waits.
+    /// Holds a listening one-to-one SCTP socket and waits; with
+    /// `--accept-when PATH`, accepts once PATH exists (its associations
+    /// wait in the accept queue until then) and echoes each one.
     SctpListen {
         #[arg(long)]
         listen: std::net::SocketAddrV4,
+        #[arg(long)]
+        accept_when: Option<std::path::PathBuf>,
     },
     /// SPGW-like: makes gtp0 (role ggsn, ifindex 4242, hash size 2048,
     /// restart count 7) on its own UDP sockets bound to 3386 and 2152, as
@@ -131,9 +139,17 @@ pub fn run(app: App) -> Result<()> {
             listen,
             also,
             shape,
-        } => sctp_server(listen, &also, shape),
+            dial,
+        } => {
+            // Held for the life of the process.
+            let _dialing = dial.map(dial_unanswered).transpose()?;
+            sctp_server(listen, &also, shape)
+        }
         App::TcpEcho { listen } => tcp_echo(listen),
-        App::SctpListen { listen } => sctp_listen(listen),
+        App::SctpListen {
+            listen,
+            accept_when,
+        } => sctp_listen(listen, accept_when),
         App::SctpEcho { listen } => sctp_echo(listen),
         App::Spgw {
             kernel_sockets,
@@ -196,7 +212,10 @@ fn echo(mut s: TcpStream) {
     }
 }
 
-fn sctp_listen(listen: std::net::SocketAddrV4) -> Result<()> {
+fn sctp_listen(
+    listen: std::net::SocketAddrV4,
+    accept_when: Option<std::path::PathBuf>,
+) -> Result<()> {
     use nix::sys::socket;
     let l = crate::suites::sctp_repair::sctp_socket()?;
     socket::bind(
@@ -204,8 +223,17 @@ fn sctp_listen(listen: std::net::SocketAddrV4) -> Result<()> {
         &socket::SockaddrIn::from(listen),
     )?;
     socket::listen(&l, socket::Backlog::new(16)?)?;
+    let Some(go) = accept_when else {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    };
+    while !go.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+        let Some(s) = accept_one(&l) else { continue };
+        std::thread::spawn(move || echo_association(&s));
     }
 }
 
@@ -298,6 +326,22 @@ fn echo_association(s: &std::os::fd::OwnedFd) {
         if crate::sctp_traffic::send(fd, stream, unordered, &m, 0).is_err() {
             return;
         }
+    }
+}
+
+/// A one-to-one socket whose non-blocking connect() to `to` nobody
+/// answers.
+fn dial_unanswered(to: std::net::SocketAddrV4) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket;
+    use std::os::fd::AsRawFd;
+    let s = crate::suites::sctp_repair::sctp_socket()?;
+    nix::fcntl::fcntl(
+        s.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    match socket::connect(s.as_raw_fd(), &socket::SockaddrIn::from(to)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => Ok(s),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -463,7 +507,8 @@ fn one_to_many_echo(l: &std::os::fd::OwnedFd) -> Result<()> {
             },
         };
         let (stream, unordered) = crate::sctp_traffic::route(&m).unwrap_or((0, false));
-        if let Err(e) = crate::sctp_traffic::send_to_assoc(l.as_fd(), id, stream, unordered, &m) {
+        if let Err(e) = crate::sctp_traffic::send_to_assoc(l.as_fd(), id, stream, unordered, &m, 0)
+        {
             eprintln!("one-to-many echo: association {id}: {e}");
         }
     }

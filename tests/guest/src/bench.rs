@@ -29,6 +29,10 @@ type BenchFn = fn() -> Result<Vec<Figure>>;
 const BENCHES: &[(&str, BenchFn)] = &[
     ("migration", crate::suites::baseline::bench),
     ("sctp", crate::suites::sctp_repair::bench),
+    (
+        "sctp-one-to-many",
+        crate::suites::sctp_repair::bench_one_to_many,
+    ),
     ("gtp", crate::suites::gtp::bench),
 ];
 

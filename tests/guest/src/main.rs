@@ -118,13 +118,15 @@ const TESTS: &[(&str, TestFn)] = &[
     ("shapes_one_to_many", suites::shapes::one_to_many),
     ("shapes_sctp_darn", suites::shapes::sctp_darn),
     (
-        "shapes_peeled_off_refused",
-        suites::shapes::peeled_off_refused,
+        "shapes_one_to_many_crate_moves",
+        suites::shapes::one_to_many_crate_moves,
     ),
+    ("shapes_peeled_off", suites::shapes::peeled_off),
     (
-        "shapes_accept_queue_refused",
-        suites::shapes::accept_queue_refused,
+        "shapes_handshake_refused",
+        suites::shapes::handshake_refused,
     ),
+    ("shapes_accept_queue", suites::shapes::accept_queue),
     ("plugin_gtp_spgw_migrate", suites::plugin::gtp_spgw_migrate),
     (
         "plugin_gtp_kernel_sockets_migrate",

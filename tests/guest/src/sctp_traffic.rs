@@ -102,8 +102,9 @@ pub fn send_to_assoc(
     stream: u16,
     unordered: bool,
     msg: &[u8],
+    flags: libc::c_int,
 ) -> std::io::Result<()> {
-    send_with(sock, None, assoc_id, stream, unordered, msg, 0)
+    send_with(sock, None, assoc_id, stream, unordered, msg, flags)
 }
 
 /// SCTP_GET_PEER_ADDR_INFO (uapi/linux/sctp.h).
@@ -230,12 +231,22 @@ pub fn recv_from(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> std::io::Result<Option<(Vec<u8>, nix::sys::socket::SockaddrStorage)>> {
+    recv_from_flags(sock, buf, 0)
+}
+
+/// [`recv_from`] with recvmsg() `flags` (MSG_DONTWAIT: None at once if
+/// nothing is there).
+pub fn recv_from_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> std::io::Result<Option<(Vec<u8>, nix::sys::socket::SockaddrStorage)>> {
     use nix::sys::socket::SockaddrLike;
     let mut msg = Vec::new();
     loop {
         // SAFETY: all-zero is a valid sockaddr_storage to fill.
         let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let Some(got) = recvmsg_once(sock, buf, 0, Some(&mut from))? else {
+        let Some(got) = recvmsg_once(sock, buf, flags, Some(&mut from))? else {
             if msg.is_empty() {
                 return Ok(None);
             }

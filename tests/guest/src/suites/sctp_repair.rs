@@ -1296,6 +1296,139 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
     Ok(figs)
 }
 
+/// One-to-many against one-to-one: `n` associations on one listening
+/// one-to-many socket (the MME's shape, on C, its peers one-to-one
+/// sockets on A) frozen and captured in one snapshot, closed, restored and
+/// thawed, against `n` one-to-one associations each captured and restored
+/// alone ([`sctp_round`]), in the same rounds. Per association, target
+/// <= 1.2x.
+pub fn bench_one_to_many() -> Result<Vec<crate::bench::Figure>> {
+    use crate::bench::Figure;
+    const ONE_PORT: u16 = 7310;
+    const MANY_PORT: u16 = 7311;
+    let _topo = Topology::build()?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 16384, 16384)
+        .context("raising RLIMIT_NOFILE")?;
+    let c = net::host_addr(PEER_C);
+    let listener = listener_on_c(ONE_PORT, 1024)?;
+    let mut figs = Vec::new();
+    for n in [1usize, 10, 100, 1000] {
+        let rounds = if n >= 1000 { 3 } else { 5 };
+        let mut paired = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..rounds {
+            let one = sctp_round(&listener, c, ONE_PORT, n, false)?;
+            let (cap, rest, b) = many_round(c, MANY_PORT, n)?;
+            bytes = b;
+            let x = n as f64;
+            paired.push(((cap + rest) / x, (one.capture + one.restore) / x));
+        }
+        paired.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+        let (per_many, per_one) = paired[paired.len() / 2];
+        figs.push(
+            Figure::secs(
+                format!("sctp.one_to_many_capture_restore_per_assoc_{n}"),
+                per_many,
+                Some(per_one),
+            )
+            .at("sctp one-to-many, per association", n as f64),
+        );
+        figs.push(Figure::amount(
+            format!("sctp.one_to_many_snapshot_bytes_per_assoc_{n}"),
+            "B",
+            bytes as f64 / n as f64,
+            None,
+        ));
+        let each: Vec<String> = paired
+            .iter()
+            .map(|(m, o)| format!("{:.2}", m / o))
+            .collect();
+        println!(
+            "  {n} association(s) on one socket: one-to-many/one-to-one time per association {:.2} (median of {rounds} rounds, sorted: {}; target <= 1.2)",
+            if per_one > 0.0 { per_many / per_one } else { 0.0 },
+            each.join(", ")
+        );
+    }
+    Ok(figs)
+}
+
+/// One round of the one-to-many side of [`bench_one_to_many`]: capture and
+/// restore seconds, snapshot bytes.
+fn many_round(c: Ipv4Addr, port: u16, n: usize) -> Result<(f64, f64, usize)> {
+    let l = net::in_netns(PEER_C, move || {
+        // SAFETY: plain socket(2), owned right below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_SEQPACKET, libc::IPPROTO_SCTP) };
+        ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fresh fd nobody else owns.
+        let l = unsafe { OwnedFd::from_raw_fd(fd) };
+        socket::setsockopt(&l, socket::sockopt::ReuseAddr, &true)?;
+        socket::bind(l.as_raw_fd(), &sin(c, port))?;
+        socket::listen(&l, socket::Backlog::new(1024)?)?;
+        Ok(l)
+    })?;
+    let clients = net::in_netns(HOST_A, move || {
+        (0..n)
+            .map(|_| {
+                let s = sctp_socket()?;
+                socket::connect(s.as_raw_fd(), &sin(c, port)).context("connect")?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    // Every handshake done on the server side too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sctp_repair::association_count(l.as_fd())? as usize != n {
+        ensure!(
+            Instant::now() < deadline,
+            "{} of {n} associations on the one-to-many socket",
+            sctp_repair::association_count(l.as_fd())?
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    settle();
+    let t = Instant::now();
+    let snap = sctp_repair::freeze_and_capture(l.as_fd(), Duration::from_secs(5))?;
+    let capture = t.elapsed().as_secs_f64();
+    ensure!(
+        snap.members.len() == n,
+        "{} of {n} associations captured",
+        snap.members.len()
+    );
+    let bytes = snap.encode().len();
+    // Closed in repair mode: the peers hear nothing.
+    drop(l);
+    settle();
+    let t = Instant::now();
+    let restored = net::in_netns(PEER_C, move || {
+        let fd = sctp_repair::restore(&snap)?;
+        sctp_repair::set_mode(fd.as_fd(), Mode::Off)?;
+        Ok(fd)
+    })?;
+    let restore = t.elapsed().as_secs_f64();
+    // Every association carries a message to the restored socket.
+    for (i, s) in clients.iter().enumerate() {
+        socket::send(
+            s.as_raw_fd(),
+            format!("assoc {i}").as_bytes(),
+            MsgFlags::empty(),
+        )?;
+    }
+    set_rcvtimeo(&restored, Duration::from_secs(5))?;
+    let mut buf = vec![0u8; 256];
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < n {
+        let Some((m, _)) = sctp_traffic::recv_from(restored.as_fd(), &mut buf)? else {
+            bail!(
+                "{} of {n} associations carried a message after the restore",
+                seen.len()
+            );
+        };
+        seen.insert(m);
+    }
+    abort_all(clients.iter().chain(std::iter::once(&restored)))?;
+    Ok((capture, restore, bytes))
+}
+
 /// One measured round of the SCTP side of [`bench`].
 struct SctpRound {
     capture: f64,
