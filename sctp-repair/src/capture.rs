@@ -478,7 +478,9 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
                 Error::Unsupported => Error::AcceptQueue { pending: q.pending },
                 e => e,
             })?;
-            capture_members(sock, family, ids)?
+            // SCTP_GET_LOCAL_ADDRS does not find them by id: they are
+            // bound as the listener is.
+            capture_members(sock, family, ids, Some(&local_addrs))?
         };
         let backlog = q.backlog;
         return Ok(Snapshot {
@@ -501,7 +503,7 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
         return Err(Error::NotFrozen);
     }
     // A non-zero id selects the association of a one-to-one socket.
-    capture_assoc(sock, family, 1)
+    capture_assoc(sock, family, local_addrs(sock, 1)?)
 }
 
 /// The ids of the associations of a socket in repair mode, about `n` of
@@ -522,12 +524,22 @@ fn repair_assoc_ids(sock: BorrowedFd<'_>, n: usize) -> Result<Vec<i32>> {
 }
 
 /// Each association `ids` of a frozen socket (one-to-many, or a listener's
-/// waiting for accept()), selected in turn.
-fn capture_members(sock: BorrowedFd<'_>, family: u16, ids: Vec<i32>) -> Result<Vec<Member>> {
+/// waiting for accept()), selected in turn; bound to `addrs` if given,
+/// else to what the kernel reports for each.
+fn capture_members(
+    sock: BorrowedFd<'_>,
+    family: u16,
+    ids: Vec<i32>,
+    addrs: Option<&[SocketAddr]>,
+) -> Result<Vec<Member>> {
     let mut members = Vec::with_capacity(ids.len());
     for id in ids {
         select_assoc(sock, id)?;
-        let snap = capture_assoc(sock, family, id);
+        let local = match addrs {
+            Some(a) => Ok(a.to_vec()),
+            None => local_addrs(sock, id),
+        };
+        let snap = local.and_then(|local| capture_assoc(sock, family, local));
         // Deselected in any case: the socket may stay frozen for long.
         select_assoc(sock, 0)?;
         members.push(Member { id, snap: snap? });
@@ -565,7 +577,7 @@ fn capture_one_to_many(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<S
         0
     };
     let n = crate::association_count(sock)? as usize;
-    let members = capture_members(sock, p.family, repair_assoc_ids(sock, n)?)?;
+    let members = capture_members(sock, p.family, repair_assoc_ids(sock, n)?, None)?;
     Ok(Snapshot {
         kind: Kind::OneToMany {
             listening: p.listening,
@@ -590,7 +602,7 @@ fn capture_peeled(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     if !frozen && p.mode()? != Mode::On {
         return Err(Error::NotFrozen);
     }
-    let members = capture_members(sock, p.family, repair_assoc_ids(sock, 1)?)?;
+    let members = capture_members(sock, p.family, repair_assoc_ids(sock, 1)?, None)?;
     let local_addrs = match members.as_slice() {
         [m] => m.snap.local_addrs.clone(),
         _ => return Err(Error::NoAssociation),
@@ -611,10 +623,13 @@ fn capture_peeled(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     })
 }
 
-/// The association `assoc_id` of a frozen socket (a one-to-one socket's
-/// for any id but 0), as a snapshot of [`Kind::Established`].
-fn capture_assoc(sock: BorrowedFd<'_>, family: u16, assoc_id: i32) -> Result<Snapshot> {
-    let local_addrs = local_addrs(sock, assoc_id)?;
+/// The association of a frozen socket (the one selected, if it has more),
+/// bound to `local_addrs`, as a snapshot of [`Kind::Established`].
+fn capture_assoc(
+    sock: BorrowedFd<'_>,
+    family: u16,
+    local_addrs: Vec<SocketAddr>,
+) -> Result<Snapshot> {
     if local_addrs.is_empty() {
         return Err(Error::NoAssociation);
     }

@@ -1325,14 +1325,11 @@ pub fn bench_one_to_many() -> Result<Vec<crate::bench::Figure>> {
         }
         paired.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
         let (per_many, per_one) = paired[paired.len() / 2];
-        figs.push(
-            Figure::secs(
-                format!("sctp.one_to_many_capture_restore_per_assoc_{n}"),
-                per_many,
-                Some(per_one),
-            )
-            .at("sctp one-to-many, per association", n as f64),
-        );
+        figs.push(Figure::secs(
+            format!("sctp.one_to_many_capture_restore_per_assoc_{n}"),
+            per_many,
+            Some(per_one),
+        ));
         figs.push(Figure::amount(
             format!("sctp.one_to_many_snapshot_bytes_per_assoc_{n}"),
             "B",
