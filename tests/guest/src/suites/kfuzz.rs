@@ -22,7 +22,7 @@ const SOL_SCTP: i32 = 132;
 /// patches add), and the two numbers after them: unknown options must be
 /// refused cleanly too.
 const FIRST_OPT: i32 = uapi::SCTP_REPAIR as i32;
-const LAST_OPT: i32 = uapi::SCTP_REPAIR_SOCK as i32 + 2;
+const LAST_OPT: i32 = uapi::SCTP_REPAIR_ASSOC_IDS as i32 + 2;
 
 /// xorshift64*: reproducible from the printed seed.
 struct Rng(u64);
@@ -297,9 +297,11 @@ pub fn kfuzz_sctp_repair_sockopts() -> Result<()> {
             // Nothing is changed or read out without CAP_NET_ADMIN: every
             // set fails (EPERM once the length and socket style are
             // right, as for SCTP_REPAIR itself), every get of association
-            // state fails. Reading the mode and the selected queue is
-            // open to anyone, as TCP_REPAIR_QUEUE is.
-            let open_get = opt == FIRST_OPT || opt == uapi::SCTP_REPAIR_QUEUE as i32;
+            // state fails. Reading the mode and the selected queue and
+            // association is open to anyone, as TCP_REPAIR_QUEUE is.
+            let open_get = opt == FIRST_OPT
+                || opt == uapi::SCTP_REPAIR_QUEUE as i32
+                || opt == uapi::SCTP_REPAIR_ASSOC_ID as i32;
             let checks = [
                 (
                     "set",
