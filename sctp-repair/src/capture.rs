@@ -602,11 +602,16 @@ fn capture_peeled(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
     if !frozen && p.mode()? != Mode::On {
         return Err(Error::NotFrozen);
     }
-    let members = capture_members(sock, p.family, repair_assoc_ids(sock, 1)?, None)?;
-    let local_addrs = match members.as_slice() {
-        [m] => m.snap.local_addrs.clone(),
+    // Its only association: nothing to select (nor can it be).
+    let id = match repair_assoc_ids(sock, 1)?.as_slice() {
+        [id] => *id,
         _ => return Err(Error::NoAssociation),
     };
+    let local_addrs = local_addrs(sock, id)?;
+    let members = vec![Member {
+        id,
+        snap: capture_assoc(sock, p.family, local_addrs.clone())?,
+    }];
     Ok(Snapshot {
         kind: Kind::PeeledOff,
         family: p.family,

@@ -270,6 +270,37 @@ pub fn recv_from_flags(
     }
 }
 
+/// One piece of a message of a one-to-many socket (all of it, or what a
+/// partial delivery gave so far): its length in `buf`, whether it ends the
+/// message, and the peer it came from; None if nothing is there (with
+/// MSG_DONTWAIT in `flags`) or on timeout. Notifications are skipped.
+pub fn recv_piece_from(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> std::io::Result<Option<(usize, bool, nix::sys::socket::SockaddrStorage)>> {
+    use nix::sys::socket::SockaddrLike;
+    loop {
+        // SAFETY: all-zero is a valid sockaddr_storage to fill.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let Some(got) = recvmsg_once(sock, buf, flags, Some(&mut from))? else {
+            return Ok(None);
+        };
+        if got.flags & libc::MSG_NOTIFICATION != 0 {
+            continue;
+        }
+        // SAFETY: the kernel filled `from` with `namelen` bytes.
+        let addr = unsafe {
+            nix::sys::socket::SockaddrStorage::from_raw(
+                (&from as *const libc::sockaddr_storage).cast(),
+                Some(got.namelen),
+            )
+        }
+        .ok_or_else(|| std::io::Error::other("no peer address"))?;
+        return Ok(Some((got.len, got.flags & libc::MSG_EOR != 0, addr)));
+    }
+}
+
 /// What one recvmsg() returned.
 struct Received {
     len: usize,

@@ -120,7 +120,8 @@ fn finish(enbs: Vec<(Enb, (i32, i32))>, new_peer: bool) -> Result<String> {
     let mut total = 0;
     let mut gap = Duration::ZERO;
     for (i, (enb, before)) in enbs.into_iter().enumerate() {
-        let after = peer_status(&enb.sock).with_context(|| format!("eNB {}", i + 1))?;
+        let after =
+            peer_status(&enb.sock).with_context(|| format!("eNB {}: {}", i + 1, enb.failure()))?;
         ensure!(after == before, "eNB {}'s association changed", i + 1);
         let (t, g, _) = enb.finish().with_context(|| format!("eNB {}", i + 1))?;
         total += t.received;
@@ -527,6 +528,9 @@ struct ManyEcho {
     ids: std::collections::HashMap<String, i32>,
     pending: std::collections::VecDeque<(i32, u16, bool, Vec<u8>)>,
     buf: Vec<u8>,
+    /// The pieces so far of a message delivered partially: a move may
+    /// come between two of them.
+    partial: Vec<u8>,
 }
 
 impl ManyEcho {
@@ -540,13 +544,24 @@ impl ManyEcho {
                     self.pending.pop_front();
                     busy = true;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(busy),
+                // Read on meanwhile: one association's full window must
+                // not stop the others'.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => bail!("echo to association {id}: {e}"),
             }
         }
-        let Some((m, from)) = t::recv_from_flags(sock, &mut self.buf, libc::MSG_DONTWAIT)? else {
+        if self.pending.len() > 10_000 {
+            return Ok(busy);
+        }
+        let Some((n, eor, from)) = t::recv_piece_from(sock, &mut self.buf, libc::MSG_DONTWAIT)?
+        else {
             return Ok(busy);
         };
+        self.partial.extend_from_slice(&self.buf[..n]);
+        if !eor {
+            return Ok(true);
+        }
+        let m = std::mem::take(&mut self.partial);
         let key = from.to_string();
         let id = match self.ids.get(&key) {
             Some(id) => *id,
@@ -577,18 +592,29 @@ pub fn one_to_many_crate_moves() -> Result<()> {
     let sock = net::in_netns(&ctr, move || seqpacket_listener(at))?;
     let shared = Arc::new(Mutex::new(sock));
     let stop = Arc::new(AtomicBool::new(false));
+    // What stopped the echo, seen after each move (not only at the end).
+    let echo_failed = Arc::new(Mutex::new(None::<String>));
     let echo = {
-        let (s, st) = (shared.clone(), stop.clone());
+        let (s, st, failed) = (shared.clone(), stop.clone(), echo_failed.clone());
         std::thread::spawn(move || -> Result<()> {
             let mut e = ManyEcho {
                 ids: Default::default(),
                 pending: Default::default(),
                 buf: vec![0u8; 65536],
+                partial: Vec::new(),
             };
             while !st.load(Ordering::SeqCst) {
                 let busy = {
                     let g = s.lock().unwrap_or_else(|p| p.into_inner());
-                    e.step(g.as_fd())?
+                    e.step(g.as_fd())
+                };
+                let busy = match busy {
+                    Ok(b) => b,
+                    Err(err) => {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("{err:#}"));
+                        return Err(err);
+                    }
                 };
                 if !busy {
                     std::thread::sleep(Duration::from_millis(1));
@@ -610,9 +636,52 @@ pub fn one_to_many_crate_moves() -> Result<()> {
         let mut size = 0;
         for i in 0..CRATE_MOVES {
             let when = || format!("move {} of {CRATE_MOVES}", i + 1);
-            let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let snap = sctp_repair::freeze_and_capture(g.as_fd(), Duration::from_secs(5))
-                .with_context(when)?;
+            // A busy socket (a message in partial delivery) is thawed
+            // and tried again, the echo reading on in between, as the
+            // application does between the plugin's tries.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let (mut g, snap) = loop {
+                let g = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match sctp_repair::freeze_and_capture(g.as_fd(), Duration::ZERO) {
+                    Err(sctp_repair::Error::Busy) if Instant::now() < deadline => {
+                        drop(g);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    r => break (g, r.with_context(when)?),
+                }
+            };
+            if std::env::var_os("EPCMIG_TRACE_MOVES").is_some() {
+                let line: Vec<String> = snap
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let a = m.snap.assoc_info();
+                        let q: Vec<String> =
+                            m.snap
+                                .queues
+                                .iter()
+                                .map(|r| {
+                                    let f = r.data.get(8..12).map_or(0, |b| {
+                                        u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+                                    });
+                                    let tsn = r.data.get(12..16).map_or(0, |b| {
+                                        u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+                                    });
+                                    format!("{}/{f:#x}/{tsn}/{}", r.queue, r.data.len())
+                                })
+                                .collect();
+                        format!(
+                            "{}: peer_ctsn {:?} next_tsn {:?} acked {:?} q {:?}",
+                            m.id,
+                            a.as_ref().map(|a| a.peer_ctsn),
+                            a.as_ref().map(|a| a.next_tsn),
+                            a.as_ref().map(|a| a.ctsn_ack_point),
+                            q
+                        )
+                    })
+                    .collect();
+                println!("  {}: {}", when(), line.join("; "));
+            }
             let now: Vec<i32> = snap.members.iter().map(|m| m.id).collect();
             ensure!(now.len() == 3, "{}: {} associations", when(), now.len());
             match &ids {
@@ -640,8 +709,25 @@ pub fn one_to_many_crate_moves() -> Result<()> {
             *g = restored;
             drop(g);
             net::announce(&ctr, "eth0", SVC)?;
-            // Traffic between moves.
+            // Traffic between moves; every association still the same.
             std::thread::sleep(Duration::from_millis(100));
+            if let Some(why) = echo_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                bail!("{}: the echo stopped: {why}", when());
+            }
+            for (k, (e, before)) in enbs.iter().enumerate() {
+                let now = peer_status(&e.sock)
+                    .with_context(|| format!("{}: eNB {}: {}", when(), k + 1, e.failure()))?;
+                ensure!(
+                    now == *before,
+                    "{}: eNB {}'s association changed",
+                    when(),
+                    k + 1
+                );
+            }
         }
         Ok((ids.unwrap_or_default(), size))
     })();
