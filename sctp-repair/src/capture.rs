@@ -483,20 +483,14 @@ fn capture_probed(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
             capture_members(sock, family, ids, Some(&local_addrs))?
         };
         let backlog = q.backlog;
-        return Ok(Snapshot {
-            kind: Kind::Listen,
+        return Ok(socket_snapshot(
+            Kind::Listen,
             family,
             backlog,
             local_addrs,
-            assoc: Vec::new(),
-            paths: Vec::new(),
-            streams: Vec::new(),
-            tsn_map: Vec::new(),
             sockopts,
-            queues: Vec::new(),
-            auth: Vec::new(),
             members,
-        });
+        ));
     }
 
     if !frozen && p.mode()? != Mode::On {
@@ -578,22 +572,16 @@ fn capture_one_to_many(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<S
     };
     let n = crate::association_count(sock)? as usize;
     let members = capture_members(sock, p.family, repair_assoc_ids(sock, n)?, None)?;
-    Ok(Snapshot {
-        kind: Kind::OneToMany {
+    Ok(socket_snapshot(
+        Kind::OneToMany {
             listening: p.listening,
         },
-        family: p.family,
+        p.family,
         backlog,
         local_addrs,
-        assoc: Vec::new(),
-        paths: Vec::new(),
-        streams: Vec::new(),
-        tsn_map: Vec::new(),
-        sockopts: capture_sockopts(sock, false, false),
-        queues: Vec::new(),
-        auth: Vec::new(),
+        capture_sockopts(sock, false, false),
         members,
-    })
+    ))
 }
 
 /// A frozen peeled-off association, under its id, with the options of its
@@ -612,20 +600,40 @@ fn capture_peeled(sock: BorrowedFd<'_>, p: Probe, frozen: bool) -> Result<Snapsh
         id,
         snap: capture_assoc(sock, p.family, local_addrs.clone())?,
     }];
-    Ok(Snapshot {
-        kind: Kind::PeeledOff,
-        family: p.family,
-        backlog: 0,
+    Ok(socket_snapshot(
+        Kind::PeeledOff,
+        p.family,
+        0,
+        local_addrs,
+        capture_sockopts(sock, false, false),
+        members,
+    ))
+}
+
+/// The snapshot of a socket whose associations, if any, are its members:
+/// a listener, a one-to-many socket, a peeled-off association.
+fn socket_snapshot(
+    kind: Kind,
+    family: u16,
+    backlog: u32,
+    local_addrs: Vec<SocketAddr>,
+    sockopts: Vec<SockOpt>,
+    members: Vec<Member>,
+) -> Snapshot {
+    Snapshot {
+        kind,
+        family,
+        backlog,
         local_addrs,
         assoc: Vec::new(),
         paths: Vec::new(),
         streams: Vec::new(),
         tsn_map: Vec::new(),
-        sockopts: capture_sockopts(sock, false, false),
+        sockopts,
         queues: Vec::new(),
         auth: Vec::new(),
         members,
-    })
+    }
 }
 
 /// The association of a frozen socket (the one selected, if it has more),

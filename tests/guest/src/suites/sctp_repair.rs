@@ -1363,15 +1363,7 @@ fn many_round(c: Ipv4Addr, port: u16, n: usize) -> Result<(f64, f64, usize)> {
         socket::listen(&l, socket::Backlog::new(1024)?)?;
         Ok(l)
     })?;
-    let clients = net::in_netns(HOST_A, move || {
-        (0..n)
-            .map(|_| {
-                let s = sctp_socket()?;
-                socket::connect(s.as_raw_fd(), &sin(c, port)).context("connect")?;
-                Ok(s)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let clients = sctp_clients_from_a(c, port, n)?;
     // Every handshake done on the server side too.
     let deadline = Instant::now() + Duration::from_secs(20);
     while sctp_repair::association_count(l.as_fd())? as usize != n {
@@ -1426,6 +1418,19 @@ fn many_round(c: Ipv4Addr, port: u16, n: usize) -> Result<(f64, f64, usize)> {
     Ok((capture, restore, bytes))
 }
 
+/// `n` one-to-one associations from host A to `c`:`port`.
+fn sctp_clients_from_a(c: Ipv4Addr, port: u16, n: usize) -> Result<Vec<OwnedFd>> {
+    net::in_netns(HOST_A, move || {
+        (0..n)
+            .map(|_| {
+                let s = sctp_socket()?;
+                socket::connect(s.as_raw_fd(), &sin(c, port)).context("connect")?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+}
+
 /// One measured round of the SCTP side of [`bench`].
 struct SctpRound {
     capture: f64,
@@ -1446,15 +1451,7 @@ fn sctp_round(
     n: usize,
     resume: bool,
 ) -> Result<SctpRound> {
-    let clients = net::in_netns(HOST_A, move || {
-        (0..n)
-            .map(|_| {
-                let s = sctp_socket()?;
-                socket::connect(s.as_raw_fd(), &sin(c, port)).context("connect")?;
-                Ok(s)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let clients = sctp_clients_from_a(c, port, n)?;
     let mut servers = Vec::with_capacity(n);
     for _ in 0..n {
         let fd = socket::accept(listener.as_raw_fd()).context("accept")?;
