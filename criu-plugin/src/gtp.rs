@@ -182,7 +182,7 @@ pub fn checkpoint_task(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
     done.push(format!(
         "netns of task {pid}: {} forwarding sysctl(s) and a ruleset of {} line(s) to {} ({len} bytes)",
         conf.sysctls.len(),
-        conf.ruleset.lines().count(),
+        crate::netconf::rule_lines(&conf),
         crate::netconf::IMAGE
     ));
     Ok(done)
@@ -444,7 +444,7 @@ pub fn attach(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
                 "{}: {} forwarding sysctl(s) and a ruleset of {} line(s) restored in task {pid}'s netns",
                 crate::netconf::IMAGE,
                 conf.sysctls.len(),
-                conf.ruleset.lines().count()
+                crate::netconf::rule_lines(&conf)
             ));
         }
     }

@@ -1,6 +1,7 @@
 //! What an SPGW's user plane needs of its network namespace besides the
-//! gtp devices, where CRIU does not carry it: the forwarding sysctls and
-//! the nftables ruleset (the SGi masquerade).
+//! gtp devices, where CRIU does not carry it: the forwarding sysctls, the
+//! nftables ruleset (the SGi masquerade) and any iptables-legacy
+//! (x_tables) rules, which nft does not list.
 //!
 //! CRIU dumps both itself for a netns it owns. For one a container
 //! runtime made (runc hands it to CRIU as external) it dumps and restores
@@ -25,7 +26,9 @@ use crate::netlock;
 /// Image file name.
 pub const IMAGE: &str = "epcmig-netconf.img";
 const MAGIC: &str = "EPCMIG-NETCONF";
-const VERSION: u32 = 1;
+/// 2 added the iptables-legacy rules; a version 1 image has none.
+const VERSION: u32 = 2;
+const VERSIONS_READ: &[&str] = &["1", "2"];
 /// Largest image read back (a ruleset of a few thousand rules).
 const MAX_IMAGE: u64 = 16 << 20;
 
@@ -52,6 +55,62 @@ pub enum Error {
          carries too: refusing to merge rules into it"
     )]
     TableExists(String),
+    #[error(
+        "the restored network namespace already has {family} x_tables table {table} \
+         (iptables-legacy), which the image carries too: refusing to merge rules into it"
+    )]
+    LegacyTableExists { family: String, table: String },
+    #[error(
+        "task {pid}'s netns has iptables-legacy ({family}) tables {tables}, and {tool} \
+         failed: {why} (install Debian's iptables package to carry them)"
+    )]
+    LegacyTool {
+        pid: c_int,
+        family: &'static str,
+        tables: String,
+        tool: &'static str,
+        why: String,
+    },
+    #[error(
+        "task {pid}'s netns has arptables (legacy) tables {tables}, which the plugin does not \
+         carry: failing rather than losing them"
+    )]
+    ArpTables { tables: String, pid: c_int },
+}
+
+/// An x_tables family iptables-legacy reaches, and its tools.
+struct Legacy {
+    family: &'static str,
+    /// Under /proc/PID/net: the tables made in that netns.
+    names: &'static str,
+    save: &'static str,
+    restore: &'static str,
+}
+
+const LEGACY: &[Legacy] = &[
+    Legacy {
+        family: "ip",
+        names: "ip_tables_names",
+        save: "iptables-legacy-save",
+        restore: "iptables-legacy-restore",
+    },
+    Legacy {
+        family: "ip6",
+        names: "ip6_tables_names",
+        save: "ip6tables-legacy-save",
+        restore: "ip6tables-legacy-restore",
+    },
+];
+
+/// The x_tables tables task `pid`'s netns has in `names` (none if the
+/// kernel has no such family). Tables are made in a netns only when used.
+fn legacy_tables(pid: c_int, names: &str) -> Result<Vec<String>, Error> {
+    let path = format!("/proc/{pid}/net/{names}");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.split_whitespace().map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -66,6 +125,10 @@ pub struct NetConf {
     pub sysctls: Vec<(String, String)>,
     /// `nft list ruleset` output.
     pub ruleset: String,
+    /// (family, `iptables-legacy-save` output) of each family with
+    /// x_tables tables.
+    #[serde(default)]
+    pub legacy: Vec<(String, String)>,
 }
 
 /// What [`apply`] changed, to undo it.
@@ -73,6 +136,8 @@ pub struct NetConf {
 pub struct Applied {
     tables: Vec<String>,
     sysctls: Vec<(String, String)>,
+    /// (family, an iptables-legacy-restore script emptying what was loaded)
+    legacy: Vec<(String, String)>,
 }
 
 /// Runs `f` on a thread in netns `ns` (for /proc/sys/net, which shows the
@@ -114,7 +179,78 @@ pub fn capture(pid: c_int) -> Result<NetConf, Error> {
         "reading the forwarding sysctls of task {pid}'s netns"
     )))?;
     let ruleset = netlock::nft_run(&["list", "ruleset"], None, Some(&ns))?;
-    Ok(NetConf { sysctls, ruleset })
+    let arp = legacy_tables(pid, "arp_tables_names")?;
+    if !arp.is_empty() {
+        return Err(Error::ArpTables {
+            tables: arp.join(", "),
+            pid,
+        });
+    }
+    let mut legacy = Vec::new();
+    for l in LEGACY {
+        let tables = legacy_tables(pid, l.names)?;
+        if tables.is_empty() {
+            continue;
+        }
+        let failed = |why: String| Error::LegacyTool {
+            pid,
+            family: l.family,
+            tables: tables.join(", "),
+            tool: l.save,
+            why,
+        };
+        let out =
+            netlock::tool_run(l.save, &[], None, Some(&ns)).map_err(|e| failed(e.to_string()))?;
+        if !out.success {
+            return Err(failed(out.stderr));
+        }
+        legacy.push((l.family.to_string(), out.stdout));
+    }
+    Ok(NetConf {
+        sysctls,
+        ruleset,
+        legacy,
+    })
+}
+
+/// The tables of an iptables-save output (its `*name` lines).
+fn saved_tables(save: &str) -> Vec<String> {
+    save.lines()
+        .filter_map(|l| l.strip_prefix('*'))
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
+/// An iptables-restore script that empties the tables of `save`: every
+/// rule and user chain gone, built-in chains back to ACCEPT (what a table
+/// made on first use has).
+fn emptying_script(save: &str) -> String {
+    let mut out = String::new();
+    for l in save.lines() {
+        if l.starts_with('*') {
+            out.push_str(l.trim());
+            out.push('\n');
+        } else if let Some(chain) = l.strip_prefix(':') {
+            let mut w = chain.split_whitespace();
+            if let (Some(name), Some(policy)) = (w.next(), w.next()) {
+                if policy != "-" {
+                    out.push_str(&format!(":{name} ACCEPT [0:0]\n"));
+                }
+            }
+        } else if l.trim() == "COMMIT" {
+            out.push_str("COMMIT\n");
+        }
+    }
+    out
+}
+
+/// The number of lines of rules the image carries (nft and legacy).
+pub fn rule_lines(c: &NetConf) -> usize {
+    c.ruleset.lines().count()
+        + c.legacy
+            .iter()
+            .map(|(_, s)| s.lines().count())
+            .sum::<usize>()
 }
 
 /// The image bytes.
@@ -144,7 +280,7 @@ pub fn decode(data: &[u8]) -> Result<NetConf, Error> {
     if f.len() != 4 || f[0] != MAGIC {
         return Err(bad("not an epcmig netconf image"));
     }
-    if f[1] != VERSION.to_string() {
+    if !VERSIONS_READ.contains(&f[1]) {
         return Err(Error::Corrupt(format!(
             "format version {} (this plugin reads {VERSION})",
             f[1]
@@ -209,6 +345,10 @@ pub fn apply(pid: c_int, c: &NetConf) -> Result<Applied, Error> {
         netlock::nft_run(&["-f", "-"], Some(&c.ruleset), Some(&ns))?;
         done.tables = ours.into_iter().collect();
     }
+    if let Err(e) = apply_legacy(pid, &ns, c, &mut done) {
+        undo(pid, done);
+        return Err(e);
+    }
     let sysctls = c.sysctls.clone();
     let set = in_netns(&ns, move || {
         let mut old = Vec::new();
@@ -234,6 +374,44 @@ pub fn apply(pid: c_int, c: &NetConf) -> Result<Applied, Error> {
     }
 }
 
+/// Loads the iptables-legacy rules of `c`, refusing a table the netns has
+/// already; what it loaded goes to `done`.
+fn apply_legacy(pid: c_int, ns: &OwnedFd, c: &NetConf, done: &mut Applied) -> Result<(), Error> {
+    for (family, save) in &c.legacy {
+        let l = LEGACY
+            .iter()
+            .find(|l| l.family == family)
+            .ok_or_else(|| Error::Corrupt(format!("unknown x_tables family {family:?}")))?;
+        let there = legacy_tables(pid, l.names)?;
+        if let Some(t) = saved_tables(save).into_iter().find(|t| there.contains(t)) {
+            return Err(Error::LegacyTableExists {
+                family: family.clone(),
+                table: t,
+            });
+        }
+        let out = netlock::tool_run(l.restore, &[], Some(save), Some(ns)).map_err(|e| {
+            Error::LegacyTool {
+                pid,
+                family: l.family,
+                tables: saved_tables(save).join(", "),
+                tool: l.restore,
+                why: e.to_string(),
+            }
+        })?;
+        if !out.success {
+            return Err(Error::LegacyTool {
+                pid,
+                family: l.family,
+                tables: saved_tables(save).join(", "),
+                tool: l.restore,
+                why: out.stderr,
+            });
+        }
+        done.legacy.push((family.clone(), emptying_script(save)));
+    }
+    Ok(())
+}
+
 /// Takes back what [`apply`] did; what could not be undone, as messages.
 pub fn undo(pid: c_int, a: Applied) -> Vec<String> {
     let mut out = Vec::new();
@@ -244,6 +422,19 @@ pub fn undo(pid: c_int, a: Applied) -> Vec<String> {
         let script = format!("delete table {t}\n");
         if let Err(e) = netlock::nft_run(&["-f", "-"], Some(&script), Some(&ns)) {
             out.push(format!("removing table {t} again: {e}"));
+        }
+    }
+    for (family, script) in &a.legacy {
+        let Some(l) = LEGACY.iter().find(|l| l.family == family) else {
+            continue;
+        };
+        match netlock::tool_run(l.restore, &[], Some(script), Some(&ns)) {
+            Ok(o) if o.success => {}
+            Ok(o) => out.push(format!(
+                "emptying the {family} x_tables tables again: {}",
+                o.stderr
+            )),
+            Err(e) => out.push(format!("emptying the {family} x_tables tables again: {e}")),
         }
     }
     let sysctls = a.sysctls;
@@ -266,7 +457,50 @@ mod tests {
         NetConf {
             sysctls: vec![("net/ipv4/ip_forward".into(), "1".into())],
             ruleset: "table inet nat {\n\tchain post {\n\t}\n}\ntable ip filter {\n}\n".into(),
+            legacy: vec![("ip".into(), LEGACY_SAVE.into())],
         }
+    }
+
+    const LEGACY_SAVE: &str = "# Generated by iptables-save v1.8.9 on Mon Dec  7 19:00:00 2026
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:SGI - [0:0]
+-A POSTROUTING -o sgi0 -j SGI
+-A SGI -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [3:180]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [3:180]
+-A FORWARD -i gtp0 -j ACCEPT
+COMMIT
+";
+
+    #[test]
+    fn legacy_tables_are_read_and_emptied() {
+        assert_eq!(saved_tables(LEGACY_SAVE), vec!["nat", "filter"]);
+        let e = emptying_script(LEGACY_SAVE);
+        assert_eq!(
+            e,
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             :POSTROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n\
+             :FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+        );
+        assert_eq!(rule_lines(&sample()), 6 + LEGACY_SAVE.lines().count());
+    }
+
+    #[test]
+    fn version_1_images_are_read_without_legacy_rules() {
+        let body = br#"{"sysctls":[["net/ipv4/ip_forward","1"]],"ruleset":""}"#;
+        let mut img =
+            format!("{MAGIC} 1 {:08x} {}\n", crc32fast::hash(body), body.len()).into_bytes();
+        img.extend_from_slice(body);
+        let c = decode(&img).expect("version 1");
+        assert!(c.legacy.is_empty());
+        assert_eq!(c.sysctls.len(), 1);
     }
 
     #[test]
@@ -283,11 +517,11 @@ mod tests {
             .expect_err("flipped")
             .to_string()
             .contains("checksum"));
-        let v2 = String::from_utf8_lossy(&b).replacen(" 1 ", " 2 ", 1);
-        assert!(decode(v2.as_bytes())
-            .expect_err("v2")
+        let v3 = String::from_utf8_lossy(&b).replacen(" 2 ", " 3 ", 1);
+        assert!(decode(v3.as_bytes())
+            .expect_err("v3")
             .to_string()
-            .contains("version 2"));
+            .contains("version 3"));
         assert!(decode(b"GTPSTATE").is_err());
         assert!(decode(b"").is_err());
     }

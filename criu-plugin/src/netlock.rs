@@ -86,11 +86,36 @@ pub(crate) fn nft_run(
     stdin: Option<&str>,
     netns: Option<&OwnedFd>,
 ) -> Result<String, Error> {
-    let mut cmd = Command::new("nft");
+    let out = tool_run("nft", args, stdin, netns).map_err(Error::Spawn)?;
+    if !out.success {
+        return Err(Error::Nft {
+            table: String::new(),
+            stderr: out.stderr,
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// What a command run by [`tool_run`] printed, and whether it succeeded.
+pub(crate) struct ToolOutput {
+    pub success: bool,
+    pub stdout: String,
+    /// Trimmed.
+    pub stderr: String,
+}
+
+/// Runs `prog` with `args` (and `stdin`), in netns `netns` if given.
+pub(crate) fn tool_run(
+    prog: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    netns: Option<&OwnedFd>,
+) -> std::io::Result<ToolOutput> {
+    let mut cmd = Command::new(prog);
     if let Some(ns) = netns {
         let raw = ns.as_raw_fd();
         // SAFETY: only setns(2), async-signal-safe, between fork and exec;
-        // the caller keeps `ns` open until nft has run.
+        // the caller keeps `ns` open until the command has run.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
@@ -101,11 +126,12 @@ pub(crate) fn nft_run(
         }
     }
     cmd.args(args);
-    // nft may exit before we wait for it: not a parasite's death to criu.
-    crate::guardian::sigchld_blocked(|| nft_wait(cmd, stdin))
+    // The command may exit before we wait for it: not a parasite's death
+    // to criu.
+    crate::guardian::sigchld_blocked(|| tool_wait(cmd, stdin))
 }
 
-fn nft_wait(mut cmd: Command, stdin: Option<&str>) -> Result<String, Error> {
+fn tool_wait(mut cmd: Command, stdin: Option<&str>) -> std::io::Result<ToolOutput> {
     let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -114,19 +140,16 @@ fn nft_wait(mut cmd: Command, stdin: Option<&str>) -> Result<String, Error> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(Error::Spawn)?;
+        .spawn()?;
     if let (Some(mut i), Some(text)) = (child.stdin.take(), stdin) {
-        i.write_all(text.as_bytes()).map_err(Error::Spawn)?;
+        i.write_all(text.as_bytes())?;
     }
-    let out = child.wait_with_output().map_err(Error::Spawn)?;
-    if !out.status.success() {
-        return Err(Error::Nft {
-            table: String::new(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = child.wait_with_output()?;
+    Ok(ToolOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
 }
 
 /// Drops the association's packets in and out of this netns. Returns the

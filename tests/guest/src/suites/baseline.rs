@@ -327,74 +327,100 @@ pub fn tcp_migrate() -> Result<()> {
 }
 
 /// `cargo vm demo`: the EPC migration (MME and SPGW in one container, A
-/// to B under SCTP and GTP-U traffic) with its KPIs, next to the TCP
-/// baseline's, measured in the same run.
+/// to B under SCTP and GTP-U traffic) with its KPIs, by `criu --lib` and
+/// by podman, next to the TCP baseline's, measured in the same run.
 pub fn demo() -> Result<()> {
-    println!("demo: 1/2 TCP baseline: an echo server in a container on host A, checkpointed by");
+    println!("demo: 1/3 TCP baseline: an echo server in a container on host A, checkpointed by");
     println!("      CRIU (--tcp-established), images over the A-B link, restored on host B while");
     println!("      a client on peer C keeps sending numbered messages.");
     let tcp = migrate_once(true)?;
     print_figures(&tcp);
-    println!("demo: 2/2 EPC: an MME (SCTP listener + 2 eNB associations on 4 streams) and an");
+    println!("demo: 2/3 EPC: an MME (SCTP listener + 2 eNB associations on 4 streams) and an");
     println!("      SPGW (gtp0 on its own UDP sockets, 1,000 PDP contexts, UE traffic to an SGi");
     println!("      host) in one container on host A, migrated to host B with criu --lib");
     println!("      (epcmig plugin) under traffic; images over the A-B link.");
     let epc = crate::suites::plugin::epc_migrate_figures()?;
-    let sctp = epc
-        .sctp
-        .ok_or_else(|| anyhow::anyhow!("the EPC migration ran without its MME"))?;
+    println!("demo: 3/3 the same EPC as a podman container (Debian's podman 4.3.1 and runc,");
+    println!("      our CRIU with the plugin in its plugin directory, the netns handed to CRIU");
+    println!("      as external): `podman container checkpoint --export` on A, the archive over");
+    println!("      the A-B link, `podman container restore --import` on B.");
+    let pod = crate::suites::runtime::podman_epc_figures()?;
+    let (sctp, pod_sctp) = match (epc.sctp, pod.sctp) {
+        (Some(a), Some(b)) => (a, b),
+        _ => anyhow::bail!("an EPC migration ran without its MME"),
+    };
     let s = |d: Duration| format!("{:.3} s", d.as_secs_f64());
     println!();
-    println!("  KPI                                  EPC (SCTP + GTP-U)   TCP baseline");
-    let row = |k: &str, a: String, b: String| println!("  {k:<36} {a:>18}   {b:>12}");
+    println!(
+        "  KPI                                  EPC, criu --lib         EPC, podman   TCP baseline"
+    );
+    let row = |k: &str, a: String, p: String, b: String| {
+        println!("  {k:<36} {a:>15}   {p:>17}   {b:>12}")
+    };
     row(
-        "checkpoint (criu dump)",
+        "checkpoint (criu dump / podman)",
         s(epc.checkpoint),
+        s(pod.checkpoint),
         s(tcp.checkpoint),
     );
     row(
         "image transfer (A->B link)",
         s(epc.transfer),
+        s(pod.transfer),
         s(tcp.transfer),
     );
-    row("restore (criu restore)", s(epc.restore), s(tcp.restore));
+    row(
+        "restore (criu restore / podman)",
+        s(epc.restore),
+        s(pod.restore),
+        s(tcp.restore),
+    );
     row(
         "migration time (total)",
         s(epc.checkpoint + epc.transfer + epc.restore),
+        s(pod.checkpoint + pod.transfer + pod.restore),
         s(tcp.total()),
     );
     row(
         "downtime seen by the peers",
         s(sctp.max_gap),
+        s(pod_sctp.max_gap),
         s(tcp.downtime),
     );
     row(
         "network load (image bytes)",
         format!("{} B", epc.image_bytes),
+        format!("{} B", pod.image_bytes),
         format!("{} B", tcp.image_bytes),
     );
     row(
         "UE service recovery (longest gap)",
         s(epc.ue.max_gap),
+        s(pod.ue.max_gap),
         "-".into(),
     );
     row(
         "messages sent / echoed (peers' counts)",
         format!("{} / {}", sctp.sent, sctp.messages),
+        format!("{} / {}", pod_sctp.sent, pod_sctp.messages),
         format!("{} / {}", tcp.sent, tcp.echoed),
     );
     row(
         "  lost, duplicated or reordered",
         sctp.anomalies.to_string(),
+        pod_sctp.anomalies.to_string(),
         tcp.anomalies.to_string(),
     );
     println!(
-        "  tunnels carrying traffic after the move: {} of {}",
-        epc.tunnels, epc.tunnels
+        "  tunnels carrying traffic after the move: {} of {} (criu --lib), {} of {} (podman)",
+        epc.tunnels, epc.tunnels, pod.tunnels, pod.tunnels
     );
     println!(
-        "  (the peers' own counts: every SCTP and TCP message came back once, in order, intact,\n   or the demo would have failed; the UE stream is UDP, {} of {} datagrams echoed)",
-        epc.ue.echoed, epc.ue.sent
+        "  (the peers' own counts: every SCTP and TCP message came back once, in order, intact,\n   \
+         or the demo would have failed; the UE stream is UDP, {} of {} datagrams echoed with\n   \
+         criu --lib, {} of {} with podman; podman's times include podman's own work: the\n   \
+         archive, its container state)",
+        epc.ue.echoed, epc.ue.sent, pod.ue.echoed, pod.ue.sent
     );
     Ok(())
 }

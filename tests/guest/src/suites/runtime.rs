@@ -4,15 +4,15 @@
 
 use std::net::SocketAddrV4;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 
 use crate::net::{self, Topology, HOST_A, HOST_B};
 use crate::runc::{self, Bundle, Container};
 use crate::suites::plugin::{
-    connect_from_c, echo_round, finish_enbs, Enb, Installed, DEFAULT_PLUGIN_DIR, EPC_S1AP, MME,
-    S1AP_PORT,
+    connect_from_c, echo_round, finish_enbs, Enb, EpcFigures, Installed, DEFAULT_PLUGIN_DIR,
+    EPC_S1AP, MME, S1AP_PORT,
 };
 use crate::suites::sctp_repair::{peer_status, set_max_retrans};
 
@@ -143,8 +143,8 @@ trait Mover {
     /// Checkpoints the container (its tasks die, which is checked); CRIU's
     /// log of it.
     fn checkpoint(&mut self) -> Result<String>;
-    /// The checkpoint over the A-B link.
-    fn transfer(&mut self) -> Result<()>;
+    /// The checkpoint over the A-B link: (time, bytes).
+    fn transfer(&mut self) -> Result<(Duration, u64)>;
     /// Restores it into netns `ns` (a name), announcing `addr` there once
     /// the plugin's lock is seen; the restored first process's pid.
     fn restore(&mut self, ns: &str, addr: std::net::Ipv4Addr) -> Result<u32>;
@@ -199,10 +199,9 @@ impl Mover for RuncMover {
         Ok(std::fs::read_to_string(self.dir.join("work-a/dump.log")).unwrap_or_default())
     }
 
-    fn transfer(&mut self) -> Result<()> {
+    fn transfer(&mut self) -> Result<(Duration, u64)> {
         let (a, b) = (self.dir.join("images-a"), self.dir.join("images-b"));
-        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &a, &b)?;
-        Ok(())
+        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &a, &b)
     }
 
     fn restore(&mut self, ns: &str, addr: std::net::Ipv4Addr) -> Result<u32> {
@@ -309,10 +308,9 @@ impl Mover for PodmanMover {
         Ok(log)
     }
 
-    fn transfer(&mut self) -> Result<()> {
+    fn transfer(&mut self) -> Result<(Duration, u64)> {
         let (a, b) = (self.dir.join("out-a"), self.dir.join("in-b"));
-        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &a, &b)?;
-        Ok(())
+        crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &a, &b)
     }
 
     fn restore(&mut self, ns: &str, addr: std::net::Ipv4Addr) -> Result<u32> {
@@ -413,9 +411,7 @@ fn mme_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
     let t = std::time::Instant::now();
     mover.checkpoint()?;
     let checkpoint = t.elapsed();
-    let t = std::time::Instant::now();
-    mover.transfer()?;
-    let transfer = t.elapsed();
+    let (transfer, _) = mover.transfer()?;
     // The runtime tears the old netns down and makes one on B (the same
     // path: a podman checkpoint names it).
     topo.remove_container(&ns_a)?;
@@ -468,7 +464,8 @@ pub fn podman_moves_mme() -> Result<()> {
 
 /// An SPGW with an MME in the same container, run by `mover`: gtp0 on the
 /// process's own UDP sockets with 1,000 PDP contexts, the UE routes, the
-/// SGi masquerade and forwarding on, two base stations streaming SCTP.
+/// SGi masquerade and forwarding on, two base stations streaming SCTP and
+/// a UE sending through its tunnel for the whole migration.
 /// The runtime's netns is external to CRIU, which then dumps and restores
 /// none of its links, addresses, routes, rules or sysctls: the plugin
 /// carries gtp0 and the netns's forwarding and ruleset itself. On B the
@@ -476,8 +473,8 @@ pub fn podman_moves_mme() -> Result<()> {
 /// sgi0, nothing else); after the restore gtp0 equals the original field
 /// for field on the restored process's sockets, every tunnel carries UE
 /// traffic through the masquerade, and the associations are the same with
-/// nothing lost.
-fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
+/// nothing lost. Returns the migration's figures (`cargo vm demo`).
+fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<EpcFigures> {
     use crate::suites::gtp::{self, SPGW_ADDR};
     let mut topo = Topology::build()?;
     gtp::sgi_host()?;
@@ -506,28 +503,36 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
     gtp::enb(&ues)?;
     let _echo = gtp::Echo::start()?;
     gtp::check_traffic(&ues, "before")?;
+    legacy_rules_add(&ns_a)?;
+    let legacy_before = legacy_rules(&ns_a)?;
     let orig = gtp_state::capture(&src_ns, "gtp0")?;
     let (before, enb1, enb2) = streaming_enbs(EPC_S1AP)?;
     std::thread::sleep(Duration::from_secs(1));
 
-    let log = mover.checkpoint()?;
-    ensure!(
-        log.contains("dumped gtp device gtp0") && log.contains("epcmig-netconf.img"),
-        "the plugin did not capture gtp0 and the netns settings from the external netns"
-    );
-    mover.transfer()?;
-    // The old netns goes: its gtp0 first (on the dead process's sockets
-    // it would keep the netns and its sgi0 alive).
-    gtp_state::delete_device(&src_ns, "gtp0")?;
-    topo.remove_container(&ns_a)?;
-    let _ = net::ip(&["-n", gtp::SGI_NS, "link", "del", "sgi-host"]);
-    let ns_b = topo.container(HOST_B, "epc-spgw", "espgwb0", SPGW_ADDR)?;
-    gtp::cable_sgi_link(&ns_b)?;
-    let pid = mover.restore(&ns_b, SPGW_ADDR)?;
+    let ((checkpoint, transfer, image_bytes, restore, pid), ue) = gtp::with_stream(ues[0], || {
+        let t = Instant::now();
+        let log = mover.checkpoint()?;
+        let checkpoint = t.elapsed();
+        ensure!(
+            log.contains("dumped gtp device gtp0") && log.contains("epcmig-netconf.img"),
+            "the plugin did not capture gtp0 and the netns settings from the external netns"
+        );
+        let (transfer, bytes) = mover.transfer()?;
+        // The old netns goes: its gtp0 first (on the dead process's
+        // sockets it would keep the netns and its sgi0 alive).
+        gtp_state::delete_device(&src_ns, "gtp0")?;
+        topo.remove_container(&ns_a)?;
+        let _ = net::ip(&["-n", gtp::SGI_NS, "link", "del", "sgi-host"]);
+        let ns_b = topo.container(HOST_B, "epc-spgw", "espgwb0", SPGW_ADDR)?;
+        gtp::cable_sgi_link(&ns_b)?;
+        let t = Instant::now();
+        let pid = mover.restore(&ns_b, SPGW_ADDR)?;
+        Ok((checkpoint, transfer, bytes, t.elapsed(), pid))
+    })?;
     std::thread::sleep(Duration::from_secs(2));
+    let dst_ns = gtp_state::Netns::Pid(pid);
     let result = (|| -> Result<()> {
-        let again = gtp_state::capture(&gtp::ns_path(&ns_b), "gtp0")
-            .context("capturing the restored gtp0")?;
+        let again = gtp_state::capture(&dst_ns, "gtp0").context("capturing the restored gtp0")?;
         gtp::compare(&orig, &again)?;
         ensure!(
             again
@@ -540,33 +545,108 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
         );
         gtp::check_traffic(&ues, "after restore")?;
         same_associations(&before, &enb1, &enb2)?;
+        let legacy_after = legacy_rules(&format!("/proc/{pid}/ns/net"))?;
+        ensure!(
+            legacy_after == legacy_before,
+            "the iptables-legacy rules differ after the restore:\nbefore:\n{legacy_before}\nafter:\n{legacy_after}"
+        );
         Ok(())
     })();
     if result.is_err() {
         eprintln!("{}", mover.log());
     }
     result?;
-    finish_enbs(enb1, enb2)?;
+    let sctp = finish_enbs(enb1, enb2)?;
     println!(
         "  {what}, external netns: gtp0 ({} contexts, {} routes) re-created on the restored \
-         process's sockets, forwarding and masquerade carried, every tunnel carries traffic; \
-         the plugin's lock in the runtime's netns before the address moved there",
+         process's sockets, forwarding, masquerade and iptables-legacy rules carried, every \
+         tunnel carries traffic; the plugin's lock in the runtime's netns before the address moved there",
         orig.pdps.len(),
         orig.routes.len()
     );
+    println!(
+        "  checkpoint {:.2}s, transfer {:.2}s ({image_bytes} bytes), restore {:.2}s; UE traffic \
+         during the migration: {} of {} datagrams echoed, UE service interrupted {:.2}s; a UE \
+         flow from before the move {}",
+        checkpoint.as_secs_f64(),
+        transfer.as_secs_f64(),
+        restore.as_secs_f64(),
+        ue.echoed,
+        ue.sent,
+        ue.max_gap.as_secs_f64(),
+        if ue.old_flow_recovered {
+            "recovered"
+        } else {
+            "did not recover (its conntrack entry is not carried out of a runtime's netns)"
+        }
+    );
+    let _ = gtp_state::delete_device(&dst_ns, "gtp0");
+    Ok(EpcFigures {
+        checkpoint,
+        transfer,
+        restore,
+        image_bytes,
+        ue,
+        tunnels: ues.len(),
+        sctp: Some(sctp),
+    })
+}
+
+/// x_tables rules an SPGW set with iptables-legacy (which `nft list
+/// ruleset` does not show), IPv4 and IPv6, a user chain among them.
+fn legacy_rules_add(ns: &str) -> Result<()> {
+    for (prog, args) in [
+        ("iptables-legacy", &["-N", "SPGW_FWD"][..]),
+        (
+            "iptables-legacy",
+            &["-A", "SPGW_FWD", "-i", "gtp0", "-j", "ACCEPT"],
+        ),
+        ("iptables-legacy", &["-A", "FORWARD", "-j", "SPGW_FWD"]),
+        (
+            "ip6tables-legacy",
+            &["-A", "INPUT", "-p", "sctp", "-j", "ACCEPT"],
+        ),
+    ] {
+        let o = net::command_in(ns, prog)?.args(args).output()?;
+        ensure!(
+            o.status.success(),
+            "{prog} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     Ok(())
+}
+
+/// The iptables-legacy rules of netns `ns` (a name or path), both
+/// families, without counters.
+fn legacy_rules(ns: &str) -> Result<String> {
+    let mut all = String::new();
+    for prog in ["iptables-legacy", "ip6tables-legacy"] {
+        let o = net::command_in(ns, prog)?.arg("-S").output()?;
+        ensure!(o.status.success(), "{prog} -S in {ns} failed");
+        all += &String::from_utf8_lossy(&o.stdout);
+    }
+    Ok(all)
 }
 
 /// [`epc_moved_by`] runc (`runc checkpoint`, `runc restore`).
 pub fn runc_moves_epc() -> Result<()> {
     let _installed = Installed::new()?;
     let dir = crate::suites::baseline::work_dir("runtime-runc-epc")?;
-    epc_moved_by("runc", &mut RuncMover::new("epc-spgw", dir))
+    epc_moved_by("runc", &mut RuncMover::new("epc-spgw", dir)).map(|_| ())
 }
 
 /// [`epc_moved_by`] podman (`container checkpoint --export` on host A's
 /// podman, `container restore --import` on host B's).
 pub fn podman_moves_epc() -> Result<()> {
+    let _installed = Installed::new()?;
+    let dir = crate::suites::baseline::work_dir("runtime-podman-epc")?;
+    epc_moved_by("podman", &mut PodmanMover::new("epc", &dir)?).map(|_| ())
+}
+
+/// The demo's third part: the EPC moved by podman, with its figures.
+pub fn podman_epc_figures() -> Result<EpcFigures> {
     let _installed = Installed::new()?;
     let dir = crate::suites::baseline::work_dir("runtime-podman-epc")?;
     epc_moved_by("podman", &mut PodmanMover::new("epc", &dir)?)
