@@ -78,6 +78,7 @@
 #define SCTP_REPAIR_CHUNK_ORDER		256	/* received: waits for its turn */
 #define SCTP_REPAIR_CHUNK_REASM		512	/* received: waits for fragments */
 #define SCTP_REPAIR_CHUNK_PD_OPEN	1024	/* received: see below */
+#define SCTP_REPAIR_CHUNK_PD_LOBBY	2048	/* received: see below */
 
 /* Repair mode: SCTP-AUTH (RFC 4895) of an association that uses it
  * (SCTP_REPAIR_FEAT_AUTH): the parameters its key is computed from, and its
@@ -273,6 +274,14 @@ struct sctp_repair_tsn_map {
  *   partial delivery, a record of PD_OPEN alone and no payload comes
  *   first: the fragments that follow, in reassembly or still to come,
  *   continue that message.
+ *   While a message is delivered partially, what is whole (a message, a
+ *   notification) of its association and, on a one-to-many style socket or
+ *   a listener, what the other associations received since, waits in the
+ *   socket's pd lobby until the message is read to its end: such records
+ *   carry PD_LOBBY.  They are written back once the message is open again:
+ *   on a shared receive queue, first the records of the other associations
+ *   without PD_LOBBY, then those of the association delivering partially,
+ *   then the records with PD_LOBBY.
  */
 struct sctp_repair_chunk {
 	__u32	src_version;		/* SCTP_REPAIR_V1 */

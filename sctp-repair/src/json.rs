@@ -139,6 +139,7 @@ const CHUNK_FLAGS: &[(u32, &str)] = &[
     (uapi::SCTP_REPAIR_CHUNK_ORDER, "order"),
     (uapi::SCTP_REPAIR_CHUNK_REASM, "reasm"),
     (uapi::SCTP_REPAIR_CHUNK_PD_OPEN, "pd_open"),
+    (uapi::SCTP_REPAIR_CHUNK_PD_LOBBY, "pd_lobby"),
 ];
 
 /// The names of the bits set in `v`, and `0x..` for unknown ones.

@@ -41,6 +41,36 @@ pub(crate) fn record_len(rec: &[u8]) -> Option<usize> {
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
+/// `src_flags` of a record header (SCTP_REPAIR_CHUNK_*).
+pub(crate) fn record_flags(rec: &[u8]) -> u32 {
+    rec.get(8..12)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl QueueRecord {
+    /// A received record that waited in the socket's pd lobby.
+    pub(crate) fn in_pd_lobby(&self) -> bool {
+        u32::from(self.queue) == uapi::SCTP_REPAIR_QUEUE_RECV
+            && record_flags(&self.data) & uapi::SCTP_REPAIR_CHUNK_PD_LOBBY != 0
+    }
+
+    /// A received record that holds its association in partial delivery:
+    /// the marker of a message read so far, or a piece of a message on the
+    /// receive queue (not a whole one, not waiting for order or fragments).
+    pub(crate) fn opens_partial_delivery(&self) -> bool {
+        if u32::from(self.queue) != uapi::SCTP_REPAIR_QUEUE_RECV {
+            return false;
+        }
+        let f = record_flags(&self.data);
+        let whole = uapi::SCTP_REPAIR_CHUNK_FIRST | uapi::SCTP_REPAIR_CHUNK_LAST;
+        let elsewhere = uapi::SCTP_REPAIR_CHUNK_NOTIFICATION
+            | uapi::SCTP_REPAIR_CHUNK_ORDER
+            | uapi::SCTP_REPAIR_CHUNK_REASM
+            | uapi::SCTP_REPAIR_CHUNK_PD_LOBBY;
+        f & uapi::SCTP_REPAIR_CHUNK_PD_OPEN != 0 || (f & elsewhere == 0 && f & whole != whole)
+    }
+}
+
 fn peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -151,12 +181,21 @@ pub(crate) fn read_all(sock: BorrowedFd<'_>, which: Option<u8>) -> Result<Vec<Qu
 
 /// Writes the records back, queue by queue, in the order read.
 pub(crate) fn write_all(sock: BorrowedFd<'_>, records: &[QueueRecord]) -> Result<()> {
+    write_some(sock, records, |_| true)
+}
+
+/// [`write_all`] of the records `which` takes.
+pub(crate) fn write_some(
+    sock: BorrowedFd<'_>,
+    records: &[QueueRecord],
+    which: impl Fn(&QueueRecord) -> bool,
+) -> Result<()> {
     let mut any = false;
     for q in QUEUES {
         let mut selected = false;
         for (i, r) in records
             .iter()
-            .filter(|r| u32::from(r.queue) == q)
+            .filter(|r| u32::from(r.queue) == q && which(r))
             .enumerate()
         {
             if !selected {

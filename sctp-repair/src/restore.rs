@@ -253,6 +253,16 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             _ => continue,
         };
         if let Ok(b) = <[u8; 4]>::try_from(o.value.as_slice()) {
+            // A size set locks it (SOCK_*BUF_LOCK), and a locked receive
+            // buffer drops DATA once it is full where an unlocked one
+            // takes it while memory lasts: the last fragment of a message
+            // in reassembly then never comes in. So a size that is this
+            // fresh socket's already is left unset, as the original
+            // (most likely) left it.
+            if sockopt::get_int(sock, libc::SOL_SOCKET, o.name).ok() == Some(i32::from_ne_bytes(b))
+            {
+                continue;
+            }
             // The kernel reports twice what was asked and doubles again.
             let v = i32::from_ne_bytes(b) / 2;
             sockopt::set_int(sock, libc::SOL_SOCKET, force, v)
@@ -276,7 +286,7 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             prepare_auth(sock, snap)?;
             crate::set_mode_of_sctp(sock, Mode::On)?;
             bind_all(sock, &snap.local_addrs)?;
-            write_assoc(sock, snap)?;
+            write_assoc(sock, snap, false)?;
             apply_sctp_sockopts(sock, snap)
         }
         Kind::OneToMany { .. } | Kind::PeeledOff => {
@@ -298,11 +308,21 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
 
 /// The associations of a one-to-many socket or of a listener, each under
 /// its id, with (`own_options`) the options it had of its own.
+///
+/// Their receive queue is the socket's. While one of them delivers a
+/// message partially, only that message's pieces may follow on it, and
+/// what the others (and it, whole) received since waits in the socket's
+/// pd lobby; the kernel takes an association no more once one is in
+/// partial delivery. So the one in partial delivery comes last, and the
+/// records of the pd lobby after all of them.
 fn restore_members(sock: BorrowedFd<'_>, snap: &Snapshot, own_options: bool) -> Result<()> {
-    for m in &snap.members {
+    let mut order: Vec<&crate::Member> = snap.members.iter().collect();
+    // Stable: the others keep their order.
+    order.sort_by_key(|m| m.snap.queues.iter().any(|r| r.opens_partial_delivery()));
+    for m in order {
         crate::capture::select_assoc(sock, m.id)?;
         prepare_auth(sock, &m.snap)?;
-        write_assoc(sock, &m.snap).map_err(|e| match e {
+        write_assoc(sock, &m.snap, true).map_err(|e| match e {
             Error::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
                 Error::AssocIdInUse(m.id)
             }
@@ -310,6 +330,12 @@ fn restore_members(sock: BorrowedFd<'_>, snap: &Snapshot, own_options: bool) -> 
         })?;
         if own_options {
             apply_member_sockopts(sock, &m.snap, m.id)?;
+        }
+    }
+    for m in &snap.members {
+        if m.snap.queues.iter().any(|r| r.in_pd_lobby()) {
+            crate::capture::select_assoc(sock, m.id)?;
+            crate::queues::write_some(sock, &m.snap.queues, |r| r.in_pd_lobby())?;
         }
     }
     crate::capture::select_assoc(sock, 0)
@@ -341,7 +367,7 @@ fn prepare_auth(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
 /// Writes the association of `snap` (its state, SCTP-AUTH and queues) on a
 /// socket in repair mode: the only one of a one-to-one socket, or the one
 /// selected on a one-to-many socket.
-fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot, shared: bool) -> Result<()> {
     set_blob(
         sock,
         uapi::SCTP_REPAIR_ASSOC,
@@ -375,7 +401,13 @@ fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             "setsockopt(SCTP_REPAIR_AUTH)",
         )?;
     }
-    crate::queues::write_all(sock, &snap.queues)
+    // On a shared receive queue the pd lobby comes after every
+    // association (restore_members); alone, in the order read.
+    if shared {
+        crate::queues::write_some(sock, &snap.queues, |r| !r.in_pd_lobby())
+    } else {
+        crate::queues::write_all(sock, &snap.queues)
+    }
 }
 
 /// The options of one association of a one-to-many socket, written for it

@@ -122,6 +122,7 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::shapes::handshake_refused,
     ),
     ("shapes_accept_queue", suites::shapes::accept_queue),
+    ("shapes_one_to_many", suites::shapes::one_to_many),
     ("plugin_gtp_spgw_migrate", suites::plugin::gtp_spgw_migrate),
     (
         "plugin_gtp_kernel_sockets_migrate",
@@ -241,15 +242,10 @@ type Test = (
 
 /// Tests run only with `EPCMIG_OPT_IN=1`: known to fail, kept to show the
 /// failure to whoever fixes it (see README, "SCTP socket shapes").
-const OPT_IN_TESTS: &[(&str, TestFn)] = &[
-    // Intermittent: the dump fails busy when the socket is caught with a
-    // message in partial delivery.
-    ("shapes_one_to_many", suites::shapes::one_to_many),
-    (
-        "shapes_one_to_many_crate_moves",
-        suites::shapes::one_to_many_crate_moves,
-    ),
-];
+const OPT_IN_TESTS: &[(&str, TestFn)] = &[(
+    "shapes_one_to_many_crate_moves",
+    suites::shapes::one_to_many_crate_moves,
+)];
 
 /// The static tests plus one `kselftest_NAME` per selftest wrapper the
 /// kernel series adds (built by the host into target/vm/selftests), and
