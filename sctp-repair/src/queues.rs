@@ -54,20 +54,54 @@ impl QueueRecord {
             && record_flags(&self.data) & uapi::SCTP_REPAIR_CHUNK_PD_LOBBY != 0
     }
 
-    /// A received record that holds its association in partial delivery:
-    /// the marker of a message read so far, or a piece of a message on the
-    /// receive queue (not a whole one, not waiting for order or fragments).
-    pub(crate) fn opens_partial_delivery(&self) -> bool {
-        if u32::from(self.queue) != uapi::SCTP_REPAIR_QUEUE_RECV {
-            return false;
-        }
+    /// The flags of a record of the receive queue proper (not waiting
+    /// for order or fragments, not in the pd lobby).
+    fn on_receive_queue(&self) -> Option<u32> {
         let f = record_flags(&self.data);
-        let whole = uapi::SCTP_REPAIR_CHUNK_FIRST | uapi::SCTP_REPAIR_CHUNK_LAST;
-        let elsewhere = uapi::SCTP_REPAIR_CHUNK_NOTIFICATION
-            | uapi::SCTP_REPAIR_CHUNK_ORDER
+        let elsewhere = uapi::SCTP_REPAIR_CHUNK_ORDER
             | uapi::SCTP_REPAIR_CHUNK_REASM
             | uapi::SCTP_REPAIR_CHUNK_PD_LOBBY;
-        f & uapi::SCTP_REPAIR_CHUNK_PD_OPEN != 0 || (f & elsewhere == 0 && f & whole != whole)
+        (u32::from(self.queue) == uapi::SCTP_REPAIR_QUEUE_RECV && f & elsewhere == 0).then_some(f)
+    }
+}
+
+/// When an association's records for the shared receive queue of a
+/// one-to-many socket or a listener are written, among the others'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RecvTurn {
+    /// It continues a message the user has begun to read: nothing of the
+    /// others comes before it (the marker of a message read so far, or a
+    /// piece without the first one).
+    First,
+    /// Its messages are whole: anywhere.
+    Any,
+    /// A message of it is delivered partially, its end still to come:
+    /// nothing of the others may follow on the receive queue.
+    Last,
+}
+
+/// [`RecvTurn`] of an association's records.
+pub(crate) fn recv_turn(records: &[QueueRecord]) -> RecvTurn {
+    let whole = uapi::SCTP_REPAIR_CHUNK_FIRST | uapi::SCTP_REPAIR_CHUNK_LAST;
+    let is_piece = |f: u32| f & uapi::SCTP_REPAIR_CHUNK_NOTIFICATION == 0 && f & whole != whole;
+    let mut recv = records.iter().filter_map(QueueRecord::on_receive_queue);
+    let Some(head) = recv.next() else {
+        return RecvTurn::Any;
+    };
+    if head & uapi::SCTP_REPAIR_CHUNK_PD_OPEN != 0
+        || (is_piece(head) && head & uapi::SCTP_REPAIR_CHUNK_FIRST == 0)
+    {
+        return RecvTurn::First;
+    }
+    // The last piece seen opens a message or continues one not ended.
+    let open = std::iter::once(head)
+        .chain(recv)
+        .rfind(|&f| is_piece(f))
+        .is_some_and(|f| f & uapi::SCTP_REPAIR_CHUNK_LAST == 0);
+    if open {
+        RecvTurn::Last
+    } else {
+        RecvTurn::Any
     }
 }
 
@@ -233,4 +267,56 @@ pub(crate) fn write_some(
         select(sock, uapi::SCTP_REPAIR_QUEUE_NONE)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A received record with `flags`.
+    fn rec(flags: u32) -> QueueRecord {
+        let mut data = vec![0u8; RECORD_HDR];
+        data[8..12].copy_from_slice(&flags.to_ne_bytes());
+        QueueRecord {
+            queue: uapi::SCTP_REPAIR_QUEUE_RECV as u8,
+            data,
+        }
+    }
+
+    const FIRST: u32 = uapi::SCTP_REPAIR_CHUNK_FIRST;
+    const LAST: u32 = uapi::SCTP_REPAIR_CHUNK_LAST;
+    const WHOLE: u32 = FIRST | LAST;
+
+    #[test]
+    fn whole_messages_go_anywhere() {
+        assert_eq!(recv_turn(&[]), RecvTurn::Any);
+        let r = [
+            rec(WHOLE),
+            rec(uapi::SCTP_REPAIR_CHUNK_NOTIFICATION),
+            rec(WHOLE),
+        ];
+        assert_eq!(recv_turn(&r), RecvTurn::Any);
+        // Fragments in reassembly are not on the receive queue.
+        let r = [rec(WHOLE), rec(uapi::SCTP_REPAIR_CHUNK_REASM | FIRST)];
+        assert_eq!(recv_turn(&r), RecvTurn::Any);
+        // A message delivered in pieces, all of them here, is closed.
+        let r = [rec(WHOLE), rec(FIRST), rec(0), rec(LAST), rec(WHOLE)];
+        assert_eq!(recv_turn(&r), RecvTurn::Any);
+    }
+
+    #[test]
+    fn a_message_begun_comes_first_one_still_open_last() {
+        // The user read its first pieces: the rest of it heads the queue.
+        assert_eq!(recv_turn(&[rec(0), rec(LAST), rec(WHOLE)]), RecvTurn::First);
+        assert_eq!(
+            recv_turn(&[rec(uapi::SCTP_REPAIR_CHUNK_PD_OPEN)]),
+            RecvTurn::First
+        );
+        // Its first pieces wait, its end is still to come.
+        assert_eq!(recv_turn(&[rec(WHOLE), rec(FIRST), rec(0)]), RecvTurn::Last);
+        // What waits in the pd lobby does not count.
+        let lobby = rec(WHOLE | uapi::SCTP_REPAIR_CHUNK_PD_LOBBY);
+        assert!(lobby.in_pd_lobby());
+        assert_eq!(recv_turn(&[rec(FIRST), lobby]), RecvTurn::Last);
+    }
 }

@@ -286,7 +286,7 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             prepare_auth(sock, snap)?;
             crate::set_mode_of_sctp(sock, Mode::On)?;
             bind_all(sock, &snap.local_addrs)?;
-            write_assoc(sock, snap, false)?;
+            write_assoc(sock, snap)?;
             apply_sctp_sockopts(sock, snap)
         }
         Kind::OneToMany { .. } | Kind::PeeledOff => {
@@ -312,17 +312,17 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
 /// Their receive queue is the socket's. While one of them delivers a
 /// message partially, only that message's pieces may follow on it, and
 /// what the others (and it, whole) received since waits in the socket's
-/// pd lobby; the kernel takes an association no more once one is in
-/// partial delivery. So the one in partial delivery comes last, and the
-/// records of the pd lobby after all of them.
+/// pd lobby; the kernel takes no new association once one is in partial
+/// delivery. So every association is made first, in the order they were
+/// (the order SCTP_GET_ASSOC_ID_LIST shows the application), then their
+/// queues are written: first one whose message the user has begun to read
+/// (nothing came before the rest of it), the one still delivering
+/// partially last, and the records of the pd lobby after all of them.
 fn restore_members(sock: BorrowedFd<'_>, snap: &Snapshot, own_options: bool) -> Result<()> {
-    let mut order: Vec<&crate::Member> = snap.members.iter().collect();
-    // Stable: the others keep their order.
-    order.sort_by_key(|m| m.snap.queues.iter().any(|r| r.opens_partial_delivery()));
-    for m in order {
+    for m in &snap.members {
         crate::capture::select_assoc(sock, m.id)?;
         prepare_auth(sock, &m.snap)?;
-        write_assoc(sock, &m.snap, true).map_err(|e| match e {
+        write_state(sock, &m.snap).map_err(|e| match e {
             Error::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
                 Error::AssocIdInUse(m.id)
             }
@@ -330,6 +330,15 @@ fn restore_members(sock: BorrowedFd<'_>, snap: &Snapshot, own_options: bool) -> 
         })?;
         if own_options {
             apply_member_sockopts(sock, &m.snap, m.id)?;
+        }
+    }
+    let mut turns: Vec<&crate::Member> = snap.members.iter().collect();
+    // Stable: the rest keep their order.
+    turns.sort_by_key(|m| crate::queues::recv_turn(&m.snap.queues));
+    for m in turns {
+        if m.snap.queues.iter().any(|r| !r.in_pd_lobby()) {
+            crate::capture::select_assoc(sock, m.id)?;
+            crate::queues::write_some(sock, &m.snap.queues, |r| !r.in_pd_lobby())?;
         }
     }
     for m in &snap.members {
@@ -365,9 +374,16 @@ fn prepare_auth(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
 }
 
 /// Writes the association of `snap` (its state, SCTP-AUTH and queues) on a
-/// socket in repair mode: the only one of a one-to-one socket, or the one
-/// selected on a one-to-many socket.
-fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot, shared: bool) -> Result<()> {
+/// one-to-one socket in repair mode.
+fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
+    write_state(sock, snap)?;
+    crate::queues::write_all(sock, &snap.queues)
+}
+
+/// Makes the association of `snap` (its state and SCTP-AUTH, not its
+/// queues) on a socket in repair mode: the only one of a one-to-one
+/// socket, or the one selected on a one-to-many socket.
+fn write_state(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     set_blob(
         sock,
         uapi::SCTP_REPAIR_ASSOC,
@@ -401,13 +417,7 @@ fn write_assoc(sock: BorrowedFd<'_>, snap: &Snapshot, shared: bool) -> Result<()
             "setsockopt(SCTP_REPAIR_AUTH)",
         )?;
     }
-    // On a shared receive queue the pd lobby comes after every
-    // association (restore_members); alone, in the order read.
-    if shared {
-        crate::queues::write_some(sock, &snap.queues, |r| !r.in_pd_lobby())
-    } else {
-        crate::queues::write_all(sock, &snap.queues)
-    }
+    Ok(())
 }
 
 /// The options of one association of a one-to-many socket, written for it

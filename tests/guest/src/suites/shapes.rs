@@ -670,17 +670,69 @@ pub fn one_to_many_crate_moves() -> Result<()> {
                                     format!("{}/{f:#x}/{tsn}/{}", r.queue, r.data.len())
                                 })
                                 .collect();
+                        // Our receive window as the snapshot holds it.
+                        use epcmig_sys::sctp_repair::sctp_repair_assoc as Ra;
+                        let word = |at: usize| {
+                            m.snap
+                                .assoc
+                                .get(at..at + 4)
+                                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        };
+                        // The TSN map: cumulative, highest seen, gap blocks.
+                        use epcmig_sys::sctp_repair::sctp_repair_tsn_map as Tm;
+                        let tm = &m.snap.tsn_map;
+                        let tword = |at: usize| {
+                            tm.get(at..at + 4)
+                                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        };
+                        let ngaps = tm
+                            .get(std::mem::offset_of!(Tm, srtm_num_gaps)..)
+                            .and_then(|b| b.get(..2))
+                            .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+                        let g0 = std::mem::offset_of!(Tm, srtm_gaps);
+                        let gaps: Vec<String> = (0..usize::from(ngaps))
+                            .map(|i| {
+                                let w = tword(g0 + 4 * i);
+                                format!("{}-{}", w & 0xffff, w >> 16)
+                            })
+                            .collect();
                         format!(
-                            "{}: peer_ctsn {:?} next_tsn {:?} acked {:?} q {:?}",
+                            "{}: peer_ctsn {:?} next_tsn {:?} acked {:?} rwnd {} a_rwnd {} \
+                             over {} press {} map cum {} max {} gaps {gaps:?} q {:?}",
                             m.id,
                             a.as_ref().map(|a| a.peer_ctsn),
                             a.as_ref().map(|a| a.next_tsn),
                             a.as_ref().map(|a| a.ctsn_ack_point),
+                            word(std::mem::offset_of!(Ra, sra_rwnd)),
+                            word(std::mem::offset_of!(Ra, sra_a_rwnd)),
+                            word(std::mem::offset_of!(Ra, sra_rwnd_over)),
+                            word(std::mem::offset_of!(Ra, sra_rwnd_press)),
+                            tword(std::mem::offset_of!(Tm, srtm_cum_tsn)),
+                            tword(std::mem::offset_of!(Tm, srtm_max_tsn_seen)),
                             q
                         )
                     })
                     .collect();
-                println!("  {}: {}", when(), line.join("; "));
+                // SO_MEMINFO: rmem_alloc, rcvbuf (SK_MEMINFO_RMEM_ALLOC, _RCVBUF).
+                let mut mi = [0u32; 9];
+                let mut len = std::mem::size_of_val(&mi) as libc::socklen_t;
+                // SAFETY: getsockopt into a buffer of `len` bytes we own.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&*g),
+                        libc::SOL_SOCKET,
+                        libc::SO_MEMINFO,
+                        mi.as_mut_ptr().cast(),
+                        &mut len,
+                    )
+                };
+                println!(
+                    "  {}: rmem {} rcvbuf {} ({rc}): {}",
+                    when(),
+                    mi[0],
+                    mi[1],
+                    line.join("; ")
+                );
             }
             let now: Vec<i32> = snap.members.iter().map(|m| m.id).collect();
             ensure!(now.len() == 3, "{}: {} associations", when(), now.len());
