@@ -63,6 +63,13 @@ impl Figure {
         self
     }
 
+    /// `v`, a quantity in this figure's unit, for people: a time below a
+    /// second in ms, us or ns (a capture of 0.0004 s reads "0.400 ms",
+    /// not "0.000 s"), whole counts without decimals.
+    pub fn show(&self, v: f64) -> String {
+        show(v, &self.unit)
+    }
+
     /// The machine-readable line: [`PREFIX`] and the figure as JSON.
     pub fn to_line(&self) -> Result<String, serde_json::Error> {
         Ok(format!("{PREFIX}{}", serde_json::to_string(self)?))
@@ -75,9 +82,41 @@ impl Figure {
     }
 }
 
+/// [`Figure::show`] for a quantity `v` in `unit`.
+pub fn show(v: f64, unit: &str) -> String {
+    if unit == "s" && v != 0.0 && v.abs() < 1.0 {
+        let (v, unit) = if v.abs() >= 1e-3 {
+            (v * 1e3, "ms")
+        } else if v.abs() >= 1e-6 {
+            (v * 1e6, "us")
+        } else {
+            (v * 1e9, "ns")
+        };
+        return format!("{v:.3} {unit}");
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0} {unit}")
+    } else if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+        format!("{v:.3e} {unit}")
+    } else {
+        format!("{v:.3} {unit}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_times_are_shown_in_a_unit_that_shows_them() {
+        assert_eq!(show(2.5, "s"), "2.500 s");
+        assert_eq!(show(0.0004, "s"), "400.000 us");
+        assert_eq!(show(0.0123, "s"), "12.300 ms");
+        assert_eq!(show(3e-8, "s"), "30.000 ns");
+        assert_eq!(show(0.0, "s"), "0 s");
+        assert_eq!(show(1611651.0, "B"), "1611651 B");
+        assert_eq!(show(0.5, "x"), "0.500 x");
+    }
 
     #[test]
     fn a_figure_line_reads_back_as_printed() {

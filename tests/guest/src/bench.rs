@@ -7,10 +7,10 @@ pub use epcmig_figures::Figure;
 /// Prints a figure for people, then its line for `cargo vm bench`.
 fn print(f: &Figure) {
     let extra = match (f.baseline, f.ratio) {
-        (Some(b), Some(r)) => format!("  (baseline {b:.3} {}, ratio {r:.2}x)", f.unit),
+        (Some(b), Some(r)) => format!("  (baseline {}, ratio {r:.2}x)", f.show(b)),
         _ => String::new(),
     };
-    println!("  {:<40} {:>12.3} {}{extra}", f.name, f.value, f.unit);
+    println!("  {:<40} {:>16}{extra}", f.name, f.show(f.value));
     if let Ok(l) = f.to_line() {
         println!("{l}");
     }

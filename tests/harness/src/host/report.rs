@@ -60,12 +60,10 @@ pub fn table(figs: &[Figure], release: &str) -> String {
             if let Some(f) = by_name.get(name) {
                 let _ = writeln!(
                     md,
-                    "| {label} | {} {u} | {} | {} |",
-                    num(f.value),
-                    f.baseline
-                        .map_or("-".into(), |b| format!("{} {}", num(b), f.unit)),
+                    "| {label} | {} | {} | {} |",
+                    f.show(f.value),
+                    f.baseline.map_or("-".into(), |b| f.show(b)),
                     f.ratio.map_or("-".into(), |r| format!("{r:.2}x")),
-                    u = f.unit,
                 );
             }
         }
@@ -79,11 +77,10 @@ pub fn table(figs: &[Figure], release: &str) -> String {
     for f in figs {
         let _ = writeln!(
             md,
-            "| {} | {} {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             f.name,
-            num(f.value),
-            f.unit,
-            f.baseline.map_or("-".into(), num),
+            f.show(f.value),
+            f.baseline.map_or("-".into(), |b| f.show(b)),
             f.ratio.map_or("-".into(), |r| format!("{r:.2}x")),
         );
     }
@@ -312,7 +309,7 @@ mod tests {
             md.contains("| migration time (total) | 1 s | 2 s | 2.00x |"),
             "{md}"
         );
-        assert!(md.contains("| x.y | 3 s | 2 | 0.67x |"), "{md}");
+        assert!(md.contains("| x.y | 3 s | 2 s | 0.67x |"), "{md}");
     }
 
     #[test]
