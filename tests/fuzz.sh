@@ -49,7 +49,7 @@ fi
 
 sanitizer=${EPCMIG_FUZZ_SANITIZER:-address}
 echo "fuzz: seeds from the sample images"
-cargo run --quiet -p criu-plugin --example fuzz-seeds -- fuzz/seeds
+cargo run --quiet -p epcmig-tools --example fuzz-seeds -- fuzz/seeds
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 echo "fuzz: building the targets (sanitizer: $sanitizer)"

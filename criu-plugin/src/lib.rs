@@ -29,7 +29,6 @@
 //! A panic never crosses into CRIU: every hook body runs under
 //! `catch_unwind` and a panic becomes an error return.
 
-pub mod decode;
 pub mod fault;
 pub mod gtp;
 mod guardian;
@@ -37,8 +36,6 @@ mod hooks;
 pub mod images;
 pub mod netconf;
 pub mod netlock;
-#[doc(hidden)]
-pub mod samples;
 pub mod sctp;
 mod task;
 

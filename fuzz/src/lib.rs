@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use epcmig_criu::decode::Image;
+use epcmig_tools::decode::Image;
 use sctp_repair::Snapshot;
 
 /// The input, then (if long enough to hold a header and a checksum) the

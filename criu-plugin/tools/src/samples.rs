@@ -470,19 +470,19 @@ pub fn gtp_table_kernel_sockets() -> GtpState {
 pub fn all() -> Vec<(String, Image)> {
     vec![
         (
-            crate::images::sctp_image_name(0x0c),
+            epcmig_criu::images::sctp_image_name(0x0c),
             Image::Sctp(sctp_established_v4()),
         ),
         (
-            crate::images::sctp_image_name(0x0d),
+            epcmig_criu::images::sctp_image_name(0x0d),
             Image::Sctp(sctp_established_v6()),
         ),
         (
-            crate::images::sctp_image_name(0x0b),
+            epcmig_criu::images::sctp_image_name(0x0b),
             Image::Sctp(sctp_listener()),
         ),
         (
-            crate::images::sctp_image_name(0x0e),
+            epcmig_criu::images::sctp_image_name(0x0e),
             Image::Sctp(sctp_one_to_many()),
         ),
         ("gtp0.state".into(), Image::Gtp(gtp_table(30))),

@@ -1,5 +1,5 @@
 //! Writes the seed corpora of the fuzz targets (`fuzz/`) from the sample
-//! images (`epcmig_criu::samples`), encoded by the crates' own writers:
+//! images (`epcmig_tools::samples`), encoded by the crates' own writers:
 //!
 //! ```sh
 //! cargo run -p criu-plugin --example fuzz-seeds -- fuzz/seeds
@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use epcmig_criu::decode::Image;
-use epcmig_criu::samples;
+use epcmig_tools::decode::Image;
+use epcmig_tools::samples;
 
 fn main() -> ExitCode {
     let Some(root) = std::env::args_os().nth(1).map(PathBuf::from) else {

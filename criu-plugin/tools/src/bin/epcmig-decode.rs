@@ -1,12 +1,12 @@
 //! `epcmig-decode`: prints epcmig's image files as JSON, like `crit decode`
-//! does for CRIU's. See `epcmig_criu::decode`.
+//! does for CRIU's. See `epcmig_tools::decode`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use epcmig_criu::decode::{decode_dir, decode_file, Image, ImageError};
+use epcmig_tools::decode::{decode_dir, decode_file, Image, ImageError};
 use serde_json::Value;
 
 #[derive(Parser)]

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use epcmig_criu::decode::{decode_dir, Image, ImageError, MAX_IMAGE};
-use epcmig_criu::samples;
+use epcmig_tools::decode::{decode_dir, Image, ImageError, MAX_IMAGE};
+use epcmig_tools::samples;
 use serde_json::Value;
 
 /// A fresh directory under the target dir, removed first if left over.
