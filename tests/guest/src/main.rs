@@ -93,6 +93,10 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::runtime::podman_moves_mme,
     ),
     (
+        "runtime_podman_restores_left_export",
+        suites::runtime::podman_restores_left_export,
+    ),
+    (
         "runtime_podman_moves_epc",
         suites::runtime::podman_moves_epc,
     ),

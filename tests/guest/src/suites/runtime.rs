@@ -370,20 +370,16 @@ fn same_associations(before: &[PeerStatus; 2], enb1: &Enb, enb2: &Enb) -> Result
     Ok(())
 }
 
-/// An MME (one-to-one SCTP echo listener) in a container `mover` runs, in
-/// a netns made beforehand (as podman's netavark or CNI makes it; podman
-/// joins it with `--network ns:`), serving two base stations on C that
-/// stream on 4 streams both ways. A `--leave-running` checkpoint first
-/// (what Kubernetes' checkpoint does): it keeps serving with its
-/// associations thawed (under RPC the plugin learns that from criu,
-/// criu-patches/0003, not from a command line). Then a checkpoint on A,
-/// the images over the A-B link, the netns made anew on B with the same
-/// address, the restore: 0 messages lost, duplicated or reordered, the
-/// same associations (no ABORT, COMM_LOST or RESTART), no lock of the
-/// plugin's left behind, a new eNB served, and the plugin's restore-time
-/// lock seen in the netns before the address was announced there.
-fn mme_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
-    let mut topo = Topology::build()?;
+/// An MME (one-to-one SCTP echo listener) started by `mover` in a netns
+/// on A, two base stations streaming to it, and a `--leave-running`
+/// checkpoint, after which it must serve on with its associations thawed
+/// (under RPC the plugin learns that from criu, criu-patches/0003, not from
+/// a command line): the netns, the MME's address, the associations'
+/// status before, and the two base stations.
+fn mme_left_running(
+    topo: &mut Topology,
+    mover: &mut dyn Mover,
+) -> Result<(String, SocketAddrV4, [PeerStatus; 2], Enb, Enb)> {
     let ns_a = topo.container(HOST_A, "mme", "mmea0", MME)?;
     let listen = format!("{MME}:{S1AP_PORT}");
     mover.start(
@@ -407,6 +403,24 @@ fn mme_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
         "echoes after the --leave-running checkpoint",
         || enb1.echoed() > was[0] + 20 && enb2.echoed() > was[1] + 20,
     )?;
+    Ok((ns_a, to, before, enb1, enb2))
+}
+
+/// An MME (one-to-one SCTP echo listener) in a container `mover` runs, in
+/// a netns made beforehand (as podman's netavark or CNI makes it; podman
+/// joins it with `--network ns:`), serving two base stations on C that
+/// stream on 4 streams both ways. A `--leave-running` checkpoint first
+/// (what Kubernetes' checkpoint does): it keeps serving with its
+/// associations thawed (under RPC the plugin learns that from criu,
+/// criu-patches/0003, not from a command line). Then a checkpoint on A,
+/// the images over the A-B link, the netns made anew on B with the same
+/// address, the restore: 0 messages lost, duplicated or reordered, the
+/// same associations (no ABORT, COMM_LOST or RESTART), no lock of the
+/// plugin's left behind, a new eNB served, and the plugin's restore-time
+/// lock seen in the netns before the address was announced there.
+fn mme_moved_by(what: &str, mover: &mut dyn Mover) -> Result<()> {
+    let mut topo = Topology::build()?;
+    let (ns_a, to, before, enb1, enb2) = mme_left_running(&mut topo, mover)?;
 
     let t = std::time::Instant::now();
     mover.checkpoint()?;
@@ -460,6 +474,98 @@ pub fn podman_moves_mme() -> Result<()> {
     let _installed = Installed::new()?;
     let dir = crate::suites::baseline::work_dir("runtime-podman-mme")?;
     mme_moved_by("podman", &mut PodmanMover::new("mme", &dir)?)
+}
+
+/// The SCTP associations in netns `ns` (a path), from
+/// /proc/net/sctp/assocs: one line each after the header.
+fn sctp_assocs_in(ns: &str) -> Result<usize> {
+    net::in_netns(ns, || {
+        let t = std::fs::read_to_string("/proc/thread-self/net/sctp/assocs")
+            .context("reading /proc/net/sctp/assocs")?;
+        Ok(t.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+    })
+}
+
+/// Kubernetes' way: a checkpoint with the container left running (the
+/// kubelet's checkpoint API), then, once A's copy is gone, a restore of
+/// that very export on B. The MME serves on after the checkpoint; when
+/// A's copy is removed its associations end and the base stations see it,
+/// as with any MME that dies. The export restores on B: the MME serves a
+/// new base station there, and the associations it brings back, stale
+/// since the checkpoint, are refused by their peers (an ABORT answers
+/// them) and go, loudly, instead of lingering half-open.
+pub fn podman_restores_left_export() -> Result<()> {
+    let _installed = Installed::new()?;
+    let dir = crate::suites::baseline::work_dir("runtime-podman-left")?;
+    let mut mover = PodmanMover::new("mme-left", &dir)?;
+    let mut topo = Topology::build()?;
+    let (ns_a, to, _, enb1, enb2) = mme_left_running(&mut topo, &mut mover)?;
+
+    // A's copy goes: its associations end, and the base stations see it.
+    mover
+        .a
+        .as_ref()
+        .context("no podman")?
+        .run(&["rm", "--force", "--time", "0", mover.id], "rm")?;
+    runc::wait_for(
+        Duration::from_secs(20),
+        "both base stations seeing their association end",
+        || {
+            [&enb1, &enb2]
+                .iter()
+                .all(|e| e.failure().starts_with("its reader stopped"))
+        },
+    )?;
+    let ended = format!("eNB 1: {}; eNB 2: {}", enb1.failure(), enb2.failure());
+    let _ = enb1.finish();
+    let _ = enb2.finish();
+
+    let out = dir.join("out-a");
+    std::fs::create_dir_all(&out)?;
+    std::fs::copy(dir.join("left.tar.gz"), out.join("epc.tar.gz"))?;
+    mover.transfer()?;
+    topo.remove_container(&ns_a)?;
+    let ns_b = topo.container(HOST_B, "mme", "mmeb0", MME)?;
+    let pid = mover.restore(&ns_b, MME)?;
+    let ns = format!("/proc/{pid}/ns/net");
+    // The two associations, stale, came back and were thawed (their peers
+    // then refuse them); the listener is restored unfrozen.
+    let log = mover.log();
+    let thawed: usize = log
+        .lines()
+        .find_map(|l| {
+            l.split("thawed ")
+                .nth(1)?
+                .split(" SCTP socket(s)")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("no thaw in the restore's log:\n{log}"))?;
+    ensure!(
+        thawed == 2,
+        "{thawed} SCTP sockets thawed, not the 2 associations"
+    );
+    let enb3 = connect_from_c(to)?;
+    let (mut s3, mut t3) = Default::default();
+    echo_round(&enb3, &mut s3, &mut t3, 20)?;
+    let mut left = usize::MAX;
+    runc::wait_for(
+        Duration::from_secs(30),
+        "the stale associations refused by their peers",
+        || {
+            left = sctp_assocs_in(&ns).unwrap_or(usize::MAX);
+            left == 1
+        },
+    )
+    .with_context(|| format!("{left} associations in the restored netns\n{}", mover.log()))?;
+    println!(
+        "  podman: checkpoint --leave-running --export, the MME served on; A's copy removed \
+         ({ended}); that export restored on B: the listener and both associations came back, \
+         the associations stale, refused by their peers and gone; a new eNB exchanged 20 \
+         messages with the restored MME"
+    );
+    Ok(())
 }
 
 /// An SPGW with an MME in the same container, run by `mover`: gtp0 on the
