@@ -192,25 +192,38 @@ pub fn capture(pid: c_int) -> Result<NetConf, Error> {
         if tables.is_empty() {
             continue;
         }
-        let failed = |why: String| Error::LegacyTool {
-            pid,
-            family: l.family,
-            tables: tables.join(", "),
-            tool: l.save,
-            why,
-        };
-        let out =
-            netlock::tool_run(l.save, &[], None, Some(&ns)).map_err(|e| failed(e.to_string()))?;
-        if !out.success {
-            return Err(failed(out.stderr));
-        }
-        legacy.push((l.family.to_string(), out.stdout));
+        let out = legacy_tool(pid, l, l.save, &tables, None, &ns)?;
+        legacy.push((l.family.to_string(), out));
     }
     Ok(NetConf {
         sysctls,
         ruleset,
         legacy,
     })
+}
+
+/// Runs `tool` (one of `l`'s) in netns `ns` on `tables` of task `pid`'s
+/// netns, with `stdin`; its output, or an error naming all of them.
+fn legacy_tool(
+    pid: c_int,
+    l: &Legacy,
+    tool: &'static str,
+    tables: &[String],
+    stdin: Option<&str>,
+    ns: &OwnedFd,
+) -> Result<String, Error> {
+    let failed = |why: String| Error::LegacyTool {
+        pid,
+        family: l.family,
+        tables: tables.join(", "),
+        tool,
+        why,
+    };
+    let out = netlock::tool_run(tool, &[], stdin, Some(ns)).map_err(|e| failed(e.to_string()))?;
+    if !out.success {
+        return Err(failed(out.stderr));
+    }
+    Ok(out.stdout)
 }
 
 /// The tables of an iptables-save output (its `*name` lines).
@@ -389,24 +402,7 @@ fn apply_legacy(pid: c_int, ns: &OwnedFd, c: &NetConf, done: &mut Applied) -> Re
                 table: t,
             });
         }
-        let out = netlock::tool_run(l.restore, &[], Some(save), Some(ns)).map_err(|e| {
-            Error::LegacyTool {
-                pid,
-                family: l.family,
-                tables: saved_tables(save).join(", "),
-                tool: l.restore,
-                why: e.to_string(),
-            }
-        })?;
-        if !out.success {
-            return Err(Error::LegacyTool {
-                pid,
-                family: l.family,
-                tables: saved_tables(save).join(", "),
-                tool: l.restore,
-                why: out.stderr,
-            });
-        }
+        legacy_tool(pid, l, l.restore, &saved_tables(save), Some(save), ns)?;
         done.legacy.push((family.clone(), emptying_script(save)));
     }
     Ok(())

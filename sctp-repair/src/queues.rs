@@ -37,14 +37,18 @@ fn select(sock: BorrowedFd<'_>, q: u32) -> Result<()> {
 
 /// `src_len` of a record header.
 pub(crate) fn record_len(rec: &[u8]) -> Option<usize> {
-    rec.get(4..8)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    word(rec, 4).map(|n| n as usize)
+}
+
+/// The u32 at byte `at` of a record header.
+fn word(rec: &[u8], at: usize) -> Option<u32> {
+    rec.get(at..at + 4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `src_flags` of a record header (SCTP_REPAIR_CHUNK_*).
 pub(crate) fn record_flags(rec: &[u8]) -> u32 {
-    rec.get(8..12)
-        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    word(rec, 8).unwrap_or(0)
 }
 
 impl QueueRecord {
@@ -242,11 +246,6 @@ pub(crate) fn write_some(
                 unsafe { libc::send(sock.as_raw_fd(), r.data.as_ptr().cast(), r.data.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                let word = |at: usize| {
-                    r.data
-                        .get(at..at + 4)
-                        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                };
                 // Name the record: which queue, which one, its flags and TSN.
                 return Err(crate::Error::Rejected {
                     op: "sendmsg of a repair queue record",
@@ -255,8 +254,8 @@ pub(crate) fn write_some(
                         format!(
                             "{e}: queue {q} record {i}: {} bytes, flags {:#x}, tsn {}",
                             r.data.len(),
-                            word(8),
-                            word(12)
+                            record_flags(&r.data),
+                            word(&r.data, 12).unwrap_or(0)
                         ),
                     ),
                 });

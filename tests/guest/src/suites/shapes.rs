@@ -577,6 +577,80 @@ impl ManyEcho {
     }
 }
 
+/// The u32 at byte `at` of a kernel blob, 0 past its end.
+fn ne_u32(blob: &[u8], at: usize) -> u32 {
+    blob.get(at..at + 4)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// `EPCMIG_TRACE_MOVES`: the socket's receive memory and, for each
+/// association of `snap`, its TSNs, windows, TSN map and queue records.
+fn trace_move(when: &str, sock: std::os::fd::BorrowedFd<'_>, snap: &sctp_repair::Snapshot) {
+    use epcmig_sys::sctp_repair::{sctp_repair_assoc as Ra, sctp_repair_tsn_map as Tm};
+    use std::mem::offset_of;
+    let line: Vec<String> = snap
+        .members
+        .iter()
+        .map(|m| {
+            let a = m.snap.assoc_info();
+            let q: Vec<String> = m
+                .snap
+                .queues
+                .iter()
+                .map(|r| {
+                    let (f, tsn) = (ne_u32(&r.data, 8), ne_u32(&r.data, 12));
+                    format!("{}/{f:#x}/{tsn}/{}", r.queue, r.data.len())
+                })
+                .collect();
+            let (ra, tm) = (&m.snap.assoc, &m.snap.tsn_map);
+            let ngaps = tm
+                .get(offset_of!(Tm, srtm_num_gaps)..)
+                .and_then(|b| b.get(..2))
+                .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+            let gaps: Vec<String> = (0..usize::from(ngaps))
+                .map(|i| {
+                    let w = ne_u32(tm, offset_of!(Tm, srtm_gaps) + 4 * i);
+                    format!("{}-{}", w & 0xffff, w >> 16)
+                })
+                .collect();
+            format!(
+                "{}: peer_ctsn {:?} next_tsn {:?} acked {:?} rwnd {} a_rwnd {} over {} \
+                 press {} map cum {} max {} gaps {gaps:?} q {:?}",
+                m.id,
+                a.as_ref().map(|a| a.peer_ctsn),
+                a.as_ref().map(|a| a.next_tsn),
+                a.as_ref().map(|a| a.ctsn_ack_point),
+                ne_u32(ra, offset_of!(Ra, sra_rwnd)),
+                ne_u32(ra, offset_of!(Ra, sra_a_rwnd)),
+                ne_u32(ra, offset_of!(Ra, sra_rwnd_over)),
+                ne_u32(ra, offset_of!(Ra, sra_rwnd_press)),
+                ne_u32(tm, offset_of!(Tm, srtm_cum_tsn)),
+                ne_u32(tm, offset_of!(Tm, srtm_max_tsn_seen)),
+                q
+            )
+        })
+        .collect();
+    // SO_MEMINFO: rmem_alloc, rcvbuf (SK_MEMINFO_RMEM_ALLOC, _RCVBUF).
+    let mut mi = [0u32; 9];
+    let mut len = std::mem::size_of_val(&mi) as libc::socklen_t;
+    // SAFETY: getsockopt into a buffer of `len` bytes we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            mi.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    println!(
+        "  {when}: rmem {} rcvbuf {} ({rc}): {}",
+        mi[0],
+        mi[1],
+        line.join("; ")
+    );
+}
+
 /// A one-to-many MME socket (listening, 3 eNBs on C streaming on 4 streams
 /// both ways) moved A<->B 100 times by the crate alone: frozen, captured
 /// through the serialised form, closed, its container made again on the
@@ -651,88 +725,7 @@ pub fn one_to_many_crate_moves() -> Result<()> {
                 }
             };
             if std::env::var_os("EPCMIG_TRACE_MOVES").is_some() {
-                let line: Vec<String> = snap
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let a = m.snap.assoc_info();
-                        let q: Vec<String> =
-                            m.snap
-                                .queues
-                                .iter()
-                                .map(|r| {
-                                    let f = r.data.get(8..12).map_or(0, |b| {
-                                        u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-                                    });
-                                    let tsn = r.data.get(12..16).map_or(0, |b| {
-                                        u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-                                    });
-                                    format!("{}/{f:#x}/{tsn}/{}", r.queue, r.data.len())
-                                })
-                                .collect();
-                        // Our receive window as the snapshot holds it.
-                        use epcmig_sys::sctp_repair::sctp_repair_assoc as Ra;
-                        let word = |at: usize| {
-                            m.snap
-                                .assoc
-                                .get(at..at + 4)
-                                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                        };
-                        // The TSN map: cumulative, highest seen, gap blocks.
-                        use epcmig_sys::sctp_repair::sctp_repair_tsn_map as Tm;
-                        let tm = &m.snap.tsn_map;
-                        let tword = |at: usize| {
-                            tm.get(at..at + 4)
-                                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                        };
-                        let ngaps = tm
-                            .get(std::mem::offset_of!(Tm, srtm_num_gaps)..)
-                            .and_then(|b| b.get(..2))
-                            .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
-                        let g0 = std::mem::offset_of!(Tm, srtm_gaps);
-                        let gaps: Vec<String> = (0..usize::from(ngaps))
-                            .map(|i| {
-                                let w = tword(g0 + 4 * i);
-                                format!("{}-{}", w & 0xffff, w >> 16)
-                            })
-                            .collect();
-                        format!(
-                            "{}: peer_ctsn {:?} next_tsn {:?} acked {:?} rwnd {} a_rwnd {} \
-                             over {} press {} map cum {} max {} gaps {gaps:?} q {:?}",
-                            m.id,
-                            a.as_ref().map(|a| a.peer_ctsn),
-                            a.as_ref().map(|a| a.next_tsn),
-                            a.as_ref().map(|a| a.ctsn_ack_point),
-                            word(std::mem::offset_of!(Ra, sra_rwnd)),
-                            word(std::mem::offset_of!(Ra, sra_a_rwnd)),
-                            word(std::mem::offset_of!(Ra, sra_rwnd_over)),
-                            word(std::mem::offset_of!(Ra, sra_rwnd_press)),
-                            tword(std::mem::offset_of!(Tm, srtm_cum_tsn)),
-                            tword(std::mem::offset_of!(Tm, srtm_max_tsn_seen)),
-                            q
-                        )
-                    })
-                    .collect();
-                // SO_MEMINFO: rmem_alloc, rcvbuf (SK_MEMINFO_RMEM_ALLOC, _RCVBUF).
-                let mut mi = [0u32; 9];
-                let mut len = std::mem::size_of_val(&mi) as libc::socklen_t;
-                // SAFETY: getsockopt into a buffer of `len` bytes we own.
-                let rc = unsafe {
-                    libc::getsockopt(
-                        std::os::fd::AsRawFd::as_raw_fd(&*g),
-                        libc::SOL_SOCKET,
-                        libc::SO_MEMINFO,
-                        mi.as_mut_ptr().cast(),
-                        &mut len,
-                    )
-                };
-                println!(
-                    "  {}: rmem {} rcvbuf {} ({rc}): {}",
-                    when(),
-                    mi[0],
-                    mi[1],
-                    line.join("; ")
-                );
+                trace_move(&when(), g.as_fd(), &snap);
             }
             let now: Vec<i32> = snap.members.iter().map(|m| m.id).collect();
             ensure!(now.len() == 3, "{}: {} associations", when(), now.len());
