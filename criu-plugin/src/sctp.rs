@@ -39,6 +39,12 @@ pub enum Error {
         op: &'static str,
         source: sctp_repair::Error,
     },
+    /// A socket of the images could not be made again: which one.
+    #[error("re-creating {what}: {source}")]
+    Restore {
+        what: String,
+        source: sctp_repair::Error,
+    },
     #[error("{file}: {source}")]
     Image {
         file: String,
@@ -306,12 +312,30 @@ pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
     };
     fault::point("sctp-restore")?;
     // Still frozen (if established): thawed at RESUME_DEVICES_LATE.
-    sctp_repair::restore(&snap)
-        .map(Some)
-        .map_err(|source| Error::Repair {
-            op: "re-creating the socket",
+    sctp_repair::restore(&snap).map(Some).map_err(|source| {
+        let addrs: Vec<String> = snap.local_addrs.iter().map(|a| a.to_string()).collect();
+        Error::Restore {
+            what: format!(
+                "the {} SCTP socket of {file} on {} ({} association(s))",
+                kind_name(&snap.kind),
+                addrs.join(", "),
+                snap.members.len().max(usize::from(!snap.assoc.is_empty()))
+            ),
             source,
-        })
+        }
+    })
+}
+
+/// How a snapshot's socket is named in errors.
+fn kind_name(kind: &sctp_repair::Kind) -> &'static str {
+    use sctp_repair::Kind;
+    match kind {
+        Kind::Established => "one-to-one",
+        Kind::Listen => "listening one-to-one",
+        Kind::OneToMany { listening: true } => "listening one-to-many",
+        Kind::OneToMany { listening: false } => "one-to-many",
+        Kind::PeeledOff => "peeled-off",
+    }
 }
 
 /// Thaws the SCTP sockets of task `pid` still in repair mode; how many.

@@ -127,6 +127,23 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("shapes_accept_queue", suites::shapes::accept_queue),
     ("shapes_one_to_many", suites::shapes::one_to_many),
+    ("shapes_one_to_many_v6", suites::shapes::one_to_many_v6),
+    (
+        "shapes_one_to_many_bindx",
+        suites::shapes::one_to_many_bindx,
+    ),
+    (
+        "shapes_one_to_many_options",
+        suites::shapes::one_to_many_options,
+    ),
+    (
+        "shapes_one_to_many_id_taken",
+        suites::shapes::one_to_many_id_taken,
+    ),
+    (
+        "shapes_one_to_many_crate_moves",
+        suites::shapes::one_to_many_crate_moves,
+    ),
     ("plugin_gtp_spgw_migrate", suites::plugin::gtp_spgw_migrate),
     (
         "plugin_gtp_kernel_sockets_migrate",
@@ -244,25 +261,11 @@ type Test = (
     Box<dyn Fn() -> Result<()> + std::panic::RefUnwindSafe>,
 );
 
-/// Tests run only with `EPCMIG_OPT_IN=1`: known to fail, kept to show the
-/// failure to whoever fixes it (see README, "SCTP socket shapes").
-const OPT_IN_TESTS: &[(&str, TestFn)] = &[(
-    "shapes_one_to_many_crate_moves",
-    suites::shapes::one_to_many_crate_moves,
-)];
-
 /// The static tests plus one `kselftest_NAME` per selftest wrapper the
-/// kernel series adds (built by the host into target/vm/selftests), and
-/// the opt-in ones if asked for.
+/// kernel series adds (built by the host into target/vm/selftests).
 fn all_tests() -> Vec<Test> {
-    let opt_in: &[(&str, TestFn)] = if std::env::var_os("EPCMIG_OPT_IN").is_some() {
-        OPT_IN_TESTS
-    } else {
-        &[]
-    };
     let mut v: Vec<Test> = TESTS
         .iter()
-        .chain(opt_in)
         .map(|(n, f)| {
             (
                 n.to_string(),
@@ -455,12 +458,14 @@ pub fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
 /// The longest a guest test may take: a hung test fails the run (with the
 /// summary line the host expects) instead of hanging it. A long soak
 /// (`EPCMIG_SOAK=N`) gets a minute more per migration, a long bad-input
-/// run (`EPCMIG_BADINPUT_ROUNDS=N`) three per round.
+/// run (`EPCMIG_BADINPUT_ROUNDS=N`) three per round, a long run of crate
+/// moves (`EPCMIG_SHAPES_MOVES=N`) ten seconds per move.
 fn test_limit() -> std::time::Duration {
     let knob = |name: &str| env_num::<u64>(name).unwrap_or(0);
     let extra = knob("EPCMIG_SOAK")
         .saturating_mul(60)
-        .saturating_add(knob("EPCMIG_BADINPUT_ROUNDS").saturating_mul(180));
+        .saturating_add(knob("EPCMIG_BADINPUT_ROUNDS").saturating_mul(180))
+        .saturating_add(knob("EPCMIG_SHAPES_MOVES").saturating_mul(10));
     std::time::Duration::from_secs((20 * 60u64).saturating_add(extra))
 }
 

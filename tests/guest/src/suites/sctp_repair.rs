@@ -508,7 +508,7 @@ fn set_pathmaxrxt(s: &OwnedFd, n: u16) -> Result<()> {
 
 /// setsockopt(SOL_SCTP, `name`) with the raw struct `v`; `what` names it
 /// in the error.
-fn sctp_setsockopt(s: &OwnedFd, name: libc::c_int, what: &str, v: &[u8]) -> Result<()> {
+pub(crate) fn sctp_setsockopt(s: &OwnedFd, name: libc::c_int, what: &str, v: &[u8]) -> Result<()> {
     // SAFETY: valid fd; `v` is the complete struct of the option.
     let rc = unsafe {
         libc::setsockopt(
@@ -779,7 +779,12 @@ fn sctp_status(s: &OwnedFd) -> Result<[u8; 256]> {
 
 /// getsockopt(SOL_SCTP, `name`) into `buf` (which may carry input, e.g.
 /// an assoc id); `what` names it in the error.
-fn sctp_getsockopt(s: &OwnedFd, name: libc::c_int, what: &str, buf: &mut [u8]) -> Result<()> {
+pub(crate) fn sctp_getsockopt(
+    s: &OwnedFd,
+    name: libc::c_int,
+    what: &str,
+    buf: &mut [u8],
+) -> Result<()> {
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: valid fd, a buffer of `len` bytes and its length.
     let rc = unsafe {

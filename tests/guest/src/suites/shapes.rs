@@ -75,6 +75,28 @@ impl Rig {
         work: &str,
         extra: &[&str],
     ) -> Result<(u32, String)> {
+        let dumped = self.dump_to_b(app, work, extra)?;
+        let (restored, rs) = self.restore_on_b(&dumped.img_b, extra)?;
+        Ok((
+            restored,
+            format!(
+                "checkpoint {:.2}s, transfer {:.2}s ({} bytes), restore {:.2}s",
+                dumped.checkpoint.as_secs_f64(),
+                dumped.transfer.as_secs_f64(),
+                dumped.bytes,
+                rs.as_secs_f64()
+            ),
+        ))
+    }
+
+    /// Dumps the tree rooted at `app` with the plugin, waits until it is
+    /// gone and sends the images to host B.
+    fn dump_to_b(
+        &self,
+        app: &mut std::process::Child,
+        work: &str,
+        extra: &[&str],
+    ) -> Result<Dumped> {
         let pid = app.id();
         let dir = crate::suites::baseline::work_dir(work)?;
         let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
@@ -82,30 +104,42 @@ impl Rig {
         let mut dump_args = vec!["--lib", lib.as_str()];
         dump_args.extend(extra);
         let tree = tree_of(pid);
-        let cp = criu::dump(HOST_A, pid, &img_a, &dump_args)?;
+        let checkpoint = criu::dump(HOST_A, pid, &img_a, &dump_args)?;
         // CRIU restores the same pids: the dumped tree must be gone first,
         // the root reaped by us, orphans by init.
         let _ = app.wait();
         gone(&tree, Duration::from_secs(20))?;
-        let (tr, bytes) =
+        let (transfer, bytes) =
             crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+        Ok(Dumped {
+            img_b,
+            checkpoint,
+            transfer,
+            bytes,
+        })
+    }
+
+    /// Restores the images in `img_b` on host B with the plugin and
+    /// announces the service addresses: the restored root's pid.
+    fn restore_on_b(&self, img_b: &std::path::Path, extra: &[&str]) -> Result<(u32, Duration)> {
+        let lib = plugin_dir();
         let ext = format!("veth[eth0]:{VETH}@br0");
         let mut restore_args = vec!["--lib", lib.as_str(), "--external", ext.as_str()];
         restore_args.extend(extra);
-        let (rs, restored) = criu::restore(HOST_B, &img_b, &restore_args)?;
+        let (rs, restored) = criu::restore(HOST_B, img_b, &restore_args)?;
         for a in &self.addrs {
             net::announce(&format!("/proc/{restored}/ns/net"), "eth0", *a)?;
         }
-        Ok((
-            restored,
-            format!(
-                "checkpoint {:.2}s, transfer {:.2}s ({bytes} bytes), restore {:.2}s",
-                cp.as_secs_f64(),
-                tr.as_secs_f64(),
-                rs.as_secs_f64()
-            ),
-        ))
+        Ok((restored, rs))
     }
+}
+
+/// A tree dumped on A, its images on B.
+struct Dumped {
+    img_b: std::path::PathBuf,
+    checkpoint: Duration,
+    transfer: Duration,
+    bytes: u64,
 }
 
 /// Waits for the eNBs' echoes, checks every association is the same one
@@ -488,6 +522,28 @@ pub fn one_to_many() -> Result<()> {
     )
 }
 
+/// The one-to-many server on an AF_INET6 socket on [::], its 3 eNBs
+/// coming over IPv4 (v4-mapped peer addresses).
+pub fn one_to_many_v6() -> Result<()> {
+    move_server(
+        "shapes-1tom-v6",
+        "one-to-many",
+        &[SVC],
+        &format!("[::]:{PORT}"),
+    )
+}
+
+/// The one-to-many server bound to two addresses with sctp_bindx, its
+/// eNBs on both.
+pub fn one_to_many_bindx() -> Result<()> {
+    move_server(
+        "shapes-1tom-bindx",
+        "one-to-many",
+        &[SVC, SVC2],
+        &format!("{SVC}:{PORT}"),
+    )
+}
+
 /// A server that peels every association off its one-to-many listener
 /// (sctp_peeloff) at its first message and serves it in a thread, with 3
 /// eNBs: each peeled-off association comes back on a socket of its own,
@@ -501,8 +557,14 @@ pub fn peeled_off() -> Result<()> {
     )
 }
 
-/// How many times [`one_to_many_crate_moves`] moves the socket.
-const CRATE_MOVES: usize = 100;
+/// How many times [`one_to_many_crate_moves`] moves the socket unless
+/// `EPCMIG_SHAPES_MOVES` says otherwise (100 for the long run).
+const CRATE_MOVES: usize = 20;
+
+/// How long after a thaw every eNB of [`one_to_many_crate_moves`] must
+/// have had an echo: a few of its backed-off retransmission timers (RTO at
+/// most 1 s).
+const RESUME_LIMIT: Duration = Duration::from_secs(10);
 
 /// A listening one-to-many socket bound to `addr` in the calling netns.
 fn seqpacket_listener(addr: SocketAddrV4) -> Result<OwnedFd> {
@@ -660,6 +722,7 @@ fn trace_move(when: &str, sock: std::os::fd::BorrowedFd<'_>, snap: &sctp_repair:
 /// every snapshot, and a new eNB is served.
 pub fn one_to_many_crate_moves() -> Result<()> {
     use std::sync::Mutex;
+    let moves: usize = crate::env_num("EPCMIG_SHAPES_MOVES").unwrap_or(CRATE_MOVES);
     let mut topo = Topology::build()?;
     let mut ctr = topo.container(HOST_A, "many", VETH, SVC)?;
     let at = SocketAddrV4::new(SVC, PORT);
@@ -705,11 +768,12 @@ pub fn one_to_many_crate_moves() -> Result<()> {
     }
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
-    let r = (|| -> Result<(Vec<i32>, usize)> {
+    let r = (|| -> Result<(Vec<i32>, usize, Duration)> {
         let mut ids: Option<Vec<i32>> = None;
         let mut size = 0;
-        for i in 0..CRATE_MOVES {
-            let when = || format!("move {} of {CRATE_MOVES}", i + 1);
+        let mut slowest = Duration::ZERO;
+        for i in 0..moves {
+            let when = || format!("move {} of {moves}", i + 1);
             // A busy socket (a message in partial delivery) is thawed
             // and tried again, the echo reading on in between, as the
             // application does between the plugin's tries.
@@ -754,8 +818,36 @@ pub fn one_to_many_crate_moves() -> Result<()> {
             *g = restored;
             drop(g);
             net::announce(&ctr, "eth0", SVC)?;
-            // Traffic between moves; every association still the same.
-            std::thread::sleep(Duration::from_millis(100));
+            // The next move only once every eNB has had an echo since
+            // this one: with the socket frozen nearly all the time, their
+            // retransmissions (each 1 s apart at most) would land in a
+            // gap of a few hundred ms per move by chance only, and 40
+            // misses end an association. A move that carries no traffic
+            // is a failure of its own.
+            let resumed = Instant::now();
+            let marks: Vec<u64> = enbs.iter().map(|(e, _)| e.echoed()).collect();
+            while enbs.iter().zip(&marks).any(|((e, _), m)| e.echoed() <= *m) {
+                if resumed.elapsed() > RESUME_LIMIT {
+                    trace_move(
+                        &format!("{}, stalled", when()),
+                        shared.lock().unwrap_or_else(|p| p.into_inner()).as_fd(),
+                        &snap,
+                    );
+                    let counts: Vec<String> = enbs
+                        .iter()
+                        .zip(&marks)
+                        .map(|((e, _), m)| format!("{} -> {}", m, e.echoed()))
+                        .collect();
+                    bail!(
+                        "{}: an eNB had no echo within {:?} of the thaw (echoes {})",
+                        when(),
+                        RESUME_LIMIT,
+                        counts.join(", ")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            slowest = slowest.max(resumed.elapsed());
             if let Some(why) = echo_failed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -774,14 +866,16 @@ pub fn one_to_many_crate_moves() -> Result<()> {
                 );
             }
         }
-        Ok((ids.unwrap_or_default(), size))
+        Ok((ids.unwrap_or_default(), size, slowest))
     })();
     let moved = started.elapsed();
-    let summary = r.and_then(|(ids, size)| {
+    let summary = r.and_then(|(ids, size, slowest)| {
         let s = finish(enbs, true)?;
         Ok(format!(
-            "{CRATE_MOVES} moves A<->B in {:.1}s of a one-to-many socket with associations {ids:?} ({size}-byte snapshot); {s}",
-            moved.as_secs_f64()
+            "{moves} moves A<->B in {:.1}s of a one-to-many socket with associations {ids:?} \
+             ({size}-byte snapshot), every eNB echoed after each within {:.2}s of the thaw; {s}",
+            moved.as_secs_f64(),
+            slowest.as_secs_f64()
         ))
     });
     stop.store(true, Ordering::SeqCst);
@@ -974,4 +1068,253 @@ fn wait_acked(s: &OwnedFd, limit: Duration) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// SCTP_AUTOCLOSE in seconds for [`one_to_many_options`].
+const AUTOCLOSE_SECS: u32 = 3;
+
+/// The per-association send defaults (stream, PPID) [`one_to_many_options`]
+/// gives its two associations: S1AP's PPID 18 on one, 60 (NGAP) on the other.
+const SNDINFO: [(u16, u32); 2] = [(3, 18), (5, 60)];
+
+/// `sock`'s SCTP_DEFAULT_SNDINFO for association `id`: (stream, PPID).
+fn default_sndinfo(sock: &OwnedFd, id: i32) -> Result<(u16, u32)> {
+    // struct sctp_sndinfo { u16 sid, flags; u32 ppid, context; s32 assoc_id }
+    let mut v = [0u8; 16];
+    v[12..].copy_from_slice(&id.to_ne_bytes());
+    crate::suites::sctp_repair::sctp_getsockopt(sock, 34, "SCTP_DEFAULT_SNDINFO", &mut v)?;
+    Ok((
+        u16::from_ne_bytes([v[0], v[1]]),
+        u32::from_ne_bytes([v[4], v[5], v[6], v[7]]),
+    ))
+}
+
+/// A one-to-many socket's own settings and each association's, moved A->B
+/// by the crate: SCTP_AUTOCLOSE (3 s) and a different SCTP_DEFAULT_SNDINFO
+/// per association come back as they were, and autoclose still works
+/// after the thaw: of two eNBs, the one that stays silent is shut down by
+/// the restored socket within a few seconds, the one that keeps talking
+/// is not.
+pub fn one_to_many_options() -> Result<()> {
+    use crate::suites::sctp_repair::{sctp_getsockopt, sctp_setsockopt};
+    let mut topo = Topology::build()?;
+    let mut ctr = topo.container(HOST_A, "manyopt", VETH, SVC)?;
+    let at = SocketAddrV4::new(SVC, PORT);
+    let sock = net::in_netns(&ctr, move || seqpacket_listener(at))?;
+    sctp_setsockopt(&sock, 4, "SCTP_AUTOCLOSE", &AUTOCLOSE_SECS.to_ne_bytes())?;
+    crate::sctp_traffic::watch(sock.as_fd())?;
+    let (talker, silent) = (connect_from_c(at)?, connect_from_c(at)?);
+    let mut ids = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for (k, s) in [&talker, &silent].into_iter().enumerate() {
+        crate::suites::sctp_repair::tune_timers(s)?;
+        crate::sctp_traffic::watch(s.as_fd())?;
+        crate::sctp_traffic::send(s.as_fd(), 0, false, format!("hello {k}").as_bytes(), 0)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ids.len() < 2 {
+        ensure!(Instant::now() < deadline, "{} of 2 eNBs heard", ids.len());
+        if let Some((m, from)) = crate::sctp_traffic::recv_from(sock.as_fd(), &mut buf)? {
+            if m.starts_with(b"hello") {
+                ids.push(crate::sctp_traffic::assoc_id_of(sock.as_fd(), &from)?);
+            }
+        }
+    }
+    for (id, (sid, ppid)) in ids.iter().zip(SNDINFO) {
+        let mut v = [0u8; 16];
+        v[..2].copy_from_slice(&sid.to_ne_bytes());
+        v[4..8].copy_from_slice(&ppid.to_ne_bytes());
+        v[12..].copy_from_slice(&id.to_ne_bytes());
+        sctp_setsockopt(&sock, 34, "SCTP_DEFAULT_SNDINFO", &v)?;
+    }
+    let snap = sctp_repair::freeze_and_capture(sock.as_fd(), Duration::from_secs(5))?;
+    let bytes = snap.encode();
+    net::lock(&ctr)?;
+    drop(sock);
+    topo.remove_container(&ctr)?;
+    ctr = topo.container_locked(HOST_B, "manyopt", VETH, SVC)?;
+    let sock = net::in_netns(&ctr, move || {
+        let snap = sctp_repair::Snapshot::decode(&bytes)?;
+        sctp_repair::restore(&snap).map_err(anyhow::Error::from)
+    })?;
+    net::unlock(&ctr)?;
+    sctp_repair::set_mode(sock.as_fd(), sctp_repair::Mode::Off)?;
+    let thawed = Instant::now();
+    net::announce(&ctr, "eth0", SVC)?;
+    let r = (|| -> Result<String> {
+        let mut v = [0u8; 4];
+        sctp_getsockopt(&sock, 4, "SCTP_AUTOCLOSE", &mut v)?;
+        ensure!(
+            u32::from_ne_bytes(v) == AUTOCLOSE_SECS,
+            "SCTP_AUTOCLOSE is {} after the move, not {AUTOCLOSE_SECS}",
+            u32::from_ne_bytes(v)
+        );
+        for (id, want) in ids.iter().zip(SNDINFO) {
+            let got = default_sndinfo(&sock, *id)?;
+            ensure!(
+                got == want,
+                "association {id}'s send defaults (stream, PPID) are {got:?} after the move, not {want:?}"
+            );
+        }
+        // The talker keeps its association busy, and reads its echoes
+        // of nothing: the server side sends nothing, the talker's DATA
+        // restarts the autoclose timer on the server.
+        let limit = Duration::from_secs(u64::from(AUTOCLOSE_SECS) * 3);
+        let mut closed = None;
+        while thawed.elapsed() < limit {
+            crate::sctp_traffic::send(talker.as_fd(), 0, false, b"still here", 0)?;
+            // The server reads on: the autoclose timer runs on idle time.
+            while let Some(_m) =
+                crate::sctp_traffic::recv_from_flags(sock.as_fd(), &mut buf, libc::MSG_DONTWAIT)?
+            {
+            }
+            if closed.is_none() && sctp_repair::association_count(sock.as_fd())? == 1 {
+                closed = Some(thawed.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let Some(after) = closed else {
+            bail!(
+                "the silent association was not closed within {limit:?} of the thaw (autoclose {AUTOCLOSE_SECS} s); {} association(s) left",
+                sctp_repair::association_count(sock.as_fd())?
+            );
+        };
+        ensure!(
+            peer_status(&talker).is_ok(),
+            "the talking eNB's association ended too"
+        );
+        ensure!(
+            peer_status(&silent).is_err(),
+            "the silent eNB still sees its association established"
+        );
+        Ok(format!(
+            "autoclose {AUTOCLOSE_SECS} s and per-association send defaults {SNDINFO:?} kept; \
+             the silent association was closed {:.1}s after the thaw, the talking one stayed",
+            after.as_secs_f64()
+        ))
+    })();
+    drop(topo);
+    println!("  {}", r?);
+    Ok(())
+}
+
+/// The association ids of the associations in netns `ns`
+/// (/proc/net/sctp/assocs, column ASSOC-ID).
+fn assoc_ids_in(ns: &str) -> Result<Vec<i32>> {
+    net::in_netns(ns, || {
+        let t = std::fs::read_to_string("/proc/thread-self/net/sctp/assocs")
+            .context("reading /proc/net/sctp/assocs")?;
+        let mut lines = t.lines();
+        let head: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let col = head
+            .iter()
+            .position(|h| *h == "ASSOC-ID")
+            .context("no ASSOC-ID column in /proc/net/sctp/assocs")?;
+        lines
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.split_whitespace()
+                    .nth(col)
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("no association id in {l:?}"))
+            })
+            .collect()
+    })
+}
+
+/// Takes association id `id` on this kernel (ids are global to it, not
+/// per netns): a loopback association in host B's netns read out and made
+/// again under `id` on a one-to-many socket, kept frozen (it never sends).
+fn hold_assoc_id(id: i32) -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{self, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    net::in_netns(HOST_B, move || {
+        let at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7399);
+        let l = seqpacket_listener(at)?;
+        let c = crate::suites::sctp_repair::sctp_socket()?;
+        socket::connect(c.as_raw_fd(), &SockaddrIn::from(at)).context("loopback connect")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sctp_repair::association_count(l.as_fd())? != 1 {
+            ensure!(Instant::now() < deadline, "no loopback association");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut snap = sctp_repair::freeze_and_capture(l.as_fd(), Duration::from_secs(5))?;
+        let m = snap.members.first_mut().context("no member captured")?;
+        m.id = id;
+        // Closed in repair mode: its own id goes, silently.
+        drop(l);
+        let held = sctp_repair::restore(&snap).context("taking the id")?;
+        // The stand-in first, then its peer: dropped in that order, the
+        // stand-in goes silently (repair mode) before the peer's ABORT.
+        Ok((held, c))
+    })
+}
+
+/// A one-to-many server restored on a host where one of its association
+/// ids is already taken (an application knows its peers by those ids, and
+/// ids are global to a kernel): the restore fails, naming the id; no
+/// restored process or association is left; the base stations, which
+/// heard nothing, are served by the same images restored once the id is
+/// free, with every message echoed once and in order.
+pub fn one_to_many_id_taken() -> Result<()> {
+    let rig = Rig::new("shapes-1tom-id", &[SVC])?;
+    let mut app = rig.server(&format!("{SVC}:{PORT}"), &[], "one-to-many")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let enbs = rig.enbs(3)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let ids = assoc_ids_in(&rig.ctr)?;
+    ensure!(ids.len() == 3, "the server has associations {ids:?}, not 3");
+    let dumped = rig.dump_to_b(&mut app, "shapes-1tom-id", &[])?;
+    let taken = ids[1];
+    let holder = hold_assoc_id(taken)?;
+    let r = (|| -> Result<String> {
+        let refused = rig.restore_on_b(&dumped.img_b, &[]);
+        let log = std::fs::read_to_string(dumped.img_b.join("restore.log")).unwrap_or_default();
+        ensure!(
+            refused.is_err(),
+            "criu restore succeeded although association id {taken} was taken"
+        );
+        // It names the socket and the id.
+        let want = [
+            "listening one-to-many SCTP socket of epcmig-sctp-".to_string(),
+            format!("on {SVC}:{PORT} (3 association(s))"),
+            format!("association id {taken} is taken"),
+        ];
+        let line = log
+            .lines()
+            .find(|l| want.iter().all(|w| l.contains(w.as_str())))
+            .with_context(|| format!("restore.log does not say {want:?}:\n{log}"))?
+            .trim()
+            .to_string();
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", "sctp-server"])
+            .output()?;
+        ensure!(
+            left.stdout.is_empty(),
+            "a restored server is left after the failed restore: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+        drop(holder);
+        let (pid, rs) = rig.restore_on_b(&dumped.img_b, &[])?;
+        let again = assoc_ids_in(&format!("/proc/{pid}/ns/net"))?;
+        let summary = finish(enbs, true);
+        kill_tree(pid);
+        let summary = summary?;
+        let mut again = again;
+        again.sort_unstable();
+        let mut ids = ids;
+        ids.sort_unstable();
+        ensure!(again == ids, "restored with ids {again:?}, not {ids:?}");
+        Ok(format!(
+            "refused: {line}\n  then, the id free, restored in {:.2}s under ids {ids:?}: {summary}",
+            rs.as_secs_f64()
+        ))
+    })();
+    drop(rig.topo);
+    println!("  {}", r?);
+    Ok(())
 }

@@ -197,8 +197,8 @@ const PASSED_THROUGH: &[&str] = &[
     "EPCMIG_FAILSLAB",
     "EPCMIG_CRIU_LIMIT",
     "EPCMIG_BADINPUT_ROUNDS",
+    "EPCMIG_SHAPES_MOVES",
     "EPCMIG_TRACE_MOVES",
-    "EPCMIG_OPT_IN",
 ];
 
 impl Vm {
