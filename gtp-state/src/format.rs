@@ -1,4 +1,5 @@
-//! The capture file: a versioned, sectioned, checksummed binary format.
+//! The capture file: a versioned, sectioned, checksummed binary format,
+//! framed by [`epcmig_image`] (header, sections, critical bit, checksum).
 //!
 //! # Format (version 1)
 //!
@@ -53,6 +54,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use epcmig_image::{set_once, Reader, CRITICAL};
+
 use crate::model::{
     Address, Device, FdOwner, FoundBy, GtpSocket, GtpState, Pdp, Role, Route, SocketId, Sockets,
     SocketsFound, Tunnel,
@@ -62,11 +65,14 @@ use crate::model::{
 pub const MAGIC: &[u8; 8] = b"GTPSTATE";
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
-const CRITICAL: u16 = 1;
 /// A file larger than this is refused before parsing (about 10 million
 /// IPv4 contexts).
 pub const MAX_FILE: usize = 256 << 20;
-const HEADER_LEN: usize = 16;
+const FORMAT: epcmig_image::Format = epcmig_image::Format {
+    magic: MAGIC,
+    versions: FORMAT_VERSION..=FORMAT_VERSION,
+    max_len: MAX_FILE,
+};
 const MIN_PDP_RECORD: usize = 17;
 
 mod section {
@@ -118,6 +124,30 @@ pub enum FormatError {
     Unencodable(String),
 }
 
+impl From<epcmig_image::Error> for FormatError {
+    fn from(e: epcmig_image::Error) -> FormatError {
+        use epcmig_image::Error as E;
+        match e {
+            E::TooLarge { len, .. } => FormatError::TooLarge(len),
+            E::ShortMagic { have } => FormatError::Truncated {
+                what: "magic",
+                need: MAGIC.len(),
+                have,
+            },
+            E::BadMagic => FormatError::BadMagic,
+            E::UnsupportedVersion(v) => FormatError::UnsupportedVersion(v),
+            E::Truncated { what, need, have } => FormatError::Truncated { what, need, have },
+            E::Checksum => FormatError::Checksum,
+            E::UnknownCriticalSection(ty) => FormatError::UnknownCriticalSection(ty),
+            E::DuplicateSection(ty) => FormatError::DuplicateSection(ty),
+            E::Trailing(n) => bad("file", format!("{n} bytes after the sections")),
+            E::SectionTooLarge { ty, .. } => {
+                FormatError::Unencodable(format!("section {ty} too large"))
+            }
+        }
+    }
+}
+
 fn bad(section: &'static str, reason: impl Into<String>) -> FormatError {
     FormatError::BadSection {
         section,
@@ -158,22 +188,7 @@ fn put_sockaddr_opt(out: &mut Vec<u8>, a: Option<&SocketAddr>) {
 }
 
 fn put_section(out: &mut Vec<u8>, ty: u16, payload: &[u8]) -> Result<(), FormatError> {
-    put_section_flags(out, ty, CRITICAL, payload)
-}
-
-fn put_section_flags(
-    out: &mut Vec<u8>,
-    ty: u16,
-    flags: u16,
-    payload: &[u8],
-) -> Result<(), FormatError> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| FormatError::Unencodable(format!("section {ty} too large")))?;
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(payload);
-    Ok(())
+    Ok(epcmig_image::put_section(out, ty, CRITICAL, payload)?)
 }
 
 /// Appends one PDP record (see the module docs).
@@ -216,12 +231,10 @@ pub fn put_pdp(out: &mut Vec<u8>, p: &Pdp) {
 /// Serialises a capture.
 pub fn encode(s: &GtpState) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::with_capacity(128 + s.pdps.len() * 20);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
     let found = &s.sockets_found;
     let with_found = *found != SocketsFound::default();
-    out.extend_from_slice(&(5 + u32::from(with_found)).to_le_bytes());
+    let count = 5 + u32::from(with_found);
+    epcmig_image::put_header(&mut out, MAGIC, FORMAT_VERSION, [0, 0], count);
 
     let d = &s.device;
     let name = d.name.as_bytes();
@@ -330,11 +343,10 @@ pub fn encode(s: &GtpState) -> Result<Vec<u8>, FormatError> {
                 None => p.push(0),
             }
         }
-        put_section_flags(&mut out, section::SOCKETS_FOUND, 0, &p)?;
+        epcmig_image::put_section(&mut out, section::SOCKETS_FOUND, 0, &p)?;
     }
 
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    epcmig_image::put_checksum(&mut out);
     if out.len() > MAX_FILE {
         return Err(FormatError::TooLarge(out.len()));
     }
@@ -343,41 +355,24 @@ pub fn encode(s: &GtpState) -> Result<Vec<u8>, FormatError> {
 
 // ---------------------------------------------------------------- decoding
 
-/// A bounds-checked reader; every short read is a typed error.
-struct Reader<'a> {
-    buf: &'a [u8],
+/// This format's fields on the framing's reader: addresses, and the end
+/// of a section, which must hold nothing more.
+trait ReadFields {
+    fn addr_opt(
+        &mut self,
+        section: &'static str,
+        what: &'static str,
+    ) -> Result<Option<IpAddr>, FormatError>;
+    fn addr(&mut self, section: &'static str, what: &'static str) -> Result<IpAddr, FormatError>;
+    fn sockaddr_opt(
+        &mut self,
+        section: &'static str,
+        what: &'static str,
+    ) -> Result<Option<SocketAddr>, FormatError>;
+    fn end(&self, section: &'static str) -> Result<(), FormatError>;
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
-        if self.buf.len() < n {
-            return Err(FormatError::Truncated {
-                what,
-                need: n,
-                have: self.buf.len(),
-            });
-        }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
-    }
-    fn arr<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N, what)?);
-        Ok(a)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, FormatError> {
-        Ok(u16::from_le_bytes(self.arr(what)?))
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
-        Ok(u32::from_le_bytes(self.arr(what)?))
-    }
-    fn u64(&mut self, what: &'static str) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(self.arr(what)?))
-    }
+impl ReadFields for Reader<'_> {
     fn addr_opt(
         &mut self,
         section: &'static str,
@@ -622,61 +617,15 @@ fn decode_pdps(b: &[u8]) -> Result<Vec<Pdp>, FormatError> {
     Ok(v)
 }
 
-fn set_once<T>(slot: &mut Option<T>, v: T, ty: u16) -> Result<(), FormatError> {
-    if slot.replace(v).is_some() {
-        return Err(FormatError::DuplicateSection(ty));
-    }
-    Ok(())
-}
-
 /// Parses a capture, checking magic, version, checksum and every field.
 pub fn decode(buf: &[u8]) -> Result<GtpState, FormatError> {
-    if buf.len() > MAX_FILE {
-        return Err(FormatError::TooLarge(buf.len()));
-    }
-    if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
-        return Err(if buf.len() < MAGIC.len() && MAGIC.starts_with(buf) {
-            FormatError::Truncated {
-                what: "magic",
-                need: MAGIC.len(),
-                have: buf.len(),
-            }
-        } else {
-            FormatError::BadMagic
-        });
-    }
-    let mut r = Reader {
-        buf: &buf[MAGIC.len()..],
-    };
-    let version = r.u16("version")?;
-    if version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion(version));
-    }
-    if buf.len() < HEADER_LEN + 4 {
-        return Err(FormatError::Truncated {
-            what: "header and checksum",
-            need: HEADER_LEN + 4,
-            have: buf.len(),
-        });
-    }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if crc32fast::hash(body) != crc {
-        return Err(FormatError::Checksum);
-    }
-    let mut r = Reader {
-        buf: &body[MAGIC.len() + 2..],
-    };
-    let _reserved = r.u16("reserved")?;
-    let count = r.u32("section count")?;
-
+    // The header's other two bytes are reserved: written 0, not read.
+    let image = epcmig_image::open(buf, &FORMAT)?;
     let (mut device, mut sockets, mut addrs, mut routes, mut pdps) = (None, None, None, None, None);
     let mut found = None;
-    for _ in 0..count {
-        let ty = r.u16("section type")?;
-        let flags = r.u16("section flags")?;
-        let len = r.u32("section length")? as usize;
-        let payload = r.take(len, "section payload")?;
+    for s in image.sections {
+        let s = s?;
+        let (ty, payload) = (s.ty, s.payload);
         match ty {
             section::DEVICE => set_once(&mut device, decode_device(payload)?, ty)?,
             section::SOCKETS => set_once(&mut sockets, decode_sockets(payload)?, ty)?,
@@ -684,15 +633,8 @@ pub fn decode(buf: &[u8]) -> Result<GtpState, FormatError> {
             section::ROUTES => set_once(&mut routes, decode_routes(payload)?, ty)?,
             section::PDPS => set_once(&mut pdps, decode_pdps(payload)?, ty)?,
             section::SOCKETS_FOUND => set_once(&mut found, decode_sockets_found(payload)?, ty)?,
-            _ if flags & CRITICAL != 0 => return Err(FormatError::UnknownCriticalSection(ty)),
-            _ => {}
+            _ => s.skip_unknown()?,
         }
-    }
-    if !r.buf.is_empty() {
-        return Err(bad(
-            "file",
-            format!("{} bytes after the sections", r.buf.len()),
-        ));
     }
     Ok(GtpState {
         device: device.ok_or(FormatError::MissingSection("device"))?,

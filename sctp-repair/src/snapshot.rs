@@ -4,7 +4,8 @@
 //! and what [`crate::restore`] needs to re-create it. The kernel's repair
 //! structures are kept as the kernel wrote them (they carry their own
 //! version, `SCTP_REPAIR_V1`, and the kernel validates them again on
-//! restore); this module only frames them.
+//! restore); this module only frames them, with [`epcmig_image`] (header,
+//! sections, critical bit, checksum) and the packing below.
 //!
 //! # Format (version 2)
 //!
@@ -57,16 +58,22 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
+use epcmig_image::{Reader, Section, CRITICAL};
+
 /// The first 8 bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"SCTPSNAP";
 /// The format version this crate writes; it reads this one and earlier.
 pub const FORMAT_VERSION: u16 = 2;
 /// The oldest format version this crate reads.
 pub const OLDEST_VERSION: u16 = 1;
-const CRITICAL: u16 = 1;
 const PACKED: u16 = 2;
 /// A snapshot larger than this is refused before parsing.
 const MAX_SNAPSHOT: usize = 64 << 20;
+const FORMAT: epcmig_image::Format = epcmig_image::Format {
+    magic: MAGIC,
+    versions: OLDEST_VERSION..=FORMAT_VERSION,
+    max_len: MAX_SNAPSHOT,
+};
 
 mod section {
     pub const SOCKET: u16 = 1;
@@ -113,6 +120,26 @@ pub enum FormatError {
     },
     #[error("snapshot is {0} bytes, over the {MAX_SNAPSHOT}-byte limit")]
     TooLarge(usize),
+}
+
+impl From<epcmig_image::Error> for FormatError {
+    fn from(e: epcmig_image::Error) -> FormatError {
+        use epcmig_image::Error as E;
+        match e {
+            E::TooLarge { len, .. } | E::SectionTooLarge { len, .. } => FormatError::TooLarge(len),
+            // Too short for the magic is not a snapshot either.
+            E::ShortMagic { .. } | E::BadMagic => FormatError::BadMagic,
+            E::UnsupportedVersion(v) => FormatError::UnsupportedVersion(v),
+            E::Truncated { what, need, have } => FormatError::Truncated { what, need, have },
+            E::Checksum => FormatError::Checksum,
+            E::UnknownCriticalSection(ty) => FormatError::UnknownCriticalSection(ty),
+            E::DuplicateSection(ty) => FormatError::DuplicateSection(ty),
+            E::Trailing(n) => FormatError::BadSection {
+                section: "trailer",
+                reason: format!("{n} stray bytes"),
+            },
+        }
+    }
 }
 
 /// What kind of socket a snapshot re-creates.
@@ -230,12 +257,10 @@ fn put_section(out: &mut Vec<u8>, ty: u16, flags: u16, payload: &[u8]) {
 }
 
 fn put_raw_section(out: &mut Vec<u8>, ty: u16, flags: u16, payload: &[u8]) {
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    // Payloads are bounded by MAX_SNAPSHOT on decode and by kernel option
-    // sizes on capture, far below u32::MAX.
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(payload);
+    // Only a payload of 4 GiB or more does not fit, and is left out: no
+    // socket's state comes near (decode takes MAX_SNAPSHOT), and the
+    // section count, which still counts it, makes that snapshot undecodable.
+    let _ = epcmig_image::put_section(out, ty, flags, payload);
 }
 
 fn encode_addr(out: &mut Vec<u8>, a: &SocketAddr) {
@@ -251,40 +276,6 @@ fn encode_addr(out: &mut Vec<u8>, a: &SocketAddr) {
     out.extend_from_slice(&a.port().to_le_bytes());
     out.extend_from_slice(&ip);
     out.extend_from_slice(&scope.to_le_bytes());
-}
-
-/// A bounds-checked reader; every short read is a typed error.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
-        if self.buf.len() < n {
-            return Err(FormatError::Truncated {
-                what,
-                need: n,
-                have: self.buf.len(),
-            });
-        }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, FormatError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i32(&mut self, what: &'static str) -> Result<i32, FormatError> {
-        Ok(self.u32(what)? as i32)
-    }
 }
 
 fn decode_addr(r: &mut Reader<'_>) -> Result<SocketAddr, FormatError> {
@@ -394,14 +385,10 @@ impl Snapshot {
         }
 
         let mut out = Vec::with_capacity(body.len() + 24);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.push(u8::from(cfg!(target_endian = "little")));
-        out.push(0);
-        out.extend_from_slice(&count.to_le_bytes());
+        let byte_order = u8::from(cfg!(target_endian = "little"));
+        epcmig_image::put_header(&mut out, MAGIC, FORMAT_VERSION, [byte_order, 0], count);
         out.extend_from_slice(&body);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        epcmig_image::put_checksum(&mut out);
         out
     }
 
@@ -414,177 +401,78 @@ impl Snapshot {
     /// [`Snapshot::decode`]; a member of a one-to-many socket (`!outer`)
     /// has no members of its own.
     fn decode_nested(data: &[u8], outer: bool) -> Result<Snapshot, FormatError> {
-        if data.len() > MAX_SNAPSHOT {
-            return Err(FormatError::TooLarge(data.len()));
-        }
-        if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-            return Err(FormatError::BadMagic);
-        }
-        let mut r = Reader {
-            buf: &data[MAGIC.len()..],
-        };
-        let version = r.u16("version")?;
-        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
-            return Err(FormatError::UnsupportedVersion(version));
-        }
-        let little = r.u8("byte order")?;
-        if little != u8::from(cfg!(target_endian = "little")) {
+        let image = epcmig_image::open(data, &FORMAT)?;
+        // The header's other byte is reserved: written 0, not read.
+        if image.spare[0] != u8::from(cfg!(target_endian = "little")) {
             return Err(FormatError::ByteOrder);
         }
-        r.u8("reserved")?;
-        let count = r.u32("section count")?;
-        // The checksum covers everything but its own 4 bytes.
-        if data.len() < 4 + 16 {
-            return Err(FormatError::Truncated {
-                what: "checksum",
-                need: 4,
-                have: 0,
-            });
-        }
-        let (covered, crc) = data.split_at(data.len() - 4);
-        if crc32fast::hash(covered) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-            return Err(FormatError::Checksum);
-        }
-        let mut r = Reader {
-            buf: &r.buf[..r.buf.len() - 4],
-        };
-
-        let mut socket: Option<(Kind, u16, u32)> = None;
-        let mut local_addrs: Option<Vec<SocketAddr>> = None;
-        let (mut assoc, mut paths, mut streams, mut tsn_map) = (None, None, None, None);
-        let mut auth = Vec::new();
-        let mut sockopts = Vec::new();
-        let mut queues: Vec<crate::QueueRecord> = Vec::new();
-        let mut members: Vec<Member> = Vec::new();
+        let mut parts = Parts::default();
         let mut seen = Vec::new();
+        // One budget for all sections: a packed file cannot make us hold
+        // more than a plain one could.
         let mut budget = MAX_SNAPSHOT;
-        for _ in 0..count {
-            let ty = r.u16("section type")?;
-            let flags = r.u16("section flags")?;
-            let len = r.u32("section length")? as usize;
-            let stored = r.take(len, "section payload")?;
-            if seen.contains(&ty) {
-                return Err(FormatError::DuplicateSection(ty));
+        for s in image.sections {
+            let s = s?;
+            // Every type once, known or not, refused before it is unpacked.
+            if seen.contains(&s.ty) {
+                return Err(FormatError::DuplicateSection(s.ty));
             }
-            seen.push(ty);
+            seen.push(s.ty);
             let unpacked;
-            let payload = if version >= 2 && flags & PACKED != 0 {
-                // One budget for all sections: a packed file cannot make
-                // us hold more than a plain one could.
-                unpacked = unpack(stored, budget, "packed")?;
+            let payload = if image.version >= 2 && s.flags & PACKED != 0 {
+                unpacked = unpack(s.payload, budget, "packed")?;
                 budget -= unpacked.len();
                 &unpacked[..]
             } else {
-                stored
+                s.payload
             };
-            let mut p = Reader { buf: payload };
-            match ty {
-                section::SOCKET => {
-                    let kind = match p.u8("socket kind")? {
-                        1 => Kind::Established,
-                        2 => Kind::Listen,
-                        3 => Kind::OneToMany { listening: false },
-                        4 => Kind::OneToMany { listening: true },
-                        5 => Kind::PeeledOff,
-                        k => {
-                            return Err(FormatError::BadSection {
-                                section: "socket",
-                                reason: format!("unknown kind {k}"),
-                            })
-                        }
-                    };
-                    let family = p.u16("socket family")?;
-                    if i32::from(family) != libc::AF_INET && i32::from(family) != libc::AF_INET6 {
-                        return Err(FormatError::BadSection {
-                            section: "socket",
-                            reason: format!("unknown family {family}"),
-                        });
-                    }
-                    socket = Some((kind, family, p.u32("backlog")?));
-                }
-                section::LOCAL_ADDRS => {
-                    let n = p.u16("address count")?;
-                    let mut v = Vec::with_capacity(usize::from(n).min(payload.len() / 24));
-                    for _ in 0..n {
-                        v.push(decode_addr(&mut p)?);
-                    }
-                    local_addrs = Some(v);
-                }
-                section::ASSOC => assoc = Some(payload.to_vec()),
-                section::PATHS => paths = Some(payload.to_vec()),
-                section::STREAMS => streams = Some(payload.to_vec()),
-                section::TSN_MAP => tsn_map = Some(payload.to_vec()),
-                section::AUTH => auth = payload.to_vec(),
-                section::SOCKOPTS => {
-                    let n = p.u16("option count")?;
-                    for _ in 0..n {
-                        let level = p.i32("option level")?;
-                        let name = p.i32("option name")?;
-                        let l = usize::from(p.u16("option length")?);
-                        let value = p.take(l, "option value")?.to_vec();
-                        sockopts.push(SockOpt { level, name, value });
-                    }
-                }
-                section::QUEUES => {
-                    let n = p.u32("record count")?;
-                    for _ in 0..n {
-                        let queue = p.u8("record queue")?;
-                        if !(1..=3).contains(&queue) {
-                            return Err(FormatError::BadSection {
-                                section: "queued data",
-                                reason: format!("unknown queue {queue}"),
-                            });
-                        }
-                        let len = p.u32("record length")? as usize;
-                        let data = p.take(len, "record")?;
-                        if len < crate::queues::RECORD_HDR
-                            || crate::queues::record_len(data) != Some(len)
-                        {
-                            return Err(FormatError::BadSection {
-                                section: "queued data",
-                                reason: format!("record of {len} bytes"),
-                            });
-                        }
-                        queues.push(crate::QueueRecord {
-                            queue,
-                            data: data.to_vec(),
-                        });
-                    }
-                }
-                section::MEMBERS if outer => {
-                    let n = p.u32("association count")?;
-                    for _ in 0..n {
-                        let id = p.i32("association id")?;
-                        let len = p.u32("association length")? as usize;
-                        let one = Self::decode_nested(p.take(len, "association")?, false)?;
-                        if one.kind != Kind::Established
-                            || id <= 2
-                            || members.iter().any(|m| m.id == id)
-                        {
-                            return Err(FormatError::BadSection {
-                                section: "associations",
-                                reason: format!(
-                                    "association {id} is not a distinct established one"
-                                ),
-                            });
-                        }
-                        members.push(Member { id, snap: one });
-                    }
-                }
-                other if flags & CRITICAL != 0 => {
-                    return Err(FormatError::UnknownCriticalSection(other))
-                }
-                _ => {}
-            }
+            parts.add(&s, payload, outer)?;
         }
-        if !r.buf.is_empty() {
-            return Err(FormatError::BadSection {
-                section: "trailer",
-                reason: format!("{} stray bytes", r.buf.len()),
-            });
+        parts.into_snapshot()
+    }
+}
+
+/// The sections of a snapshot as they are read, before the checks that
+/// need them all.
+#[derive(Default)]
+struct Parts {
+    socket: Option<(Kind, u16, u32)>,
+    local_addrs: Option<Vec<SocketAddr>>,
+    assoc: Option<Vec<u8>>,
+    paths: Option<Vec<u8>>,
+    streams: Option<Vec<u8>>,
+    tsn_map: Option<Vec<u8>>,
+    auth: Vec<u8>,
+    sockopts: Vec<SockOpt>,
+    queues: Vec<crate::QueueRecord>,
+    members: Vec<Member>,
+}
+
+impl Parts {
+    /// Reads section `s`, whose payload (unpacked) is `payload`.
+    fn add(&mut self, s: &Section<'_>, payload: &[u8], outer: bool) -> Result<(), FormatError> {
+        match s.ty {
+            section::SOCKET => self.socket = Some(decode_socket(payload)?),
+            section::LOCAL_ADDRS => self.local_addrs = Some(decode_local_addrs(payload)?),
+            section::ASSOC => self.assoc = Some(payload.to_vec()),
+            section::PATHS => self.paths = Some(payload.to_vec()),
+            section::STREAMS => self.streams = Some(payload.to_vec()),
+            section::TSN_MAP => self.tsn_map = Some(payload.to_vec()),
+            section::AUTH => self.auth = payload.to_vec(),
+            section::SOCKOPTS => self.sockopts = decode_sockopts(payload)?,
+            section::QUEUES => self.queues = decode_queues(payload)?,
+            section::MEMBERS if outer => self.members = decode_members(payload)?,
+            _ => s.skip_unknown()?,
         }
-        let (kind, family, backlog) = socket.ok_or(FormatError::MissingSection("socket"))?;
-        let local_addrs = local_addrs.ok_or(FormatError::MissingSection("local addresses"))?;
+        Ok(())
+    }
+
+    /// The snapshot, once its sections agree with its kind.
+    fn into_snapshot(self) -> Result<Snapshot, FormatError> {
+        let (kind, family, backlog) = self.socket.ok_or(FormatError::MissingSection("socket"))?;
+        let local_addrs = self
+            .local_addrs
+            .ok_or(FormatError::MissingSection("local addresses"))?;
         if local_addrs.is_empty() {
             return Err(FormatError::BadSection {
                 section: "local addresses",
@@ -600,19 +488,19 @@ impl Snapshot {
             paths: Vec::new(),
             streams: Vec::new(),
             tsn_map: Vec::new(),
-            sockopts,
-            queues,
+            sockopts: self.sockopts,
+            queues: self.queues,
             auth: Vec::new(),
             members: Vec::new(),
         };
-        if !members.is_empty() {
+        if !self.members.is_empty() {
             if kind == Kind::Established {
                 return Err(FormatError::BadSection {
                     section: "associations",
                     reason: "only a one-to-many socket or a listener has them".into(),
                 });
             }
-            snap.members = members;
+            snap.members = self.members;
         }
         if kind == Kind::PeeledOff && snap.members.len() != 1 {
             return Err(FormatError::BadSection {
@@ -624,15 +512,113 @@ impl Snapshot {
             });
         }
         if kind == Kind::Established {
-            snap.auth = auth;
-            snap.assoc = assoc.ok_or(FormatError::MissingSection("association"))?;
-            snap.paths = paths.ok_or(FormatError::MissingSection("paths"))?;
-            snap.streams = streams.ok_or(FormatError::MissingSection("streams"))?;
-            snap.tsn_map = tsn_map.ok_or(FormatError::MissingSection("TSN map"))?;
+            snap.auth = self.auth;
+            snap.assoc = self
+                .assoc
+                .ok_or(FormatError::MissingSection("association"))?;
+            snap.paths = self.paths.ok_or(FormatError::MissingSection("paths"))?;
+            snap.streams = self.streams.ok_or(FormatError::MissingSection("streams"))?;
+            snap.tsn_map = self.tsn_map.ok_or(FormatError::MissingSection("TSN map"))?;
             crate::state::check_blobs(&snap)?;
         }
         Ok(snap)
     }
+}
+
+fn decode_socket(payload: &[u8]) -> Result<(Kind, u16, u32), FormatError> {
+    let mut p = Reader::new(payload);
+    let kind = match p.u8("socket kind")? {
+        1 => Kind::Established,
+        2 => Kind::Listen,
+        3 => Kind::OneToMany { listening: false },
+        4 => Kind::OneToMany { listening: true },
+        5 => Kind::PeeledOff,
+        k => {
+            return Err(FormatError::BadSection {
+                section: "socket",
+                reason: format!("unknown kind {k}"),
+            })
+        }
+    };
+    let family = p.u16("socket family")?;
+    if i32::from(family) != libc::AF_INET && i32::from(family) != libc::AF_INET6 {
+        return Err(FormatError::BadSection {
+            section: "socket",
+            reason: format!("unknown family {family}"),
+        });
+    }
+    Ok((kind, family, p.u32("backlog")?))
+}
+
+fn decode_local_addrs(payload: &[u8]) -> Result<Vec<SocketAddr>, FormatError> {
+    let mut p = Reader::new(payload);
+    let n = p.u16("address count")?;
+    let mut v = Vec::with_capacity(usize::from(n).min(payload.len() / 24));
+    for _ in 0..n {
+        v.push(decode_addr(&mut p)?);
+    }
+    Ok(v)
+}
+
+fn decode_sockopts(payload: &[u8]) -> Result<Vec<SockOpt>, FormatError> {
+    let mut p = Reader::new(payload);
+    let n = p.u16("option count")?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let level = p.i32("option level")?;
+        let name = p.i32("option name")?;
+        let l = usize::from(p.u16("option length")?);
+        let value = p.take(l, "option value")?.to_vec();
+        v.push(SockOpt { level, name, value });
+    }
+    Ok(v)
+}
+
+fn decode_queues(payload: &[u8]) -> Result<Vec<crate::QueueRecord>, FormatError> {
+    let mut p = Reader::new(payload);
+    let n = p.u32("record count")?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let queue = p.u8("record queue")?;
+        if !(1..=3).contains(&queue) {
+            return Err(FormatError::BadSection {
+                section: "queued data",
+                reason: format!("unknown queue {queue}"),
+            });
+        }
+        let len = p.u32("record length")? as usize;
+        let data = p.take(len, "record")?;
+        if len < crate::queues::RECORD_HDR || crate::queues::record_len(data) != Some(len) {
+            return Err(FormatError::BadSection {
+                section: "queued data",
+                reason: format!("record of {len} bytes"),
+            });
+        }
+        v.push(crate::QueueRecord {
+            queue,
+            data: data.to_vec(),
+        });
+    }
+    Ok(v)
+}
+
+fn decode_members(payload: &[u8]) -> Result<Vec<Member>, FormatError> {
+    let mut p = Reader::new(payload);
+    let n = p.u32("association count")?;
+    let mut v: Vec<Member> = Vec::new();
+    for _ in 0..n {
+        let id = p.i32("association id")?;
+        let len = p.u32("association length")? as usize;
+        let one = Snapshot::decode_nested(p.take(len, "association")?, false)?;
+        if one.kind != Kind::Established || id <= 2 || v.iter().any(|m| m.id == id) {
+            return Err(FormatError::BadSection {
+                section: "associations",
+                reason: format!("association {id} is not a distinct established one"),
+            });
+        }
+        v.push(Member { id, snap: one });
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
