@@ -7,6 +7,31 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the machine-readable line for each figure.
 pub const PREFIX: &str = "epcmig-figure: ";
 
+/// Which way a figure improves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    /// Times and sizes; also what a line from before `better` existed means.
+    #[default]
+    Lower,
+    Higher,
+}
+
+impl Better {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        }
+    }
+}
+
+impl std::fmt::Display for Better {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
     pub name: String,
@@ -14,7 +39,18 @@ pub struct Figure {
     pub value: f64,
     /// The same quantity for the baseline, measured in the same run.
     pub baseline: Option<f64>,
-    /// baseline / value for times (higher is better), else value/baseline.
+    /// What the baseline is ("TCP_REPAIR, as many connections, same
+    /// round", "linear from 1 association", "a round trip on the same
+    /// association"): the word alone means something else in each suite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_is: Option<String>,
+    /// Which way `value` improves.
+    #[serde(default)]
+    pub better: Better,
+    /// How many times better than the baseline `value` is, whichever way
+    /// `better` points: baseline / value when lower is better, value /
+    /// baseline when higher is; above 1 the value beats the baseline.
+    /// `None` without a baseline, or when the divisor is not positive.
     pub ratio: Option<f64>,
     /// A point of a scaling curve: the curve's name and its x (e.g.
     /// "sctp.capture" at 1000 associations), for the report's plots.
@@ -25,35 +61,49 @@ pub struct Figure {
 }
 
 impl Figure {
-    /// A time in seconds, against a baseline time if there is one.
-    pub fn secs(name: impl Into<String>, value: f64, baseline: Option<f64>) -> Figure {
+    /// A time in seconds (lower is better).
+    pub fn secs(name: impl Into<String>, value: f64) -> Figure {
+        Figure::amount(name, "s", value)
+    }
+
+    /// A size or count in `unit` (lower is better unless
+    /// [`Figure::higher_is_better`]).
+    pub fn amount(name: impl Into<String>, unit: &str, value: f64) -> Figure {
         Figure {
             name: name.into(),
-            unit: "s".into(),
+            unit: unit.into(),
             value,
-            baseline,
-            ratio: baseline.map(|b| if value > 0.0 { b / value } else { 0.0 }),
+            baseline: None,
+            baseline_is: None,
+            better: Better::Lower,
+            ratio: None,
             series: None,
             x: None,
         }
     }
 
-    /// A size or count, against a baseline one if there is one.
-    pub fn amount(
-        name: impl Into<String>,
-        unit: &str,
-        value: f64,
-        baseline: Option<f64>,
-    ) -> Figure {
-        Figure {
-            name: name.into(),
-            unit: unit.into(),
-            value,
-            baseline,
-            ratio: baseline.map(|b| if b > 0.0 { value / b } else { 0.0 }),
-            series: None,
-            x: None,
-        }
+    /// Sets the baseline, `baseline` in this figure's unit, and what it
+    /// is (`what`): the two go together, so no baseline goes unnamed.
+    pub fn against(mut self, baseline: f64, what: &str) -> Figure {
+        self.baseline = Some(baseline);
+        self.baseline_is = Some(what.into());
+        self.rated()
+    }
+
+    /// Marks the figure as one that improves upwards (a count of work
+    /// done, not a cost).
+    pub fn higher_is_better(mut self) -> Figure {
+        self.better = Better::Higher;
+        self.rated()
+    }
+
+    /// The figure with its ratio worked out again, after a change of
+    /// baseline or direction.
+    fn rated(mut self) -> Figure {
+        self.ratio = self
+            .baseline
+            .and_then(|b| times_better(self.value, b, self.better));
+        self
     }
 
     /// Marks the figure as the point at `x` of curve `series`.
@@ -80,6 +130,15 @@ impl Figure {
     pub fn from_line(line: &str) -> Option<Result<Figure, serde_json::Error>> {
         line.strip_prefix(PREFIX).map(serde_json::from_str)
     }
+}
+
+/// [`Figure::ratio`] of `value` against `baseline`.
+fn times_better(value: f64, baseline: f64, better: Better) -> Option<f64> {
+    let (num, den) = match better {
+        Better::Lower => (baseline, value),
+        Better::Higher => (value, baseline),
+    };
+    (den > 0.0).then(|| num / den)
 }
 
 /// [`Figure::show`] for a quantity `v` in `unit`.
@@ -120,10 +179,13 @@ mod tests {
 
     #[test]
     fn a_figure_line_reads_back_as_printed() {
-        let f = Figure::secs("sctp.restore", 0.5, Some(0.25)).at("sctp.restore", 1000.0);
+        let f = Figure::secs("sctp.restore", 0.5)
+            .against(0.25, "a round trip")
+            .at("sctp.restore", 1000.0);
         assert_eq!(f.ratio, Some(0.5));
         let line = f.to_line().unwrap();
         assert!(line.starts_with(PREFIX));
+        assert!(line.contains(r#""baseline_is":"a round trip","better":"lower""#));
         assert_eq!(Figure::from_line(&line).unwrap().unwrap(), f);
         assert!(Figure::from_line("  sctp.restore 0.5 s").is_none());
         assert!(Figure::from_line("epcmig-figure: {\"name\":")
@@ -132,9 +194,38 @@ mod tests {
     }
 
     #[test]
-    fn ratios_are_better_when_higher_for_times_only() {
-        assert_eq!(Figure::secs("t", 2.0, Some(1.0)).ratio, Some(0.5));
-        assert_eq!(Figure::amount("m", "B", 2.0, Some(1.0)).ratio, Some(2.0));
-        assert_eq!(Figure::amount("m", "B", 2.0, None).ratio, None);
+    fn a_line_from_before_baseline_is_and_better_still_reads() {
+        let old = r#"epcmig-figure: {"name":"migration.total","unit":"s","value":3.0,"baseline":6.0,"ratio":2.0}"#;
+        let f = Figure::from_line(old).unwrap().unwrap();
+        assert_eq!(
+            (f.baseline_is, f.better, f.ratio),
+            (None, Better::Lower, Some(2.0))
+        );
+    }
+
+    #[test]
+    fn a_ratio_above_one_is_better_whichever_way_better_points() {
+        let t = |v, b| Figure::secs("t", v).against(b, "b").ratio;
+        assert_eq!(t(2.0, 1.0), Some(0.5));
+        assert_eq!(t(1.0, 2.0), Some(2.0));
+        let size = Figure::amount("m", "B", 2.0).against(1.0, "b");
+        assert_eq!((size.better, size.ratio), (Better::Lower, Some(0.5)));
+        let count = |v, b| {
+            Figure::amount("n", "msgs", v)
+                .against(b, "b")
+                .higher_is_better()
+        };
+        assert_eq!(count(2.0, 1.0).ratio, Some(2.0));
+        // The direction may come first: the ratio follows either order.
+        let first = Figure::amount("n", "msgs", 2.0)
+            .higher_is_better()
+            .against(1.0, "b");
+        assert_eq!(first, count(2.0, 1.0));
+        assert_eq!(Figure::amount("m", "B", 2.0).ratio, None);
+        assert_eq!(t(0.0, 1.0), None);
+        assert_eq!(
+            serde_json::to_string(&Better::Higher).unwrap(),
+            r#""higher""#
+        );
     }
 }

@@ -7,7 +7,12 @@ pub use epcmig_figures::Figure;
 /// Prints a figure for people, then its line for `cargo vm bench`.
 fn print(f: &Figure) {
     let extra = match (f.baseline, f.ratio) {
-        (Some(b), Some(r)) => format!("  (baseline {}, ratio {r:.2}x)", f.show(b)),
+        (Some(b), Some(r)) => format!(
+            "  (against {}: {}, ratio {r:.2}x; the {} the better)",
+            f.baseline_is.as_deref().unwrap_or("unnamed"),
+            f.show(b),
+            f.better
+        ),
         _ => String::new(),
     };
     println!("  {:<40} {:>16}{extra}", f.name, f.show(f.value));

@@ -1228,6 +1228,9 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
     })?;
     let mut figs = Vec::new();
     let (mut one_capture, mut one_restore) = (None, None);
+    // Baseline of capture and restore: 1 association's time n times over,
+    // what a cost per association alone would come to.
+    const LINEAR: &str = "linear from 1 association";
     for n in [1usize, 10, 100, 1000] {
         // TCG's timing is noisy (a flush of its translation cache costs
         // whichever side runs then): each size is measured several times,
@@ -1252,22 +1255,23 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
         let one_r = *one_restore.get_or_insert(restore);
         let x = n as f64;
         figs.push(
-            Figure::secs(format!("sctp.capture_{n}"), capture, Some(one_c * x))
+            Figure::secs(format!("sctp.capture_{n}"), capture)
+                .against(one_c * x, LINEAR)
                 .at("sctp freeze + read out", x),
         );
         figs.push(
-            Figure::secs(format!("sctp.restore_{n}"), restore, Some(one_r * x))
+            Figure::secs(format!("sctp.restore_{n}"), restore)
+                .against(one_r * x, LINEAR)
                 .at("sctp re-create + thaw", x),
         );
         figs.push(Figure::amount(
             format!("sctp.snapshot_bytes_per_assoc_{n}"),
             "B",
             bytes as f64 / x,
-            None,
         ));
         // Per association against per TCP connection, from the round
         // whose SCTP/TCP ratio is the median (each round pairs the two
-        // sides under the same conditions): baseline / value.
+        // sides under the same conditions).
         let mut paired: Vec<(f64, f64)> = tcp
             .iter()
             .zip(&sctp)
@@ -1275,17 +1279,19 @@ pub fn bench() -> Result<Vec<crate::bench::Figure>> {
             .collect();
         paired.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
         let (per_sctp, per_tcp) = paired[paired.len() / 2];
-        figs.push(Figure::secs(
-            format!("sctp.capture_restore_per_assoc_vs_tcp_{n}"),
-            per_sctp,
-            Some(per_tcp),
-        ));
         figs.push(
-            Figure::secs(format!("tcp.capture_{n}"), tcp_capture, None)
+            Figure::secs(
+                format!("sctp.capture_restore_per_assoc_vs_tcp_{n}"),
+                per_sctp,
+            )
+            .against(per_tcp, "TCP_REPAIR, as many connections, same round"),
+        );
+        figs.push(
+            Figure::secs(format!("tcp.capture_{n}"), tcp_capture)
                 .at("tcp (TCP_REPAIR) freeze + read out", x),
         );
         figs.push(
-            Figure::secs(format!("tcp.restore_{n}"), tcp_restore, None)
+            Figure::secs(format!("tcp.restore_{n}"), tcp_restore)
                 .at("tcp (TCP_REPAIR) re-create + thaw", x),
         );
         let each: Vec<String> = paired
@@ -1330,16 +1336,17 @@ pub fn bench_one_to_many() -> Result<Vec<crate::bench::Figure>> {
         }
         paired.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
         let (per_many, per_one) = paired[paired.len() / 2];
-        figs.push(Figure::secs(
-            format!("sctp.one_to_many_capture_restore_per_assoc_{n}"),
-            per_many,
-            Some(per_one),
-        ));
+        figs.push(
+            Figure::secs(
+                format!("sctp.one_to_many_capture_restore_per_assoc_{n}"),
+                per_many,
+            )
+            .against(per_one, "as many one-to-one associations, same round"),
+        );
         figs.push(Figure::amount(
             format!("sctp.one_to_many_snapshot_bytes_per_assoc_{n}"),
             "B",
             bytes as f64 / n as f64,
-            None,
         ));
         let each: Vec<String> = paired
             .iter()
@@ -1682,9 +1689,6 @@ fn resume_latency(s: &OwnedFd, peer: &OwnedFd) -> Result<Vec<crate::bench::Figur
         resume * 1e3,
         rtt * 1e3
     );
-    Ok(vec![Figure::secs(
-        "sctp.resume_to_peer_data",
-        resume,
-        Some(rtt),
-    )])
+    Ok(vec![Figure::secs("sctp.resume_to_peer_data", resume)
+        .against(rtt, "a round trip on the same association")])
 }

@@ -1,15 +1,18 @@
 //! `cargo vm bench`'s report: the guest's figures as JSON, a Markdown table
 //! (the migration KPIs next to the TCP baseline, as the paper's Tables
-//! IV/VI/VIII lay them out, then every figure) and one SVG plot per group
-//! of scaling curves (capture/restore time against associations or PDP
-//! contexts).
+//! IV/VI/VIII lay them out, then every figure with what its baseline is
+//! and which way it improves) and one SVG plot per group of scaling curves
+//! (capture/restore time against associations or PDP contexts), drawn by
+//! plotters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
+use plotters::prelude::*;
 
 pub use epcmig_figures::Figure;
 
@@ -37,65 +40,96 @@ const KPIS: &[(&str, &str)] = &[
     ),
 ];
 
-fn num(v: f64) -> String {
-    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
-        format!("{v:.3e}")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-    }
+/// What [`Figure::ratio`] means, for the report's readers.
+const RATIO_IS: &str = "The ratio is how many times better than its baseline a figure is, \
+     whichever way it improves (`better`): baseline / value where lower is better, \
+     value / baseline where higher is. Above 1 the figure beats its baseline, below 1 \
+     the baseline wins.";
+
+/// A Markdown table cell: a `|` in a name or phrase would end the cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn baseline(f: &Figure) -> String {
+    f.baseline.map_or("-".into(), |b| f.show(b))
+}
+
+fn ratio(f: &Figure) -> String {
+    f.ratio.map_or("-".into(), |r| format!("{r:.2}x"))
 }
 
 /// The Markdown report.
 pub fn table(figs: &[Figure], release: &str) -> String {
     let mut md = format!("# epcmig benchmark report\n\nMeasured on kernel `{release}`.\n\n");
     let by_name: BTreeMap<&str, &Figure> = figs.iter().map(|f| (f.name.as_str(), f)).collect();
-    if KPIS.iter().any(|(n, _)| by_name.contains_key(n)) {
+    let kpis: Vec<(&str, &Figure)> = KPIS
+        .iter()
+        .filter_map(|(n, label)| Some((*label, *by_name.get(n)?)))
+        .collect();
+    if !kpis.is_empty() {
         md.push_str(
             "## Migration of the EPC container (MME + SPGW) and the TCP baseline, same run\n\n\
-             | KPI | EPC (SCTP + GTP-U) | TCP baseline | ratio |\n|---|---:|---:|---:|\n",
+             | KPI | EPC (SCTP + GTP-U) | TCP baseline | better | ratio |\n\
+             |---|---:|---:|---|---:|\n",
         );
-        for (name, label) in KPIS {
-            if let Some(f) = by_name.get(name) {
-                let _ = writeln!(
-                    md,
-                    "| {label} | {} | {} | {} |",
-                    f.show(f.value),
-                    f.baseline.map_or("-".into(), |b| f.show(b)),
-                    f.ratio.map_or("-".into(), |r| format!("{r:.2}x")),
-                );
-            }
+        for (label, f) in &kpis {
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} | {} |",
+                f.show(f.value),
+                baseline(f),
+                f.better,
+                ratio(f),
+            );
         }
-        md.push_str(
-            "\nFor times the ratio is baseline / EPC (above 1: the EPC migration is faster); \
-             for sizes and counts, EPC / baseline. No message was lost, duplicated or \
-             reordered: the bench fails otherwise.\n\n",
+        let against: BTreeSet<&str> = kpis
+            .iter()
+            .filter_map(|(_, f)| f.baseline_is.as_deref())
+            .collect();
+        if !against.is_empty() {
+            let list: Vec<&str> = against.into_iter().collect();
+            let _ = write!(md, "\nThe baseline: {}. ", list.join("; "));
+        } else {
+            md.push('\n');
+        }
+        let _ = write!(
+            md,
+            "{RATIO_IS} No message was lost, duplicated or reordered: the bench fails \
+             otherwise.\n\n"
         );
     }
-    md.push_str("## All figures\n\n| figure | value | baseline | ratio |\n|---|---:|---:|---:|\n");
+    md.push_str(
+        "## All figures\n\n\
+         | figure | value | baseline | baseline is | better | ratio |\n\
+         |---|---:|---:|---|---|---:|\n",
+    );
     for f in figs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
-            f.name,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&f.name),
             f.show(f.value),
-            f.baseline.map_or("-".into(), |b| f.show(b)),
-            f.ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            baseline(f),
+            f.baseline_is.as_deref().map_or("-".into(), cell),
+            f.better,
+            ratio(f),
         );
     }
+    let _ = writeln!(md, "\n{RATIO_IS} `-`: the figure has no baseline.");
     md
 }
 
 /// Scaling curves grouped by the first word of their series name.
 fn groups(figs: &[Figure]) -> BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>> {
     let mut out: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
+    let on_log_axes = |v: f64| v.is_finite() && v > 0.0;
     for f in figs {
         let (Some(series), Some(x)) = (&f.series, f.x) else {
             continue;
         };
-        if x <= 0.0 || f.value <= 0.0 {
-            continue; // not on a log-log plot
+        if !on_log_axes(x) || !on_log_axes(f.value) {
+            continue;
         }
         let group = series.split_whitespace().next().unwrap_or("").to_string();
         out.entry(group)
@@ -112,129 +146,123 @@ fn groups(figs: &[Figure]) -> BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>
     out
 }
 
-/// The label of decade tick 10^e: 0.001, 1, 1000...
-fn tick(e: f64) -> String {
-    let e = e as i32;
-    if e >= 0 {
-        10f64.powi(e).to_string()
-    } else {
-        format!("{:.*}", (-e) as usize, 10f64.powi(e))
-    }
+/// The whole decades around `values`, one at least: a log axis labelled
+/// at its ends.
+fn decades(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let lo = lo.log10().floor();
+    let hi = hi.log10().ceil().max(lo + 1.0);
+    10f64.powf(lo)..10f64.powf(hi)
 }
 
-const COLOURS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+/// `decades` a hair wider: plotters labels the powers of 10 it finds
+/// inside the range by rounding logarithms, and 10^-3 as a float (above
+/// 0.001) would lose its label to that rounding.
+fn log_axis(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let Range { start, end } = decades(values);
+    start * (1.0 - 1e-9)..end * (1.0 + 1e-9)
+}
 
-/// A log-log SVG plot of the curves of one group.
-pub fn svg(title: &str, xlabel: &str, curves: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
-    let (w, h, l, r, t, b) = (640.0, 400.0, 70.0, 20.0, 40.0, 110.0);
-    let all: Vec<(f64, f64)> = curves.values().flatten().copied().collect();
-    let decade = |v: f64, up: bool| {
-        let e = v.log10();
-        if up {
-            e.ceil()
-        } else {
-            e.floor()
-        }
+/// An axis label: [`Figure::show`]'s reading without padding zeros ("1
+/// ms", not "1.000 ms").
+fn tick(v: f64, unit: &str) -> String {
+    let s = epcmig_figures::show(v, unit);
+    let (n, u) = s.split_once(' ').unwrap_or((&s, ""));
+    let n = if n.contains('.') && !n.contains('e') {
+        n.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        n
     };
-    let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
-        all.iter().map(pick).fold(init, f)
-    };
-    let x0 = decade(fold(f64::min, f64::MAX, |p| p.0), false);
-    let mut x1 = decade(fold(f64::max, f64::MIN, |p| p.0), true);
-    let y0 = decade(fold(f64::min, f64::MAX, |p| p.1), false);
-    let mut y1 = decade(fold(f64::max, f64::MIN, |p| p.1), true);
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    if y1 <= y0 {
-        y1 = y0 + 1.0;
-    }
-    let px = |x: f64| l + (x.log10() - x0) / (x1 - x0) * (w - l - r);
-    let py = |y: f64| h - b - (y.log10() - y0) / (y1 - y0) * (h - t - b);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
-        w / 2.0
-    );
-    // Axes and decade grid lines.
-    let mut e = x0;
-    while e <= x1 {
-        let x = px(10f64.powf(e));
-        let _ = writeln!(
-            s,
-            "<line x1=\"{x:.1}\" y1=\"{t}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            h - b,
-            h - b + 16.0,
-            tick(e)
-        );
-        e += 1.0;
-    }
-    let mut e = y0;
-    while e <= y1 {
-        let y = py(10f64.powf(e));
-        let _ = writeln!(
-            s,
-            "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            w - r,
-            l - 6.0,
-            y + 4.0,
-            tick(e)
-        );
-        e += 1.0;
-    }
-    let _ = writeln!(
-        s,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{xlabel} (log)</text>\n\
-         <text x=\"16\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1})\">\
-         time, s (log)</text>",
-        (l + w - r) / 2.0,
-        h - b + 34.0,
-        (t + h - b) / 2.0,
-        (t + h - b) / 2.0
-    );
-    for (i, (name, pts)) in curves.iter().enumerate() {
-        let c = COLOURS[i % COLOURS.len()];
-        let path: Vec<String> = pts
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
-            path.join(" ")
-        );
-        for &(x, y) in pts {
-            let _ = writeln!(
-                s,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"><title>{name}: {} at {}</title></circle>",
-                px(x),
-                py(y),
-                num(y),
-                num(x)
+    format!("{n} {u}").trim_end().to_string()
+}
+
+const COLOURS: &[RGBColor] = &[
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+];
+
+/// Font sizes: plotters writes size s as an SVG font-size of s / 1.24, so
+/// these come out at 12 and 15 px.
+const TEXT: f64 = 12.0 * 1.24;
+const TITLE: f64 = 15.0 * 1.24;
+
+/// The plot's size above its legend, its margin and the width of its y
+/// labels, and a legend row's height, in pixels.
+const PLOT: (u32, u32) = (640, 400);
+const MARGIN: u32 = 12;
+const Y_LABELS: u32 = 70;
+const LEGEND_ROW: u32 = 16;
+
+/// A log-log SVG plot of the curves of one group, times against
+/// `xlabel`; the legend goes below the plot, where series names as long
+/// as "gtp restore (batched GTP_CMD_NEWPDP, stock kernel)" cover no
+/// curve.
+pub fn svg(
+    title: &str,
+    xlabel: &str,
+    curves: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> Result<String> {
+    let points = || curves.values().flatten();
+    ensure!(points().next().is_some(), "{title}: no points to plot");
+    let (w, h) = PLOT;
+    let rows = u32::try_from(curves.len()).unwrap_or(u32::MAX);
+    let height = LEGEND_ROW
+        .saturating_mul(rows.saturating_add(1))
+        .saturating_add(h);
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (w, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (plot, legend) = root.split_vertically(h);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(title, ("sans-serif", TITLE))
+            .margin(MARGIN)
+            // Room for the last x label, centred on the right edge.
+            .margin_right(32)
+            .x_label_area_size(40)
+            .y_label_area_size(Y_LABELS)
+            .build_cartesian_2d(
+                log_axis(points().map(|p| p.0)).log_scale(),
+                log_axis(points().map(|p| p.1)).log_scale(),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("{xlabel} (log)"))
+            .y_desc("time (log)")
+            .label_style(("sans-serif", TEXT))
+            .axis_desc_style(("sans-serif", TEXT))
+            .x_label_formatter(&|v| tick(*v, ""))
+            .y_label_formatter(&|v| tick(*v, "s"))
+            .draw()?;
+        for ((name, pts), (row, colour)) in curves.iter().zip((0i32..).zip(COLOURS.iter().cycle()))
+        {
+            let line = colour.stroke_width(2);
+            chart.draw_series(LineSeries::new(pts.iter().copied(), line))?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+            // Under the plot's left edge.
+            let at = (
+                (MARGIN + Y_LABELS) as i32,
+                8 + row.saturating_mul(LEGEND_ROW as i32),
             );
+            legend.draw(
+                &(EmptyElement::at(at)
+                    + PathElement::new(vec![(0, 0), (24, 0)], line)
+                    + Text::new(name.clone(), (30, -7), ("sans-serif", TEXT))),
+            )?;
         }
-        let ly = h - b + 54.0 + 16.0 * i as f64;
-        let _ = writeln!(
-            s,
-            "<line x1=\"{l}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{c}\" stroke-width=\"2\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{name}</text>",
-            l + 24.0,
-            l + 30.0,
-            ly + 4.0
-        );
+        root.present()?;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(out)
 }
 
 /// What the x axis of a group counts.
 fn xlabel(group: &str) -> &'static str {
     match group {
         "sctp" => "associations",
+        "tcp" => "connections",
         "gtp" => "PDP contexts",
         _ => "count",
     }
@@ -258,10 +286,9 @@ pub fn write(dir: &Path, release: &str, figs: &[Figure]) -> Result<Vec<PathBuf>>
     put("bench.md".into(), table(figs, release))?;
     for (group, curves) in groups(figs) {
         let title = format!("{group}: time against {}", xlabel(&group));
-        put(
-            format!("{group}-scaling.svg"),
-            svg(&title, xlabel(&group), &curves),
-        )?;
+        let plot = svg(&title, xlabel(&group), &curves)
+            .with_context(|| format!("plotting {group}-scaling.svg"))?;
+        put(format!("{group}-scaling.svg"), plot)?;
     }
     Ok(files)
 }
@@ -269,16 +296,13 @@ pub fn write(dir: &Path, release: &str, figs: &[Figure]) -> Result<Vec<PathBuf>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use epcmig_figures::Better;
 
     fn fig(name: &str, value: f64, series: Option<(&str, f64)>) -> Figure {
-        Figure {
-            name: name.into(),
-            unit: "s".into(),
-            value,
-            baseline: Some(2.0),
-            ratio: Some(2.0 / value),
-            series: series.map(|s| s.0.into()),
-            x: series.map(|s| s.1),
+        let f = Figure::secs(name, value).against(2.0, "a | b");
+        match series {
+            Some((s, x)) => f.at(s, x),
+            None => f,
         }
     }
 
@@ -290,26 +314,74 @@ mod tests {
             l(r#"epcmig-figure: {"name":"gtp.capture_1k","unit":"s","value":0.5,"baseline":null,"ratio":null,"series":"gtp capture","x":1000.0}"#),
             l("  migration.total 3.000 s"),
             l(r#"epcmig-figure: {"name":"migration.total","unit":"s","value":3.0,"baseline":6.0,"ratio":2.0}"#),
+            l(r#"epcmig-figure: {"name":"migration.messages_checked","unit":"msgs","value":30.0,"baseline":10.0,"baseline_is":"TCP","better":"higher","ratio":3.0}"#),
         ])
         .unwrap();
-        assert_eq!(figs.len(), 2);
+        assert_eq!(figs.len(), 3);
         assert_eq!(figs[0].x, Some(1000.0));
         assert_eq!(figs[1].series, None);
+        // Lines from before `baseline_is` and `better`: unnamed, lower.
+        assert_eq!(
+            (&figs[1].baseline_is, figs[1].better),
+            (&None, Better::Lower)
+        );
+        assert_eq!(figs[2].baseline_is.as_deref(), Some("TCP"));
+        assert_eq!(figs[2].better, Better::Higher);
         assert!(parse(&[l("epcmig-figure: {not json")]).is_err());
+        assert!(parse(&[l(r#"epcmig-figure: {"name":"x","unit":"s","value":1.0,"baseline":null,"ratio":null,"better":"sideways"}"#)]).is_err());
     }
 
     #[test]
-    fn table_puts_kpis_next_to_the_baseline() {
+    fn tables_say_what_each_baseline_is_and_which_way_is_better() {
+        let checked = Figure::amount("migration.messages_checked", "msgs", 30.0)
+            .against(10.0, "TCP echo container")
+            .higher_is_better();
         let md = table(
-            &[fig("migration.total", 1.0, None), fig("x.y", 3.0, None)],
+            &[
+                fig("migration.total", 1.0, None),
+                fig("x.y", 3.0, None),
+                checked,
+                Figure::secs("no.baseline", 0.0004),
+            ],
             "6.12-test",
         );
         assert!(md.contains("Measured on kernel `6.12-test`."), "{md}");
         assert!(
-            md.contains("| migration time (total) | 1 s | 2 s | 2.00x |"),
+            md.contains("| migration time (total) | 1 s | 2 s | lower | 2.00x |"),
             "{md}"
         );
-        assert!(md.contains("| x.y | 3 s | 2 s | 0.67x |"), "{md}");
+        assert!(
+            md.contains("| messages checked by the peers | 30 msgs | 10 msgs | higher | 3.00x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("The baseline: TCP echo container; a | b."),
+            "{md}"
+        );
+        assert!(md.contains("| figure | value | baseline | baseline is | better | ratio |"));
+        assert!(
+            md.contains("| x.y | 3 s | 2 s | a \\| b | lower | 0.67x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| migration.messages_checked | 30 msgs | 10 msgs | TCP echo container | higher | 3.00x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| no.baseline | 400.000 us | - | - | lower | - |"),
+            "{md}"
+        );
+        assert!(md.contains("Above 1 the figure beats its baseline"), "{md}");
+    }
+
+    #[test]
+    fn axis_labels_drop_padding_zeros() {
+        assert_eq!(tick(0.001, "s"), "1 ms");
+        assert_eq!(tick(0.5, "s"), "500 ms");
+        assert_eq!(tick(10.0, "s"), "10 s");
+        assert_eq!(tick(100000.0, ""), "100000");
+        assert_eq!(decades([3.0, 450.0].into_iter()), 1.0..1000.0);
+        assert_eq!(decades([5.0].into_iter()), 1.0..10.0);
     }
 
     #[test]
@@ -319,13 +391,72 @@ mod tests {
             fig("sctp.capture_1000", 0.9, Some(("sctp capture", 1000.0))),
             fig("sctp.restore_1", 0.002, Some(("sctp restore", 1.0))),
             fig("gtp.capture_1k", 0.1, Some(("gtp capture", 1000.0))),
+            fig("gtp.capture_nan", f64::NAN, Some(("gtp capture", 10.0))),
             fig("not.plotted", 1.0, None),
         ];
         let g = groups(&figs);
         assert_eq!(g.keys().collect::<Vec<_>>(), ["gtp", "sctp"]);
         assert_eq!(g["sctp"]["sctp capture"], [(1.0, 0.001), (1000.0, 0.9)]);
-        let s = svg("t", "associations", &g["sctp"]);
-        assert_eq!(s.matches("<polyline").count(), 2);
-        assert!(s.contains(">1000<") && s.contains(">0.001<"), "{s}");
+        assert_eq!(g["gtp"]["gtp capture"], [(1000.0, 0.1)]);
+        let s = svg("sctp: time", "associations", &g["sctp"]).unwrap();
+        assert!(s.starts_with("<svg"), "{s}");
+        // A line in its colour for each curve and its legend entry, a
+        // circle a point.
+        assert_eq!(
+            s.matches(r##"stroke="#1F77B4" stroke-width="2""##).count(),
+            2,
+            "{s}"
+        );
+        assert_eq!(
+            s.matches(r##"stroke="#D62728" stroke-width="2""##).count(),
+            2,
+            "{s}"
+        );
+        assert_eq!(s.matches("<circle").count(), 3, "{s}");
+        // Each text element's words stand on a line of their own.
+        for text in [
+            "sctp capture",
+            "sctp restore",
+            "sctp: time",
+            "associations (log)",
+            "1000",
+            "1 ms",
+            "10 ms",
+            "1 s",
+        ] {
+            assert!(s.contains(&format!("\n{text}\n")), "{text} not in {s}");
+        }
+        assert!(svg("empty", "count", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn writes_the_json_the_tables_and_a_plot_per_group() {
+        let dir = std::env::temp_dir().join(format!("epcmig-report-{}", std::process::id()));
+        let figs = [
+            fig("sctp.capture_1", 0.001, Some(("sctp capture", 1.0))),
+            fig("gtp.capture_1k", 0.1, Some(("gtp capture", 1000.0))),
+        ];
+        let files = write(&dir, "6.12-test", &figs).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "bench.json",
+                "bench.md",
+                "gtp-scaling.svg",
+                "sctp-scaling.svg"
+            ]
+        );
+        let plot = fs::read_to_string(dir.join("gtp-scaling.svg")).unwrap();
+        assert!(
+            plot.contains("<svg") && plot.contains("gtp capture"),
+            "{plot}"
+        );
+        let json = fs::read_to_string(dir.join("bench.json")).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<Figure>>(&json).unwrap(), figs);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
