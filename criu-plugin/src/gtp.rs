@@ -168,9 +168,12 @@ pub fn checkpoint_task(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
         if images::exists(dir, &file) {
             return Err(Error::TwoNetns { dev, file });
         }
+        let t = std::time::Instant::now();
         let st = capture_device(&ns, &dev)?;
-        done.push(write_image(dir, ifindex, &st)?);
+        let msg = write_image(dir, ifindex, &st)?;
+        done.push(format!("{msg} {}", crate::took(t)));
     }
+    let t = std::time::Instant::now();
     let conf = crate::netconf::capture(pid).map_err(|source| Error::NetConf {
         what: "capturing",
         source,
@@ -180,10 +183,11 @@ pub fn checkpoint_task(dir: RawFd, pid: i32) -> Result<Vec<String>, Error> {
         source,
     })?;
     done.push(format!(
-        "netns of task {pid}: {} forwarding sysctl(s) and a ruleset of {} line(s) to {} ({len} bytes)",
+        "netns of task {pid}: {} forwarding sysctl(s) and a ruleset of {} line(s) to {} ({len} bytes) {}",
         conf.sysctls.len(),
         crate::netconf::rule_lines(&conf),
-        crate::netconf::IMAGE
+        crate::netconf::IMAGE,
+        crate::took(t)
     ));
     Ok(done)
 }

@@ -203,8 +203,16 @@ pub extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
 pub extern "C" fn restore_ext_file(id: c_int) -> c_int {
     guard("restore", -1, || {
         let Some(dir) = image_dir() else { return -1 };
+        let t = std::time::Instant::now();
         match sctp::restore(dir, id) {
-            Ok(Some(sock)) => sock.into_raw_fd(),
+            Ok(Some(sock)) => {
+                info!(
+                    "re-created the SCTP socket of {} (frozen until the resume) {}",
+                    images::sctp_image_name(id),
+                    crate::took(t)
+                );
+                sock.into_raw_fd()
+            }
             Ok(None) => -libc::ENOTSUP,
             Err(e) => {
                 error!("restoring SCTP socket: {e}");
@@ -277,13 +285,20 @@ pub extern "C" fn resume_devices_late(pid: c_int) -> c_int {
         let res = (|| -> Result<usize, String> {
             let mut n = 0;
             let dir = images::image_dir().map_err(|e| e.to_string())?;
-            for msg in gtp::attach(dir, pid).map_err(|e| e.to_string())? {
-                info!("{msg}");
+            let t = std::time::Instant::now();
+            let msgs = gtp::attach(dir, pid).map_err(|e| e.to_string())?;
+            let took = crate::took(t);
+            for msg in msgs {
+                info!("{msg} ({took} for all)");
                 n += 1;
             }
+            let t = std::time::Instant::now();
             let thawed = sctp::thaw_task(pid).map_err(|e| format!("SCTP: {e}"))?;
             if thawed > 0 {
-                info!("thawed {thawed} SCTP socket(s) of task {pid}");
+                info!(
+                    "thawed {thawed} SCTP socket(s) of task {pid} {}",
+                    crate::took(t)
+                );
             }
             Ok(n + thawed)
         })();

@@ -98,6 +98,17 @@ pub fn implemented_hooks() -> Vec<usize> {
 }
 
 #[allow(dead_code)]
+/// How long a step took, for the log lines a migration's timeline is read
+/// from (`in 12.3 ms`, `in 1.234 s`).
+pub(crate) fn took(since: std::time::Instant) -> String {
+    let d = since.elapsed();
+    if d < std::time::Duration::from_secs(1) {
+        format!("in {:.1} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("in {:.3} s", d.as_secs_f64())
+    }
+}
+
 fn _assert_hook_types() {
     // The C signatures of the hooks we register (criu_plugin.h).
     let _: extern "C" fn(c_int, c_int) -> c_int = hooks::dump_ext_file;

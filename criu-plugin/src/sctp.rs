@@ -148,6 +148,7 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
 /// association, or a listener with associations not yet accepted) fails
 /// here, so that CRIU fails the dump and the task runs on with them.
 pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error> {
+    let started = std::time::Instant::now();
     let was = sctp_repair::mode(sock).map_err(Error::NoRepairMode)?;
     if was == Mode::Off {
         // Kept before freezing: our reference to thaw it if the dump
@@ -191,8 +192,9 @@ pub fn dump(dir: RawFd, sock: BorrowedFd<'_>, id: c_int) -> Result<String, Error
             .unwrap_or_default(),
     };
     Ok(format!(
-        "dumped SCTP socket {:?} {what} to {file}{lock_note}",
-        snap.kind
+        "dumped {} SCTP socket {what} to {file}{lock_note} {}",
+        kind_name(&snap.kind),
+        crate::took(started)
     ))
 }
 

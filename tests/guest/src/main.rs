@@ -13,6 +13,7 @@ mod runc;
 mod sctp_traffic;
 mod suites;
 mod tcp_repair;
+mod timeline;
 mod transfer;
 
 use suites::{baseline, sctp_repair};

@@ -44,6 +44,8 @@ pub struct Migration {
     /// Lost or reordered, duplicated and corrupt echoes, as the client
     /// counted them.
     pub anomalies: u64,
+    /// Where the time went.
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl Migration {
@@ -66,6 +68,8 @@ struct Seen {
     corrupt: u64,
     last: Option<Instant>,
     max_gap: Duration,
+    /// When the longest gap began and ended.
+    gap_at: Option<(Instant, Instant)>,
 }
 
 struct Client {
@@ -148,7 +152,10 @@ impl Client {
                 let now = Instant::now();
                 let mut s = seen_r.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(l) = s.last {
-                    s.max_gap = s.max_gap.max(now - l);
+                    if now - l > s.max_gap {
+                        s.max_gap = now - l;
+                        s.gap_at = Some((l, now));
+                    }
                 }
                 s.last = Some(now);
                 s.received += 1;
@@ -239,17 +246,32 @@ pub fn migrate_once(verbose: bool) -> Result<Migration> {
 
     let dir = work_dir("baseline")?;
     let (img_a, img_b) = (dir.join("images-a"), dir.join("images-b"));
+    let t0 = Instant::now();
     let checkpoint = criu::dump(HOST_A, server.id(), &img_a, &["--tcp-established"])?;
     let _ = server.wait();
     let (transfer, image_bytes) =
         crate::transfer::send_dir(HOST_A, HOST_B, net::host_addr(HOST_B), &img_a, &img_b)?;
+    let sent = Instant::now();
     let (restore, pid) = criu::restore(
         HOST_B,
         &img_b,
         &["--tcp-established", "--external", "veth[eth0]:svc0@br0"],
     )?;
+    let mut timeline = crate::timeline::Timeline::new("tcp", t0);
+    timeline.dump_log(
+        &std::fs::read_to_string(img_a.join("dump.log")).unwrap_or_default(),
+        checkpoint,
+    );
+    timeline.span("image transfer (A->B link)", sent - transfer, sent);
+    timeline.restore_log(
+        &std::fs::read_to_string(img_b.join("restore.log")).unwrap_or_default(),
+        sent,
+        restore,
+    );
     let result = (|| -> Result<Migration> {
+        let restored = Instant::now();
         net::announce(&format!("/proc/{pid}/ns/net"), "eth0", SERVICE)?;
+        timeline.span("gratuitous ARP", restored, Instant::now());
         client
             .wait_more(50, Duration::from_secs(30))
             .context("traffic after migration")?;
@@ -281,6 +303,12 @@ pub fn migrate_once(verbose: bool) -> Result<Migration> {
             sent,
             echoed: seen.received,
             anomalies: seen.lost_or_reordered + seen.duplicated + seen.corrupt,
+            timeline: {
+                if let Some((from, to)) = seen.gap_at {
+                    timeline.mark("the client without an echo", from, to);
+                }
+                timeline.clone()
+            },
         })
     })();
     // SAFETY-free cleanup: the restored server is ours to stop.
@@ -422,6 +450,13 @@ pub fn demo() -> Result<()> {
          archive, its container state)",
         epc.ue.echoed, epc.ue.sent, pod.ue.echoed, pod.ue.sent
     );
+    println!();
+    if let Some(t) = &epc.timeline {
+        t.print("the EPC migration by criu --lib");
+        println!("  {}", t.summary());
+    }
+    tcp.timeline.print("the TCP baseline");
+    println!("  {}", tcp.timeline.summary());
     Ok(())
 }
 
@@ -435,6 +470,11 @@ pub fn bench() -> Result<Vec<Figure>> {
     let epc_total = epc.checkpoint + epc.transfer + epc.restore;
     // Each EPC figure against the TCP baseline's from the same run.
     const TCP: &str = "TCP echo container, CRIU, same run";
+    for (t, what) in [(epc.timeline.as_ref(), "EPC"), (Some(&tcp.timeline), "TCP")] {
+        if let Some(t) = t {
+            println!("  {what}: {}", t.summary());
+        }
+    }
     Ok(vec![
         Figure::secs("migration.checkpoint", d(epc.checkpoint)).against(d(tcp.checkpoint), TCP),
         Figure::secs("migration.transfer", d(epc.transfer)).against(d(tcp.transfer), TCP),
@@ -451,7 +491,11 @@ pub fn bench() -> Result<Vec<Figure>> {
             .against(tcp.echoed as f64, TCP)
             .higher_is_better(),
         Figure::amount("migration.tunnels", "tunnels", epc.tunnels as f64).higher_is_better(),
-    ])
+    ]
+    .into_iter()
+    .chain(epc.timeline.iter().flat_map(|t| t.figures()))
+    .chain(tcp.timeline.figures())
+    .collect())
 }
 
 /// Our CRIU patch routes SCTP sockets to the plugins' external-file hooks:

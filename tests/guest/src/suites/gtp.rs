@@ -443,6 +443,8 @@ pub(crate) struct UeStream {
     /// echoes again before the end: its conntrack entry must survive the
     /// move too (the SGi masquerade).
     pub old_flow_recovered: bool,
+    /// When the longest gap began (the last echo before it) and ended.
+    pub gap_at: Option<(Instant, Instant)>,
 }
 
 /// UDP traffic from one UE while `f` runs (a datagram every ~10 ms, from
@@ -478,8 +480,12 @@ pub(crate) fn with_stream<T>(ue: Ue, f: impl FnOnce() -> Result<T>) -> Result<(T
             st.sent += 1;
             if s.recv(&mut buf).is_ok() {
                 st.echoed += 1;
-                st.max_gap = st.max_gap.max(last.elapsed());
-                last = Instant::now();
+                let now = Instant::now();
+                if now - last > st.max_gap {
+                    st.max_gap = now - last;
+                    st.gap_at = Some((last, now));
+                }
+                last = now;
             }
             while old.recv(&mut buf).is_ok() {
                 old_last = Some(Instant::now());

@@ -695,6 +695,8 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<EpcFigures> {
         ue,
         tunnels: ues.len(),
         sctp: Some(sctp),
+        // podman's log does not carry CRIU's stages.
+        timeline: None,
     })
 }
 

@@ -99,6 +99,25 @@ pub fn table(figs: &[Figure], release: &str) -> String {
              otherwise.\n\n"
         );
     }
+    let rows = timeline_rows(figs);
+    if !rows.is_empty() {
+        md.push_str(
+            "## Where the time goes\n\nEach migration's stages, in seconds from the start of \
+             `criu dump` (CRIU's log stamps, the plugin's lines among them, and what the test \
+             timed itself), drawn in `timeline.svg`.\n",
+        );
+        for (row, segs) in &rows {
+            let _ = write!(
+                md,
+                "\n### {}\n\n| stage | start | took |\n|---|---:|---:|\n",
+                cell(row)
+            );
+            for (stage, a, b) in segs {
+                let _ = writeln!(md, "| {} | {a:.3} s | {:.3} s |", cell(stage), b - a);
+            }
+        }
+        md.push('\n');
+    }
     md.push_str(
         "## All figures\n\n\
          | figure | value | baseline | baseline is | better | ratio |\n\
@@ -132,6 +151,9 @@ fn groups(figs: &[Figure]) -> BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>
             continue;
         }
         let group = series.split_whitespace().next().unwrap_or("").to_string();
+        if group == TIMELINE {
+            continue;
+        }
         out.entry(group)
             .or_default()
             .entry(series.clone())
@@ -258,6 +280,151 @@ pub fn svg(
     Ok(out)
 }
 
+/// The series group of migration timelines: `timeline NAME` (stages) and
+/// `timeline NAME peers` (what the peers saw), each figure a segment from
+/// x to x + value seconds.
+const TIMELINE: &str = "timeline";
+
+/// A stage of a timeline row: its name, start and end in seconds.
+type Segment = (String, f64, f64);
+
+/// Rows of segments (row name, its segments) of the timeline figures, in
+/// the order the figures came.
+fn timeline_rows(figs: &[Figure]) -> Vec<(String, Vec<Segment>)> {
+    let mut rows: Vec<(String, Vec<Segment>)> = Vec::new();
+    for f in figs {
+        let (Some(series), Some(x)) = (&f.series, f.x) else {
+            continue;
+        };
+        let Some(row) = series.strip_prefix("timeline ") else {
+            continue;
+        };
+        if !(x.is_finite() && f.value.is_finite() && f.value > 0.0) {
+            continue;
+        }
+        // timeline.<migration>.<stage_key>
+        let stage = f
+            .name
+            .splitn(3, '.')
+            .nth(2)
+            .unwrap_or(&f.name)
+            .replace('_', " ");
+        match rows.iter_mut().find(|(r, _)| r == row) {
+            Some((_, segs)) => segs.push((stage, x, x + f.value)),
+            None => rows.push((row.to_string(), vec![(stage, x, x + f.value)])),
+        }
+    }
+    rows
+}
+
+/// A chart of migration timelines: one bar per migration, a segment per
+/// stage in one colour per stage, what the peers saw on a row of its own.
+pub fn timeline_svg(figs: &[Figure]) -> Result<Option<String>> {
+    let rows = timeline_rows(figs);
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut stages: Vec<&str> = Vec::new();
+    for (_, segs) in &rows {
+        for (s, _, _) in segs {
+            if !stages.contains(&s.as_str()) {
+                stages.push(s);
+            }
+        }
+    }
+    let end = rows
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|x| x.2))
+        .fold(0.0, f64::max);
+    let (w, h) = (
+        PLOT.0 + 200,
+        60 + 36 * u32::try_from(rows.len()).unwrap_or(u32::MAX),
+    );
+    let legend_rows = u32::try_from(stages.len()).unwrap_or(u32::MAX);
+    let height = h.saturating_add(LEGEND_ROW.saturating_mul(legend_rows.saturating_add(1)));
+    let palette = |i: usize| -> RGBColor {
+        const MORE: &[RGBColor] = &[
+            RGBColor(0x8c, 0x56, 0x4b),
+            RGBColor(0xe3, 0x77, 0xc2),
+            RGBColor(0x7f, 0x7f, 0x7f),
+            RGBColor(0xbc, 0xbd, 0x22),
+            RGBColor(0x17, 0xbe, 0xcf),
+            RGBColor(0xae, 0xc7, 0xe8),
+            RGBColor(0xff, 0xbb, 0x78),
+            RGBColor(0x98, 0xdf, 0x8a),
+            RGBColor(0xff, 0x98, 0x96),
+            RGBColor(0xc5, 0xb0, 0xd5),
+            RGBColor(0xc4, 0x9c, 0x94),
+            RGBColor(0xf7, 0xb6, 0xd2),
+            RGBColor(0xdb, 0xdb, 0x8d),
+            RGBColor(0x9e, 0xda, 0xe5),
+            RGBColor(0x39, 0x3b, 0x79),
+            RGBColor(0x63, 0x79, 0x39),
+        ];
+        let all = COLOURS.len() + MORE.len();
+        let j = i % all;
+        COLOURS
+            .get(j)
+            .copied()
+            .unwrap_or_else(|| MORE[j - COLOURS.len()])
+    };
+    let n = rows.len() as f64;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (w, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (plot, legend) = root.split_vertically(h);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption("migration timeline", ("sans-serif", TITLE))
+            .margin(MARGIN)
+            .margin_right(32)
+            .x_label_area_size(40)
+            .y_label_area_size(Y_LABELS + 40)
+            .build_cartesian_2d(0.0..end * 1.02, 0.0..n)?;
+        let names: Vec<String> = rows.iter().map(|(r, _)| r.clone()).collect();
+        chart
+            .configure_mesh()
+            .x_desc("seconds from the start of criu dump")
+            .label_style(("sans-serif", TEXT))
+            .axis_desc_style(("sans-serif", TEXT))
+            .disable_y_mesh()
+            .y_labels(rows.len() * 2 + 1)
+            .y_label_formatter(&|v| {
+                // Row i is drawn between n-i-1 and n-i: its label at the middle.
+                let i = (n - v - 0.5).round();
+                if (n - v - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_label_formatter(&|v| tick(*v, ""))
+            .draw()?;
+        for (i, (_, segs)) in rows.iter().enumerate() {
+            let top = n - i as f64 - 0.15;
+            let bottom = n - i as f64 - 0.85;
+            chart.draw_series(segs.iter().map(|(s, a, b)| {
+                let c = palette(stages.iter().position(|x| x == s).unwrap_or(0));
+                Rectangle::new([(*a, bottom), (*b, top)], c.filled())
+            }))?;
+        }
+        for (row, s) in (0i32..).zip(&stages) {
+            let at = (
+                (MARGIN + Y_LABELS) as i32,
+                8 + row.saturating_mul(LEGEND_ROW as i32),
+            );
+            let c = palette(usize::try_from(row).unwrap_or(0));
+            legend.draw(
+                &(EmptyElement::at(at)
+                    + Rectangle::new([(0, -5), (24, 5)], c.filled())
+                    + Text::new(s.to_string(), (30, -7), ("sans-serif", TEXT))),
+            )?;
+        }
+        root.present()?;
+    }
+    Ok(Some(out))
+}
+
 /// What the x axis of a group counts.
 fn xlabel(group: &str) -> &'static str {
     match group {
@@ -289,6 +456,9 @@ pub fn write(dir: &Path, release: &str, figs: &[Figure]) -> Result<Vec<PathBuf>>
         let plot = svg(&title, xlabel(&group), &curves)
             .with_context(|| format!("plotting {group}-scaling.svg"))?;
         put(format!("{group}-scaling.svg"), plot)?;
+    }
+    if let Some(plot) = timeline_svg(figs).context("plotting timeline.svg")? {
+        put("timeline.svg".into(), plot)?;
     }
     Ok(files)
 }
@@ -427,6 +597,35 @@ mod tests {
             assert!(s.contains(&format!("\n{text}\n")), "{text} not in {s}");
         }
         assert!(svg("empty", "count", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn timelines_are_drawn_as_bars_and_tabled_not_plotted_as_curves() {
+        let figs = [
+            fig("timeline.epc.dump_seize", 0.3, Some(("timeline epc", 6.0))),
+            fig("timeline.epc.dump_memory", 1.5, Some(("timeline epc", 6.3))),
+            fig(
+                "timeline.epc.base_stations_without_an_echo",
+                9.0,
+                Some(("timeline epc peers", 6.2)),
+            ),
+            fig("timeline.tcp.dump_seize", 0.2, Some(("timeline tcp", 5.0))),
+        ];
+        assert!(groups(&figs).is_empty());
+        let rows = timeline_rows(&figs);
+        assert_eq!(
+            rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            ["epc", "epc peers", "tcp"]
+        );
+        assert_eq!(rows[0].1[1], ("dump memory".to_string(), 6.3, 7.8));
+        let svg = timeline_svg(&figs).unwrap().unwrap();
+        assert!(svg.contains("<svg") && svg.contains("dump memory") && svg.contains("epc peers"));
+        // One rectangle per segment at least (the legend has more).
+        assert!(svg.matches("<rect").count() >= 4, "{svg}");
+        let md = table(&figs, "t");
+        assert!(md.contains("## Where the time goes"), "{md}");
+        assert!(md.contains("| dump memory | 6.300 s | 1.500 s |"), "{md}");
+        assert_eq!(timeline_svg(&figs[..0]).unwrap(), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::{ensure, Context, Result};
 use crate::criu;
 use crate::net::{self, Topology, HOST_A, HOST_B, PEER_C};
 use crate::sctp_traffic::{Sent, Tally};
+use crate::timeline::Timeline;
 
 use super::*;
 /// `epcmig-criu-action`, CRIU's `setup-namespaces` script for gtp devices
@@ -57,17 +58,44 @@ pub(super) fn spgw_migrate(mode: GtpSockets, mme: bool) -> Result<EpcFigures> {
     let mut rig = EpcRig::start(mode, mme, crate::suites::gtp::N_UES)?;
     let name = if mme { "plugin-epc" } else { "plugin-spgw" };
     let dir = crate::suites::baseline::work_dir(name)?;
-    let ((checkpoint, transfer, bytes, restore, pid), ue) =
+    let ((checkpoint, transfer, bytes, restore, pid, mut timeline), ue) =
         crate::suites::gtp::with_stream(rig.ues[0], || {
+            let t0 = Instant::now();
             let (checkpoint, transfer, bytes, img_b) = rig.dump_and_send_to_b(&dir)?;
+            let sent = Instant::now();
             let (restore, pid) = rig.restore_on(HOST_B, &img_b, &[])?;
-            Ok((checkpoint, transfer, bytes, restore, pid))
+            let mut tl = Timeline::new("epc", t0);
+            tl.dump_log(
+                &std::fs::read_to_string(dir.join("images-a/dump.log"))?,
+                checkpoint,
+            );
+            tl.span("source container removed", t0 + checkpoint, sent - transfer);
+            tl.span("image transfer (A->B link)", sent - transfer, sent);
+            tl.restore_log(
+                &std::fs::read_to_string(img_b.join("restore.log"))?,
+                sent,
+                restore,
+            );
+            for (what, from, to) in rig.steps.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                tl.span(what, *from, *to);
+            }
+            Ok((checkpoint, transfer, bytes, restore, pid, tl))
         })?;
+    if let Some((from, to)) = ue.gap_at {
+        timeline.mark("a UE without service", from, to);
+    }
     let fig = EpcFigures {
         ue,
         ..rig.figures(checkpoint, transfer, bytes, restore)
     };
-    rig.check_restored_and_finish(pid, fig)
+    let mut fig = rig.check_restored_and_finish(pid, fig)?;
+    if let Some((from, to)) = fig.sctp.and_then(|s| s.gap_at) {
+        timeline.mark("base stations without an echo", from, to);
+    }
+    timeline.print(&format!("this migration ({name})"));
+    println!("  {}", timeline.summary());
+    fig.timeline = Some(timeline);
+    Ok(fig)
 }
 
 /// An SPGW (and maybe an MME) in a container on host A under traffic, as
@@ -86,6 +114,8 @@ pub(super) struct EpcRig {
     pub(super) ctr: String,
     pub(super) at: &'static str,
     pub(super) pid: u32,
+    /// Steps of the last restore timed here, for its timeline.
+    pub(super) steps: std::sync::Mutex<Vec<(&'static str, Instant, Instant)>>,
 }
 
 /// Two streaming base stations and their associations' ids and states
@@ -191,6 +221,7 @@ impl EpcRig {
             ctr,
             at: HOST_A,
             pid,
+            steps: Default::default(),
         })
     }
 
@@ -278,6 +309,7 @@ impl EpcRig {
             ue: Default::default(),
             tunnels: self.ues.len(),
             sctp: None,
+            timeline: None,
         }
     }
 
@@ -322,13 +354,25 @@ impl EpcRig {
             env,
         )?;
         plugin_lines(&img.join("restore.log"));
+        let mut steps = Vec::new();
+        let t = Instant::now();
         net::announce(
             &format!("/proc/{pid}/ns/net"),
             "eth0",
             crate::suites::gtp::SPGW_ADDR,
         )?;
+        steps.push(("gratuitous ARP sent", t, Instant::now()));
+        let t = Instant::now();
         recable_sgi(host, &sgi)?;
+        steps.push((
+            "SGi link moved to the SGi host (test topology)",
+            t,
+            Instant::now(),
+        ));
+        let t = Instant::now();
         let _ = net::ip(&["-n", PEER_C, "neigh", "flush", "dev", "eth0"]);
+        steps.push(("C's neighbour cache flushed", t, Instant::now()));
+        *self.steps.lock().unwrap_or_else(|p| p.into_inner()) = steps;
         std::thread::sleep(Duration::from_secs(2));
         Ok((took, pid))
     }
@@ -511,7 +555,7 @@ impl EpcRig {
 }
 
 /// The figures of one SPGW/EPC migration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EpcFigures {
     pub checkpoint: Duration,
     pub transfer: Duration,
@@ -520,6 +564,8 @@ pub struct EpcFigures {
     pub ue: crate::suites::gtp::UeStream,
     pub tunnels: usize,
     pub sctp: Option<SctpSeen>,
+    /// Where the time went (the demo's and the bench's migrations).
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 /// Issue item 2: an SPGW that made gtp0 on its own UDP sockets.

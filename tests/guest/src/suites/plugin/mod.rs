@@ -108,7 +108,13 @@ pub(crate) struct Enb {
     failed: Arc<std::sync::Mutex<Option<String>>>,
     /// Echoes received so far.
     echoed: Arc<AtomicU64>,
+    /// When the longest silence so far began and ended.
+    gap_at: GapAt,
 }
+
+/// Where the longest silence of a stream lies: (last message before it,
+/// first after it).
+pub(crate) type GapAt = Arc<std::sync::Mutex<Option<(Instant, Instant)>>>;
 
 impl Enb {
     pub(crate) fn start(sock: OwnedFd) -> Result<Enb> {
@@ -142,9 +148,15 @@ impl Enb {
         let (s, st, n) = (sock.clone(), drain.clone(), count);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let echoed = Arc::new(AtomicU64::new(0));
-        let (why, started, e) = (failed.clone(), Instant::now(), echoed.clone());
+        let gap_at = GapAt::default();
+        let (why, started, e, g) = (
+            failed.clone(),
+            Instant::now(),
+            echoed.clone(),
+            gap_at.clone(),
+        );
         let reader = std::thread::spawn(move || -> Result<(Tally, Duration)> {
-            let r = Self::read_echoes(&s, &st, &n, &e);
+            let r = Self::read_echoes(&s, &st, &n, &e, &g);
             if let Err(e) = &r {
                 if let Ok(mut w) = why.lock() {
                     *w = Some(format!(
@@ -163,6 +175,7 @@ impl Enb {
             reader,
             failed,
             echoed,
+            gap_at,
         })
     }
 
@@ -172,6 +185,7 @@ impl Enb {
         st: &AtomicBool,
         n: &AtomicU64,
         echoed: &AtomicU64,
+        gap_at: &GapAt,
     ) -> Result<(Tally, Duration)> {
         let mut t = Tally::default();
         let mut buf = vec![0u8; 65536];
@@ -182,14 +196,23 @@ impl Enb {
                 Some(m) => {
                     t.check(&m);
                     echoed.store(t.received, Ordering::SeqCst);
-                    gap = gap.max(last.elapsed());
-                    last = Instant::now();
+                    let now = Instant::now();
+                    if now - last > gap {
+                        gap = now - last;
+                        *gap_at.lock().unwrap_or_else(|p| p.into_inner()) = Some((last, now));
+                    }
+                    last = now;
                     idle = 0;
                 }
                 None => idle += 1,
             }
         }
         Ok((t, gap))
+    }
+
+    /// When this eNB's longest silence so far began and ended.
+    pub(crate) fn gap_at(&self) -> Option<(Instant, Instant)> {
+        *self.gap_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Echoes received so far.
@@ -267,6 +290,11 @@ pub(crate) fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
     let enb3 = connect_from_c(EPC_S1AP)?;
     let (mut s3, mut t3) = (Sent::default(), Tally::default());
     echo_round(&enb3, &mut s3, &mut t3, 5)?;
+    // The longer silence of the two, as a span.
+    let gap_at = match (enb1.gap_at(), enb2.gap_at()) {
+        (Some(a), Some(b)) => Some(if a.1 - a.0 >= b.1 - b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    };
     let (t1, gap1, sent1) = enb1.finish().context("eNB 1")?;
     let (t2, gap2, sent2) = enb2.finish().context("eNB 2")?;
     println!(
@@ -282,6 +310,7 @@ pub(crate) fn finish_enbs(enb1: Enb, enb2: Enb) -> Result<SctpSeen> {
         messages: t1.received + t2.received,
         anomalies: t1.errors.len() + t2.errors.len(),
         max_gap: gap1.max(gap2),
+        gap_at,
     })
 }
 
@@ -297,4 +326,6 @@ pub struct SctpSeen {
     pub messages: u64,
     /// Longest silence an eNB saw: the MME's downtime.
     pub max_gap: Duration,
+    /// When it began and ended.
+    pub gap_at: Option<(Instant, Instant)>,
 }

@@ -92,6 +92,7 @@ pub fn soak() -> Result<()> {
         ue: Default::default(),
         tunnels: rig.ues.len(),
         sctp: None,
+        timeline: None,
     };
     let finished = match result {
         Ok(()) => {
