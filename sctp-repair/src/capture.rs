@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
 use crate::snapshot::{Kind, Member, Snapshot, SockOpt};
@@ -14,8 +15,7 @@ use crate::state::{
 };
 use crate::{classify, Error, Mode, Result};
 
-/// SCTP_GET_LOCAL_ADDRS (uapi/linux/sctp.h).
-const SCTP_GET_LOCAL_ADDRS: libc::c_int = 109;
+const SCTP_GET_LOCAL_ADDRS: libc::c_int = linux::SCTP_GET_LOCAL_ADDRS as libc::c_int;
 
 /// A socket option captured and replayed on restore.
 pub(crate) struct Replayed {
@@ -47,25 +47,24 @@ const fn opt(
     }
 }
 
-// Option names (uapi/linux/sctp.h).
-const SCTP_NODELAY: libc::c_int = 3;
-const SCTP_DISABLE_FRAGMENTS: libc::c_int = 8;
-const SCTP_EVENTS: libc::c_int = 11;
-pub(crate) const SCTP_MAXSEG: libc::c_int = 13;
-pub(crate) const SCTP_CONTEXT: libc::c_int = 17;
-const SCTP_FRAGMENT_INTERLEAVE: libc::c_int = 18;
-const SCTP_PARTIAL_DELIVERY_POINT: libc::c_int = 19;
-const SCTP_RECVRCVINFO: libc::c_int = 32;
-const SCTP_RECVNXTINFO: libc::c_int = 33;
-pub(crate) const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
+const SCTP_NODELAY: libc::c_int = linux::SCTP_NODELAY as libc::c_int;
+const SCTP_DISABLE_FRAGMENTS: libc::c_int = linux::SCTP_DISABLE_FRAGMENTS as libc::c_int;
+const SCTP_EVENTS: libc::c_int = linux::SCTP_EVENTS as libc::c_int;
+pub(crate) const SCTP_MAXSEG: libc::c_int = linux::SCTP_MAXSEG as libc::c_int;
+pub(crate) const SCTP_CONTEXT: libc::c_int = linux::SCTP_CONTEXT as libc::c_int;
+const SCTP_FRAGMENT_INTERLEAVE: libc::c_int = linux::SCTP_FRAGMENT_INTERLEAVE as libc::c_int;
+const SCTP_PARTIAL_DELIVERY_POINT: libc::c_int = linux::SCTP_PARTIAL_DELIVERY_POINT as libc::c_int;
+const SCTP_RECVRCVINFO: libc::c_int = linux::SCTP_RECVRCVINFO as libc::c_int;
+const SCTP_RECVNXTINFO: libc::c_int = linux::SCTP_RECVNXTINFO as libc::c_int;
+pub(crate) const SCTP_DEFAULT_SNDINFO: libc::c_int = linux::SCTP_DEFAULT_SNDINFO as libc::c_int;
 /// SCTP_AUTOCLOSE: one-to-many sockets only; each association made on the
 /// socket takes it when created, so it is replayed before them.
-const SCTP_AUTOCLOSE: libc::c_int = 4;
+const SCTP_AUTOCLOSE: libc::c_int = linux::SCTP_AUTOCLOSE as libc::c_int;
 
 /// SCTP_AUTO_ASCONF: only a socket bound to the wildcard address has it,
 /// and an association is restored bound to its own addresses, where
 /// setting it is refused; so it is captured and replayed for listeners.
-const SCTP_AUTO_ASCONF: libc::c_int = 30;
+const SCTP_AUTO_ASCONF: libc::c_int = linux::SCTP_AUTO_ASCONF as libc::c_int;
 
 /// Socket options replayed on restore. Socket buffer sizes come first: the
 /// restored receive window is checked against the receive buffer.
@@ -135,7 +134,7 @@ impl Replayed {
 
 /// SCTP_HMAC_IDENT: the HMACs the socket offers; SCTP_REPAIR_AUTH wants a
 /// transform on the new socket for each one the association offered.
-pub(crate) const SCTP_HMAC_IDENT: libc::c_int = 22;
+pub(crate) const SCTP_HMAC_IDENT: libc::c_int = linux::SCTP_HMAC_IDENT as libc::c_int;
 
 fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| classify(op, e)

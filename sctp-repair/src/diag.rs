@@ -10,6 +10,8 @@
 //! caller's: CRIU captures the sockets of a container from outside it).
 
 use std::io;
+
+use epcmig_sys::linux;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use netlink_packet_core::{
@@ -22,8 +24,8 @@ use netlink_sys::{Socket, SocketAddr};
 
 use crate::{Error, Result};
 
-/// SIOCGSKNS (uapi/linux/sockios.h): an fd of the socket's network namespace.
-const SIOCGSKNS: libc::c_ulong = 0x894C;
+/// SIOCGSKNS: an fd of the socket's network namespace.
+const SIOCGSKNS: libc::c_ulong = linux::SIOCGSKNS as libc::c_ulong;
 
 /// Most dump messages read before giving up (a namespace with that many
 /// SCTP endpoints on one port does not exist; a broken answer might).

@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
 mod capture;
@@ -160,8 +161,7 @@ pub(crate) fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-/// SCTP_GET_ASSOC_NUMBER (uapi/linux/sctp.h).
-const SCTP_GET_ASSOC_NUMBER: libc::c_int = 28;
+const SCTP_GET_ASSOC_NUMBER: libc::c_int = linux::SCTP_GET_ASSOC_NUMBER as libc::c_int;
 
 /// How many associations a one-to-many (SOCK_SEQPACKET) socket holds; the
 /// kernel answers this for one-to-many sockets only.

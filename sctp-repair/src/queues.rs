@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
 use crate::sockopt::{self, SOL_SCTP};
@@ -132,10 +133,10 @@ fn peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((n as usize, mh.msg_flags & libc::MSG_TRUNC != 0))
 }
 
-/// SK_MEMINFO_WMEM_QUEUED, an index into SO_MEMINFO's array.
-const SK_MEMINFO_WMEM_QUEUED: usize = 5;
-/// Entries of SO_MEMINFO's array (SK_MEMINFO_VARS).
-const SK_MEMINFO_VARS: usize = 9;
+/// An index into SO_MEMINFO's array.
+const SK_MEMINFO_WMEM_QUEUED: usize = linux::SK_MEMINFO_WMEM_QUEUED as usize;
+/// Entries of SO_MEMINFO's array.
+const SK_MEMINFO_VARS: usize = linux::SK_MEMINFO_VARS as usize;
 
 /// Whether the association may have DATA to send or in flight. Every DATA
 /// chunk is charged to the socket's sk_wmem_queued from the moment it is

@@ -4,6 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
 use crate::capture::Replayed;
@@ -11,10 +12,9 @@ use crate::snapshot::{Kind, Snapshot};
 use crate::sockopt::{self, SOL_SCTP};
 use crate::{classify, Error, Mode, Result};
 
-/// SCTP_SOCKOPT_BINDX_ADD (uapi/linux/sctp.h).
-const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
-/// SCTP_AUTH_SUPPORTED (uapi/linux/sctp.h), a struct sctp_assoc_value.
-const SCTP_AUTH_SUPPORTED: libc::c_int = 129;
+const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = linux::SCTP_SOCKOPT_BINDX_ADD as libc::c_int;
+/// A struct sctp_assoc_value.
+const SCTP_AUTH_SUPPORTED: libc::c_int = linux::SCTP_AUTH_SUPPORTED as libc::c_int;
 
 /// sockaddr bytes of `a`, as bind() and bindx take them.
 fn raw_sockaddr(a: &SocketAddr) -> Vec<u8> {
@@ -102,9 +102,6 @@ fn bind_one(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<()> {
     }
 }
 
-/// IPV6_FREEBIND (uapi/linux/in6.h).
-const IPV6_FREEBIND: libc::c_int = 78;
-
 /// Whether `ip` is configured in the caller's network namespace but still
 /// tentative (duplicate address detection running), from
 /// /proc/thread-self/net/if_inet6. An association bound to every address
@@ -112,8 +109,6 @@ const IPV6_FREEBIND: libc::c_int = 78;
 /// the kernel makes anew, tentative, when CRIU re-creates the link: bind()
 /// refuses it as not available for a second or so.
 fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
-    /// IFA_F_TENTATIVE (uapi/linux/if_addr.h).
-    const TENTATIVE: u32 = 0x40;
     let want: String = ip.octets().iter().map(|b| format!("{b:02x}")).collect();
     let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else {
         return false;
@@ -122,7 +117,7 @@ fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() >= 6
             && f[0] == want
-            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & TENTATIVE != 0)
+            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & linux::IFA_F_TENTATIVE != 0)
     })
 }
 
@@ -130,10 +125,10 @@ fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
 /// bindx) with IPV6_FREEBIND on for that call only: the address is the
 /// socket's, the kernel only has not finished checking it.
 fn bind_tentative(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<()> {
-    sockopt::set_int(sock, libc::IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    sockopt::set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1)
         .map_err(|e| classify("setsockopt(IPV6_FREEBIND)", e))?;
     let r = bind_one(sock, a, first);
-    let off = sockopt::set_int(sock, libc::IPPROTO_IPV6, IPV6_FREEBIND, 0)
+    let off = sockopt::set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 0)
         .map_err(|e| classify("setsockopt(IPV6_FREEBIND)", e));
     r.and(off)
 }

@@ -2,6 +2,8 @@
 //! lives here, each call with its buffer and exact length.
 
 use std::io;
+
+use epcmig_sys::linux;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// SOL_SCTP; libc exports the same number only as IPPROTO_SCTP.
@@ -38,8 +40,7 @@ pub(crate) fn get(
     Ok((len as usize).min(buf.len()))
 }
 
-/// SCTP_SOCKOPT_PEELOFF (uapi/linux/sctp.h).
-const SCTP_SOCKOPT_PEELOFF: libc::c_int = 102;
+const SCTP_SOCKOPT_PEELOFF: libc::c_int = linux::SCTP_SOCKOPT_PEELOFF as libc::c_int;
 
 /// sctp_peeloff(): association `id` of one-to-many socket `sock` on a new
 /// socket of its own.
