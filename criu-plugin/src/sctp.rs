@@ -84,7 +84,7 @@ fn locked() -> std::sync::MutexGuard<'static, Vec<String>> {
 }
 
 pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
-    task::protocol(sock) == Some(libc::IPPROTO_SCTP)
+    sctp_repair::is_sctp(sock)
 }
 
 /// Names an SCTP socket for an error: who holds it (pid and fd, found in
@@ -92,7 +92,7 @@ pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
 /// socket how many associations it has. Best effort: what cannot be read
 /// is left out.
 pub fn describe(sock: BorrowedFd<'_>) -> String {
-    use nix::sys::socket::{self, sockopt, SockType, SockaddrStorage};
+    use sctp_repair::sys::{self, getsockopt};
     let mut parts = Vec::new();
     let inode = nix::sys::stat::fstat(sock.as_raw_fd())
         .map(|st| st.st_ino)
@@ -109,22 +109,22 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
             parts.push(format!("{} (socket inode {ino})", list.join(", ")));
         }
     }
-    let listening = socket::getsockopt(&sock, sockopt::AcceptConn).unwrap_or(false);
-    let ty = socket::getsockopt(&sock, sockopt::SockType);
+    let listening = getsockopt(sock, sys::AcceptConn).unwrap_or(false);
+    let seqpacket = getsockopt(sock, sys::SockType).map(|t| t == libc::SOCK_SEQPACKET);
     // sctp_peeloff() gives a SOCK_SEQPACKET socket a peer address.
-    let peer = socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()).ok();
-    let one_to_many = matches!(ty, Ok(SockType::SeqPacket)) && peer.is_none();
-    let kind = match ty {
-        Ok(SockType::SeqPacket) if peer.is_some() => "peeled-off association",
-        Ok(SockType::SeqPacket) => "one-to-many",
-        Ok(_) => "one-to-one",
+    let peer = sys::peer_addr(sock).ok().flatten();
+    let one_to_many = matches!(seqpacket, Ok(true)) && peer.is_none();
+    let kind = match seqpacket {
+        Ok(true) if peer.is_some() => "peeled-off association",
+        Ok(true) => "one-to-many",
+        Ok(false) => "one-to-one",
         Err(_) => "unknown style",
     };
     parts.push(format!(
         "{kind}{}",
         if listening { " listener" } else { "" }
     ));
-    if let Ok(a) = socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
+    if let Ok(Some(a)) = sys::local_addr(sock) {
         parts.push(format!("bound to {a}"));
     }
     if let Some(a) = peer {
