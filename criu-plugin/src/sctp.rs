@@ -208,35 +208,45 @@ fn freeze_and_capture(sock: BorrowedFd<'_>, ours: bool) -> Result<Snapshot, Erro
     let deadline = Instant::now() + BUSY_PATIENCE;
     let mut pause = Duration::from_millis(1);
     loop {
-        let r = if ours {
+        let frozen = if ours {
             fault::point("sctp-freeze")?;
-            sctp_repair::set_mode(sock, Mode::On).map_err(|source| Error::Repair {
+            let f = sctp_repair::freeze(sock).map_err(|source| Error::Repair {
                 op: "entering repair mode",
                 source,
-            })
+            })?;
+            Some(f)
         } else {
-            Ok(())
+            None
         };
-        let r = r.and_then(|()| {
-            fault::point("sctp-capture")?;
-            sctp_repair::capture(sock).map_err(|source| Error::Repair {
-                op: "capturing",
-                source,
-            })
-        });
-        match r {
-            Err(Error::Repair {
-                source: sctp_repair::Error::Busy,
-                ..
-            }) if ours && Instant::now() < deadline => {
-                sctp_repair::set_mode(sock, Mode::Off).map_err(|source| Error::Repair {
+        let r = fault::point("sctp-capture")
+            .map_err(Error::from)
+            .and_then(|()| {
+                sctp_repair::capture(sock).map_err(|source| Error::Repair {
+                    op: "capturing",
+                    source,
+                })
+            });
+        match (r, frozen) {
+            (
+                Err(Error::Repair {
+                    source: sctp_repair::Error::Busy,
+                    ..
+                }),
+                Some(f),
+            ) if Instant::now() < deadline => {
+                f.thaw().map_err(|source| Error::Repair {
                     op: "thawing a busy socket",
                     source,
                 })?;
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            r => return r,
+            (r, f) => {
+                // Frozen either way until the end of the dump, which
+                // thaws it or lets the killed task close it silently.
+                f.map(sctp_repair::Frozen::release);
+                return r;
+            }
         }
     }
 }
@@ -312,7 +322,7 @@ pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
     };
     fault::point("sctp-restore")?;
     // Still frozen (if established): thawed at RESUME_DEVICES_LATE.
-    sctp_repair::restore(&snap).map(Some).map_err(|source| {
+    let restored = sctp_repair::restore(&snap).map_err(|source| {
         let addrs: Vec<String> = snap.local_addrs.iter().map(|a| a.to_string()).collect();
         Error::Restore {
             what: format!(
@@ -323,7 +333,8 @@ pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
             ),
             source,
         }
-    })
+    })?;
+    Ok(Some(restored.release()))
 }
 
 /// How a snapshot's socket is named in errors.

@@ -340,7 +340,7 @@ impl Probe {
 /// association runs for a moment, so the socket is thawed and the capture
 /// tried again, with a growing pause, for up to `patience`. A socket that
 /// was frozen by the caller is never thawed here.
-pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
+pub(crate) fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
     // Set on the first busy try only: most captures succeed at once, and
     // the clock is not free in every VM.
     let mut deadline = None;
@@ -392,7 +392,7 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
 /// associations. So must a listener with associations waiting for
 /// accept(), which its snapshot holds the same way; unfrozen, or on a
 /// kernel without SCTP_REPAIR_ASSOC_IDS, it is refused
-/// ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
+/// ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::freeze`])
 /// for that check to hold until the socket is closed: a frozen listener
 /// drops INIT, so no association arrives after it.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {

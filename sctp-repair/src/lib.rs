@@ -15,6 +15,7 @@ use std::os::fd::BorrowedFd;
 
 mod capture;
 mod diag;
+mod frozen;
 #[cfg(feature = "serde")]
 mod json;
 mod queues;
@@ -25,7 +26,8 @@ mod state;
 #[allow(unsafe_code)]
 pub mod sys;
 
-pub use capture::{capture, freeze_and_capture};
+pub use capture::capture;
+pub use frozen::{freeze, freeze_and_capture, Frozen};
 pub use queues::QueueRecord;
 pub use restore::{restore, restore_onto};
 pub use snapshot::{FormatError, Kind, Member, Snapshot, SockOpt};
@@ -168,7 +170,9 @@ pub(crate) fn mode_of_sctp(sock: BorrowedFd<'_>) -> Result<Mode> {
     sys::getsockopt(sock, sys::Repair).map_err(|e| classify("getsockopt(SCTP_REPAIR)", e))
 }
 
-/// Puts `sock` into or out of repair mode.
+/// Puts `sock` into or out of repair mode: the low-level switch, for a
+/// socket no [`Frozen`] handle holds (e.g. one found frozen in another
+/// process). Prefer [`freeze`] and the handle's `thaw`/`release`.
 pub fn set_mode(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
     set_mode_of_sctp(sock, mode).map_err(|e| refine(sock, e))
 }

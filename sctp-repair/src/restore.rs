@@ -10,7 +10,7 @@ use epcmig_sys::sctp_repair as uapi;
 use crate::capture::Replayed;
 use crate::snapshot::{Kind, Snapshot};
 use crate::sys::{self, SOL_SCTP};
-use crate::{classify, Error, Mode, Result};
+use crate::{classify, Error, Frozen, Mode, Result};
 
 const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = linux::SCTP_SOCKOPT_BINDX_ADD as libc::c_int;
 /// A struct sctp_assoc_value.
@@ -138,11 +138,12 @@ fn set_blob(sock: BorrowedFd<'_>, name: u32, blob: &[u8], op: &'static str) -> R
 }
 
 /// Re-creates the snapshot's socket in the caller's network namespace and
-/// returns it. An established association comes back **in repair mode**:
-/// the caller leaves it with [`crate::set_mode`]`(.., Mode::Off)` once
-/// whatever it belongs to is ready to run. On error nothing is left behind:
-/// the half-made socket is closed in repair mode, which sends nothing.
-pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
+/// returns it held frozen: [`Frozen::thaw`] it once whatever it belongs
+/// to is ready to run, or [`Frozen::release`] it to hand it on frozen.
+/// (A listener without associations waiting comes back running; thawing
+/// it changes nothing.) On error nothing is left behind: the half-made
+/// socket is closed in repair mode, which sends nothing.
+pub fn restore(snap: &Snapshot) -> Result<Frozen<OwnedFd>> {
     let ty = match snap.kind {
         Kind::OneToMany { .. } | Kind::PeeledOff => libc::SOCK_SEQPACKET,
         Kind::Established | Kind::Listen => libc::SOCK_STREAM,
@@ -151,7 +152,7 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
         .map_err(|e| classify("socket(IPPROTO_SCTP)", e))?;
     restore_onto_sctp(sock.as_fd(), snap)?;
     if snap.kind != Kind::PeeledOff {
-        return Ok(sock);
+        return Ok(Frozen::restored(sock));
     }
     // The association goes to a socket of its own, in repair mode as this
     // one is; this one, left empty, closes silently.
@@ -160,7 +161,9 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
         .first()
         .map(|m| m.id)
         .ok_or(Error::NoAssociation)?;
-    sys::peeloff(sock.as_fd(), id).map_err(|e| classify("getsockopt(SCTP_SOCKOPT_PEELOFF)", e))
+    sys::peeloff(sock.as_fd(), id)
+        .map(Frozen::restored)
+        .map_err(|e| classify("getsockopt(SCTP_SOCKOPT_PEELOFF)", e))
 }
 
 /// Like [`restore`], onto a fresh SCTP socket the caller made (e.g. the fd
@@ -169,15 +172,16 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
 ///
 /// Not for a peeled-off association, which [`restore`] peels off the
 /// socket it makes.
-pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
-    crate::ensure_sctp(sock)?;
+pub fn restore_onto<F: AsFd>(sock: F, snap: &Snapshot) -> Result<Frozen<F>> {
+    crate::ensure_sctp(sock.as_fd())?;
     if snap.kind == Kind::PeeledOff {
         return Err(classify(
             "restoring a peeled-off association onto a given socket",
             io::Error::from_raw_os_error(libc::EINVAL),
         ));
     }
-    restore_onto_sctp(sock, snap)
+    restore_onto_sctp(sock.as_fd(), snap)?;
+    Ok(Frozen::restored(sock))
 }
 
 /// [`restore_onto`] a socket known to be SCTP.
