@@ -244,7 +244,9 @@ fn freeze_and_capture(sock: BorrowedFd<'_>, ours: bool) -> Result<Snapshot, Erro
             (r, f) => {
                 // Frozen either way until the end of the dump, which
                 // thaws it or lets the killed task close it silently.
-                f.map(sctp_repair::Frozen::release);
+                if let Some(f) = f {
+                    f.release();
+                }
                 return r;
             }
         }
