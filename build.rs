@@ -10,6 +10,16 @@ use std::path::PathBuf;
 const HEADERS: &[(&str, &str)] = &[
     ("sctp_repair.h", "(SCTP_REPAIR.*|sctp_repair_.*)"),
     (
+        "linux_uapi.h",
+        concat!(
+            "SCTP_(NODELAY|AUTOCLOSE|DISABLE_FRAGMENTS|EVENTS|MAXSEG|CONTEXT",
+            "|FRAGMENT_INTERLEAVE|PARTIAL_DELIVERY_POINT|HMAC_IDENT",
+            "|GET_ASSOC_NUMBER|AUTO_ASCONF|RECVRCVINFO|RECVNXTINFO",
+            "|DEFAULT_SNDINFO|SOCKOPT_BINDX_ADD|SOCKOPT_PEELOFF",
+            "|GET_LOCAL_ADDRS|AUTH_SUPPORTED)|SIOCGSKNS|IFA_F_TENTATIVE|SK_MEMINFO_.*",
+        ),
+    ),
+    (
         "criu_plugin.h",
         "(CR_PLUGIN.*|CRIU_PLUGIN.*|cr_plugin.*|criu_get_image_dir)",
     ),

@@ -14,6 +14,12 @@ pub mod sctp_repair {
     include!(concat!(env!("OUT_DIR"), "/sctp_repair.rs"));
 }
 
+/// Constants of the system's uapi headers that libc lacks: the plain SCTP
+/// socket option numbers (linux/sctp.h) and a few others.
+pub mod linux {
+    include!(concat!(env!("OUT_DIR"), "/linux_uapi.rs"));
+}
+
 /// CRIU's plugin ABI: descriptor, hook and stage numbers.
 pub mod criu_plugin {
     include!(concat!(env!("OUT_DIR"), "/criu_plugin.rs"));

@@ -34,6 +34,7 @@ use std::sync::Mutex;
 
 use gtp_state::model::{GtpSocket, GtpState, Sockets};
 use gtp_state::{Netns, RestoreOptions, SocketSource};
+use sctp_repair::sys;
 
 use crate::fault::{self, Injected};
 use crate::images;
@@ -511,8 +512,10 @@ fn restored_sockets(st: &GtpState, pid: i32) -> Result<Vec<(GtpSocket, OwnedFd)>
                 return None;
             }
             let f = Task::open(c).ok()?.fd(owner.fd as i32).ok()?;
-            let ok = task::protocol(f.as_fd()) == Some(libc::IPPROTO_UDP)
-                && addr.map_or(true, |a| task::local_addr(f.as_fd()) == Some(a));
+            let ok = sys::getsockopt(f.as_fd(), sys::Protocol).ok() == Some(libc::IPPROTO_UDP)
+                && addr.map_or(true, |a| {
+                    sys::local_addr(f.as_fd()).ok().flatten() == Some(a)
+                });
             ok.then_some(f)
         });
         match found {

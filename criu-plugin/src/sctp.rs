@@ -84,7 +84,7 @@ fn locked() -> std::sync::MutexGuard<'static, Vec<String>> {
 }
 
 pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
-    task::protocol(sock) == Some(libc::IPPROTO_SCTP)
+    sctp_repair::is_sctp(sock)
 }
 
 /// Names an SCTP socket for an error: who holds it (pid and fd, found in
@@ -92,7 +92,7 @@ pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
 /// socket how many associations it has. Best effort: what cannot be read
 /// is left out.
 pub fn describe(sock: BorrowedFd<'_>) -> String {
-    use nix::sys::socket::{self, sockopt, SockType, SockaddrStorage};
+    use sctp_repair::sys::{self, getsockopt};
     let mut parts = Vec::new();
     let inode = nix::sys::stat::fstat(sock.as_raw_fd())
         .map(|st| st.st_ino)
@@ -109,22 +109,22 @@ pub fn describe(sock: BorrowedFd<'_>) -> String {
             parts.push(format!("{} (socket inode {ino})", list.join(", ")));
         }
     }
-    let listening = socket::getsockopt(&sock, sockopt::AcceptConn).unwrap_or(false);
-    let ty = socket::getsockopt(&sock, sockopt::SockType);
+    let listening = getsockopt(sock, sys::AcceptConn).unwrap_or(false);
+    let seqpacket = getsockopt(sock, sys::SockType).map(|t| t == libc::SOCK_SEQPACKET);
     // sctp_peeloff() gives a SOCK_SEQPACKET socket a peer address.
-    let peer = socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()).ok();
-    let one_to_many = matches!(ty, Ok(SockType::SeqPacket)) && peer.is_none();
-    let kind = match ty {
-        Ok(SockType::SeqPacket) if peer.is_some() => "peeled-off association",
-        Ok(SockType::SeqPacket) => "one-to-many",
-        Ok(_) => "one-to-one",
+    let peer = sys::peer_addr(sock).ok().flatten();
+    let one_to_many = matches!(seqpacket, Ok(true)) && peer.is_none();
+    let kind = match seqpacket {
+        Ok(true) if peer.is_some() => "peeled-off association",
+        Ok(true) => "one-to-many",
+        Ok(false) => "one-to-one",
         Err(_) => "unknown style",
     };
     parts.push(format!(
         "{kind}{}",
         if listening { " listener" } else { "" }
     ));
-    if let Ok(a) = socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
+    if let Ok(Some(a)) = sys::local_addr(sock) {
         parts.push(format!("bound to {a}"));
     }
     if let Some(a) = peer {
@@ -210,35 +210,47 @@ fn freeze_and_capture(sock: BorrowedFd<'_>, ours: bool) -> Result<Snapshot, Erro
     let deadline = Instant::now() + BUSY_PATIENCE;
     let mut pause = Duration::from_millis(1);
     loop {
-        let r = if ours {
+        let frozen = if ours {
             fault::point("sctp-freeze")?;
-            sctp_repair::set_mode(sock, Mode::On).map_err(|source| Error::Repair {
+            let f = sctp_repair::freeze(sock).map_err(|source| Error::Repair {
                 op: "entering repair mode",
                 source,
-            })
+            })?;
+            Some(f)
         } else {
-            Ok(())
+            None
         };
-        let r = r.and_then(|()| {
-            fault::point("sctp-capture")?;
-            sctp_repair::capture(sock).map_err(|source| Error::Repair {
-                op: "capturing",
-                source,
-            })
-        });
-        match r {
-            Err(Error::Repair {
-                source: sctp_repair::Error::Busy,
-                ..
-            }) if ours && Instant::now() < deadline => {
-                sctp_repair::set_mode(sock, Mode::Off).map_err(|source| Error::Repair {
+        let r = fault::point("sctp-capture")
+            .map_err(Error::from)
+            .and_then(|()| {
+                sctp_repair::capture(sock).map_err(|source| Error::Repair {
+                    op: "capturing",
+                    source,
+                })
+            });
+        match (r, frozen) {
+            (
+                Err(Error::Repair {
+                    source: sctp_repair::Error::Busy,
+                    ..
+                }),
+                Some(f),
+            ) if Instant::now() < deadline => {
+                f.thaw().map_err(|source| Error::Repair {
                     op: "thawing a busy socket",
                     source,
                 })?;
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            r => return r,
+            (r, f) => {
+                // Frozen either way until the end of the dump, which
+                // thaws it or lets the killed task close it silently.
+                if let Some(f) = f {
+                    f.release();
+                }
+                return r;
+            }
         }
     }
 }
@@ -314,7 +326,7 @@ pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
     };
     fault::point("sctp-restore")?;
     // Still frozen (if established): thawed at RESUME_DEVICES_LATE.
-    sctp_repair::restore(&snap).map(Some).map_err(|source| {
+    let restored = sctp_repair::restore(&snap).map_err(|source| {
         let addrs: Vec<String> = snap.local_addrs.iter().map(|a| a.to_string()).collect();
         Error::Restore {
             what: format!(
@@ -325,7 +337,8 @@ pub fn restore(dir: RawFd, id: c_int) -> Result<Option<OwnedFd>, Error> {
             ),
             source,
         }
-    })
+    })?;
+    Ok(Some(restored.release()))
 }
 
 /// How a snapshot's socket is named in errors.

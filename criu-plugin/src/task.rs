@@ -3,8 +3,7 @@
 //! the task allows.
 
 use std::ffi::c_int;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A task, pinned by a pidfd.
 pub struct Task {
@@ -100,60 +99,4 @@ fn is_guardian(pid: i32) -> bool {
 pub fn netns_of(pid: i32) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino())
-}
-
-/// A socket's SO_PROTOCOL, or None if it cannot be read.
-pub fn protocol(sock: BorrowedFd<'_>) -> Option<c_int> {
-    let mut proto: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: valid fd for the call; pointers to a live c_int and its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(proto)
-}
-
-/// The local address a socket is bound to.
-pub fn local_addr(sock: BorrowedFd<'_>) -> Option<SocketAddr> {
-    // SAFETY: an all-zero sockaddr_storage is a valid value to fill.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: valid fd; pointer to a live sockaddr_storage and its size.
-    let rc = unsafe {
-        libc::getsockname(
-            sock.as_raw_fd(),
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    match c_int::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel filled a sockaddr_in for AF_INET.
-            let a: libc::sockaddr_in =
-                unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::from((
-                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel filled a sockaddr_in6 for AF_INET6.
-            let a: libc::sockaddr_in6 =
-                unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::from((
-                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-            )))
-        }
-        _ => None,
-    }
 }

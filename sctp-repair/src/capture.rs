@@ -4,18 +4,18 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
 use crate::snapshot::{Kind, Member, Snapshot, SockOpt};
-use crate::sockopt::{self, SOL_SCTP};
 use crate::state::{
-    assoc_features, sockaddr_from_storage, ASSOC_SIZE, AUTH_HDR, GAP_SIZE, PATHS_HDR, PATH_SIZE,
-    STREAMS_HDR, STREAM_SIZE, TSN_MAP_SIZE,
+    assoc_features, ASSOC_SIZE, AUTH_HDR, GAP_SIZE, PATHS_HDR, PATH_SIZE, STREAMS_HDR, STREAM_SIZE,
+    TSN_MAP_SIZE,
 };
+use crate::sys::{self, SOL_SCTP};
 use crate::{classify, Error, Mode, Result};
 
-/// SCTP_GET_LOCAL_ADDRS (uapi/linux/sctp.h).
-const SCTP_GET_LOCAL_ADDRS: libc::c_int = 109;
+const SCTP_GET_LOCAL_ADDRS: libc::c_int = linux::SCTP_GET_LOCAL_ADDRS as libc::c_int;
 
 /// A socket option captured and replayed on restore.
 pub(crate) struct Replayed {
@@ -47,25 +47,24 @@ const fn opt(
     }
 }
 
-// Option names (uapi/linux/sctp.h).
-const SCTP_NODELAY: libc::c_int = 3;
-const SCTP_DISABLE_FRAGMENTS: libc::c_int = 8;
-const SCTP_EVENTS: libc::c_int = 11;
-pub(crate) const SCTP_MAXSEG: libc::c_int = 13;
-pub(crate) const SCTP_CONTEXT: libc::c_int = 17;
-const SCTP_FRAGMENT_INTERLEAVE: libc::c_int = 18;
-const SCTP_PARTIAL_DELIVERY_POINT: libc::c_int = 19;
-const SCTP_RECVRCVINFO: libc::c_int = 32;
-const SCTP_RECVNXTINFO: libc::c_int = 33;
-pub(crate) const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
+const SCTP_NODELAY: libc::c_int = linux::SCTP_NODELAY as libc::c_int;
+const SCTP_DISABLE_FRAGMENTS: libc::c_int = linux::SCTP_DISABLE_FRAGMENTS as libc::c_int;
+const SCTP_EVENTS: libc::c_int = linux::SCTP_EVENTS as libc::c_int;
+pub(crate) const SCTP_MAXSEG: libc::c_int = linux::SCTP_MAXSEG as libc::c_int;
+pub(crate) const SCTP_CONTEXT: libc::c_int = linux::SCTP_CONTEXT as libc::c_int;
+const SCTP_FRAGMENT_INTERLEAVE: libc::c_int = linux::SCTP_FRAGMENT_INTERLEAVE as libc::c_int;
+const SCTP_PARTIAL_DELIVERY_POINT: libc::c_int = linux::SCTP_PARTIAL_DELIVERY_POINT as libc::c_int;
+const SCTP_RECVRCVINFO: libc::c_int = linux::SCTP_RECVRCVINFO as libc::c_int;
+const SCTP_RECVNXTINFO: libc::c_int = linux::SCTP_RECVNXTINFO as libc::c_int;
+pub(crate) const SCTP_DEFAULT_SNDINFO: libc::c_int = linux::SCTP_DEFAULT_SNDINFO as libc::c_int;
 /// SCTP_AUTOCLOSE: one-to-many sockets only; each association made on the
 /// socket takes it when created, so it is replayed before them.
-const SCTP_AUTOCLOSE: libc::c_int = 4;
+const SCTP_AUTOCLOSE: libc::c_int = linux::SCTP_AUTOCLOSE as libc::c_int;
 
 /// SCTP_AUTO_ASCONF: only a socket bound to the wildcard address has it,
 /// and an association is restored bound to its own addresses, where
 /// setting it is refused; so it is captured and replayed for listeners.
-const SCTP_AUTO_ASCONF: libc::c_int = 30;
+const SCTP_AUTO_ASCONF: libc::c_int = linux::SCTP_AUTO_ASCONF as libc::c_int;
 
 /// Socket options replayed on restore. Socket buffer sizes come first: the
 /// restored receive window is checked against the receive buffer.
@@ -114,7 +113,7 @@ impl Replayed {
     /// options are tuning: a missing one is skipped, not fatal).
     fn read(&self, sock: BorrowedFd<'_>) -> Option<SockOpt> {
         let mut buf = vec![0u8; self.size];
-        let n = sockopt::get(sock, self.level, self.name, &mut buf).ok()?;
+        let n = sys::get(sock, self.level, self.name, &mut buf).ok()?;
         buf.truncate(n);
         Some(SockOpt {
             level: self.level,
@@ -135,7 +134,7 @@ impl Replayed {
 
 /// SCTP_HMAC_IDENT: the HMACs the socket offers; SCTP_REPAIR_AUTH wants a
 /// transform on the new socket for each one the association offered.
-pub(crate) const SCTP_HMAC_IDENT: libc::c_int = 22;
+pub(crate) const SCTP_HMAC_IDENT: libc::c_int = linux::SCTP_HMAC_IDENT as libc::c_int;
 
 fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| classify(op, e)
@@ -146,46 +145,22 @@ fn parse_packed(buf: &[u8], count: usize) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     let mut at = 0;
     for _ in 0..count {
-        let Some(fam) = buf
-            .get(at..at + 2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-        else {
+        let Some((a, len)) = buf.get(at..).and_then(crate::sockaddr::decode) else {
             break;
         };
-        let len = match i32::from(fam) {
-            libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
-            libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
-            _ => break,
-        };
-        let Some(raw) = buf.get(at..at + len) else {
-            break;
-        };
-        // SAFETY: zeroed storage is a valid sockaddr_storage; we copy at
-        // most its size from a bounds-checked slice.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        // SAFETY: `len` <= size_of::<sockaddr_storage>() and `raw` has `len` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr(),
-                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-                len,
-            )
-        };
-        if let Some(a) = sockaddr_from_storage(&ss) {
-            out.push(a);
-        }
+        out.push(a);
         at += len;
     }
     out
 }
 
 fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
-    const SIN6: usize = std::mem::size_of::<libc::sockaddr_in6>();
+    const SIN6: usize = crate::sockaddr::SIN6_LEN;
     // The kernel sets optlen to the bytes of addresses only (not the
     // header), so we go by addr_num instead.
     let read = |buf: &mut [u8]| -> std::io::Result<Vec<SocketAddr>> {
         buf[..4].copy_from_slice(&assoc_id.to_ne_bytes());
-        sockopt::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, buf)?;
+        sys::get(sock, SOL_SCTP, SCTP_GET_LOCAL_ADDRS, buf)?;
         let n = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
         Ok(parse_packed(&buf[8..], n))
     };
@@ -201,32 +176,11 @@ fn local_addrs(sock: BorrowedFd<'_>, assoc_id: i32) -> Result<Vec<SocketAddr>> {
 
 /// The peer address of `sock`, if it has one (getpeername).
 fn peer_name(sock: BorrowedFd<'_>) -> Option<SocketAddr> {
-    name_of(sock, true).ok().flatten()
+    sys::peer_addr(sock).ok().flatten()
 }
 
 fn sockname(sock: BorrowedFd<'_>) -> Result<Option<SocketAddr>> {
-    name_of(sock, false).map_err(|e| classify("getsockname", e))
-}
-
-/// getpeername (`peer`) or getsockname of `sock`.
-fn name_of(sock: BorrowedFd<'_>, peer: bool) -> std::io::Result<Option<SocketAddr>> {
-    // SAFETY: zeroed sockaddr_storage is valid; the call writes at most len.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-    let at = (&mut ss as *mut libc::sockaddr_storage).cast();
-    // SAFETY: valid fd, pointer and length for the call.
-    let rc = unsafe {
-        if peer {
-            libc::getpeername(fd, at, &mut len)
-        } else {
-            libc::getsockname(fd, at, &mut len)
-        }
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(sockaddr_from_storage(&ss))
+    sys::local_addr(sock).map_err(|e| classify("getsockname", e))
 }
 
 fn capture_sockopts(sock: BorrowedFd<'_>, established: bool, auth: bool) -> Vec<SockOpt> {
@@ -246,7 +200,7 @@ fn capture_sockopts(sock: BorrowedFd<'_>, established: bool, auth: bool) -> Vec<
 /// records (a bit per queue).
 fn sock_settings(sock: BorrowedFd<'_>) -> Result<Option<(Vec<SockOpt>, u8)>> {
     let mut raw = [0u8; std::mem::size_of::<uapi::sctp_repair_sock>()];
-    match sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_SOCK as i32, &mut raw) {
+    match sys::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_SOCK as i32, &mut raw) {
         Ok(n) if n == raw.len() => {}
         Ok(_) => {
             return Err(classify(
@@ -257,9 +211,9 @@ fn sock_settings(sock: BorrowedFd<'_>) -> Result<Option<(Vec<SockOpt>, u8)>> {
         Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => return Ok(None),
         Err(e) => return Err(classify("getsockopt(SCTP_REPAIR_SOCK)", e)),
     }
-    // SAFETY: sctp_repair_sock is plain integers, valid for any bytes, and
-    // `raw` has its size; read_unaligned copes with the byte alignment.
-    let rs: uapi::sctp_repair_sock = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let Some(rs) = sys::read::<uapi::sctp_repair_sock>(&raw, 0) else {
+        return Ok(None);
+    };
     Ok(Some((settings_as_sockopts(&rs), rs.srso_queues)))
 }
 
@@ -357,14 +311,11 @@ fn probe(sock: BorrowedFd<'_>) -> Result<Probe> {
         Err(Error::Unsupported) => None,
         Err(e) => return Err(e),
     };
-    let family = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(os("getsockopt(SO_DOMAIN)"))?;
+    let family = sys::getsockopt(sock, sys::Domain).map_err(os("getsockopt(SO_DOMAIN)"))?;
     let family = u16::try_from(family).map_err(|_| Error::NotSctp)?;
-    let listening = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
-        .map_err(os("getsockopt(SO_ACCEPTCONN)"))?
-        != 0;
-    let one_to_many = sockopt::get_int(sock, libc::SOL_SOCKET, libc::SO_TYPE)
-        .map_err(os("getsockopt(SO_TYPE)"))?
+    let listening =
+        sys::getsockopt(sock, sys::AcceptConn).map_err(os("getsockopt(SO_ACCEPTCONN)"))?;
+    let one_to_many = sys::getsockopt(sock, sys::SockType).map_err(os("getsockopt(SO_TYPE)"))?
         == libc::SOCK_SEQPACKET;
     let peeled = one_to_many && peer_name(sock).is_some();
     Ok(Probe {
@@ -389,7 +340,7 @@ impl Probe {
 /// association runs for a moment, so the socket is thawed and the capture
 /// tried again, with a growing pause, for up to `patience`. A socket that
 /// was frozen by the caller is never thawed here.
-pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
+pub(crate) fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Snapshot> {
     // Set on the first busy try only: most captures succeed at once, and
     // the clock is not free in every VM.
     let mut deadline = None;
@@ -441,7 +392,7 @@ pub fn freeze_and_capture(sock: BorrowedFd<'_>, patience: Duration) -> Result<Sn
 /// associations. So must a listener with associations waiting for
 /// accept(), which its snapshot holds the same way; unfrozen, or on a
 /// kernel without SCTP_REPAIR_ASSOC_IDS, it is refused
-/// ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::set_mode`])
+/// ([`Error::AcceptQueue`]): a snapshot would lose them. Freeze a listener first ([`crate::freeze`])
 /// for that check to hold until the socket is closed: a frozen listener
 /// drops INIT, so no association arrives after it.
 pub fn capture(sock: BorrowedFd<'_>) -> Result<Snapshot> {
@@ -507,7 +458,7 @@ fn repair_assoc_ids(sock: BorrowedFd<'_>, n: usize) -> Result<Vec<i32>> {
     // struct sctp_assoc_ids: a u32 count, then the ids. None can come
     // while the socket is frozen; the room to spare is for a wrong hint.
     let mut buf = vec![0u8; 4 + 4 * (n + 8)];
-    sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC_IDS as i32, &mut buf)
+    sys::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC_IDS as i32, &mut buf)
         .map_err(os("getsockopt(SCTP_REPAIR_ASSOC_IDS)"))?;
     let count = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     Ok(buf[4..]
@@ -544,8 +495,7 @@ fn capture_members(
 /// Selects the association of a one-to-many socket in repair mode that the
 /// SCTP_REPAIR_* options apply to (0: none).
 pub(crate) fn select_assoc(sock: BorrowedFd<'_>, id: i32) -> Result<()> {
-    sockopt::set_int(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC_ID as i32, id)
-        .map_err(os("setsockopt(SCTP_REPAIR_ASSOC_ID)"))
+    sys::setsockopt(sock, sys::RepairAssocId, &id).map_err(os("setsockopt(SCTP_REPAIR_ASSOC_ID)"))
 }
 
 /// A frozen one-to-many socket: how it is bound, whether it listens, its
@@ -649,10 +599,10 @@ fn capture_assoc(
     let v1 = uapi::SCTP_REPAIR_V1.to_ne_bytes();
     let mut assoc = vec![0u8; ASSOC_SIZE];
     assoc[..4].copy_from_slice(&v1);
-    let n = sockopt::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC as i32, &mut assoc)
+    let n = sys::get(sock, SOL_SCTP, uapi::SCTP_REPAIR_ASSOC as i32, &mut assoc)
         .map_err(os("getsockopt(SCTP_REPAIR_ASSOC)"))?;
     assoc.truncate(n);
-    let paths = sockopt::get_var(
+    let paths = sys::get_var(
         sock,
         SOL_SCTP,
         uapi::SCTP_REPAIR_PATHS as i32,
@@ -660,7 +610,7 @@ fn capture_assoc(
         &v1,
     )
     .map_err(os("getsockopt(SCTP_REPAIR_PATHS)"))?;
-    let streams = sockopt::get_var(
+    let streams = sys::get_var(
         sock,
         SOL_SCTP,
         uapi::SCTP_REPAIR_STREAMS as i32,
@@ -668,7 +618,7 @@ fn capture_assoc(
         &v1,
     )
     .map_err(os("getsockopt(SCTP_REPAIR_STREAMS)"))?;
-    let tsn_map = sockopt::get_var(
+    let tsn_map = sys::get_var(
         sock,
         SOL_SCTP,
         uapi::SCTP_REPAIR_TSN_MAP as i32,
@@ -687,7 +637,7 @@ fn capture_assoc(
         None => (capture_sockopts(sock, true, uses_auth), None),
     };
     let auth = if uses_auth {
-        sockopt::get_var(
+        sys::get_var(
             sock,
             SOL_SCTP,
             uapi::SCTP_REPAIR_AUTH as i32,
@@ -755,8 +705,8 @@ mod tests {
 
     #[test]
     fn settings_read_at_once_become_the_options_that_are_not_defaults() {
-        // SAFETY: all-zero is a valid sctp_repair_sock.
-        let mut rs: uapi::sctp_repair_sock = unsafe { std::mem::zeroed() };
+        let zeros = [0u8; std::mem::size_of::<uapi::sctp_repair_sock>()];
+        let mut rs: uapi::sctp_repair_sock = sys::read(&zeros, 0).expect("sized");
         rs.srso_version = uapi::SCTP_REPAIR_V1;
         rs.srso_sndbuf = 212_992;
         rs.srso_rcvbuf = 425_984;

@@ -10,7 +10,8 @@
 //! caller's: CRIU captures the sockets of a container from outside it).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use std::os::fd::{AsFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
@@ -20,10 +21,7 @@ use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr};
 
-use crate::{Error, Result};
-
-/// SIOCGSKNS (uapi/linux/sockios.h): an fd of the socket's network namespace.
-const SIOCGSKNS: libc::c_ulong = 0x894C;
+use crate::{sys, Error, Result};
 
 /// Most dump messages read before giving up (a namespace with that many
 /// SCTP endpoints on one port does not exist; a broken answer might).
@@ -33,34 +31,17 @@ fn os(op: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Os { op, source }
 }
 
-/// (device, inode) of an fd.
-fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, pointer to a live stat.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((st.st_dev, st.st_ino))
-}
-
 /// (device, inode) of the calling thread's network namespace.
 fn own_netns() -> io::Result<(u64, u64)> {
     let f = std::fs::File::open("/proc/thread-self/ns/net")?;
-    file_id(std::os::fd::AsFd::as_fd(&f))
+    sys::file_id(f.as_fd())
 }
 
 /// A sock_diag netlink socket in the network namespace of `sock`.
 fn diag_socket_for(sock: BorrowedFd<'_>) -> Result<Socket> {
-    // SAFETY: SIOCGSKNS takes no argument and returns a new fd or -1.
-    let ns = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _) };
-    if ns < 0 {
-        return Err(os("ioctl(SIOCGSKNS)")(io::Error::last_os_error()));
-    }
-    // SAFETY: the ioctl returned a new fd that nothing else owns.
-    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    let ns = sys::netns_of(sock).map_err(os("ioctl(SIOCGSKNS)"))?;
     let here = own_netns().map_err(os("/proc/thread-self/ns/net"))?;
-    let there = file_id(std::os::fd::AsFd::as_fd(&ns)).map_err(os("fstat(netns)"))?;
+    let there = sys::file_id(ns.as_fd()).map_err(os("fstat(netns)"))?;
     if here == there {
         return Socket::new(NETLINK_SOCK_DIAG).map_err(os("socket(NETLINK_SOCK_DIAG)"));
     }
@@ -68,11 +49,8 @@ fn diag_socket_for(sock: BorrowedFd<'_>) -> Result<Socket> {
     // of its own that enters the namespace and ends.
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns on a namespace fd we own; it changes only
-            // this short-lived thread's network namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(os("setns(socket's netns)")(io::Error::last_os_error()));
-            }
+            // Only this short-lived thread changes namespace.
+            sys::enter_netns(ns.as_fd()).map_err(os("setns(socket's netns)"))?;
             Socket::new(NETLINK_SOCK_DIAG).map_err(os("socket(NETLINK_SOCK_DIAG)"))
         })
         .join()
@@ -97,7 +75,7 @@ pub(crate) fn listener_queues(
     family: u16,
     port: u16,
 ) -> Result<ListenerQueues> {
-    let (_, inode) = file_id(sock).map_err(os("fstat(socket)"))?;
+    let (_, inode) = sys::file_id(sock).map_err(os("fstat(socket)"))?;
     let family = u8::try_from(family).map_err(|_| Error::NotSctp)?;
     let nl = diag_socket_for(sock)?;
     listeners(nl, family, port)?

@@ -16,43 +16,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::snapshot::{Kind, Snapshot};
-use crate::state::{
-    sockaddr_from_storage, GAP_SIZE, PATHS_HDR, PATH_SIZE, STREAMS_HDR, STREAM_SIZE, TSN_MAP_SIZE,
-};
-
-/// Kernel repair structures: plain C structs of integers (and
-/// `sockaddr_storage`, itself integers), for which every bit pattern is a
-/// valid value.
-///
-/// # Safety
-/// Implement only for `#[repr(C)]` types made of integers and arrays of
-/// them, with no padding that matters and no invariants.
-unsafe trait Plain {}
-// SAFETY: bindgen structs of __u8/__u16/__u32 fields and sockaddr_storage.
-unsafe impl Plain for uapi::sctp_repair_assoc {}
-// SAFETY: as above.
-unsafe impl Plain for uapi::sctp_repair_path {}
-// SAFETY: as above.
-unsafe impl Plain for uapi::sctp_repair_stream {}
-// SAFETY: as above (the trailing flexible array has size 0).
-unsafe impl Plain for uapi::sctp_repair_tsn_map {}
-// SAFETY: as above.
-unsafe impl Plain for uapi::sctp_repair_gap {}
-// SAFETY: as above.
-unsafe impl Plain for uapi::sctp_repair_chunk {}
-// SAFETY: as above (the trailing flexible array has size 0).
-unsafe impl Plain for uapi::sctp_repair_auth {}
-// SAFETY: as above.
-unsafe impl Plain for uapi::sctp_repair_auth_key {}
-
-/// The `T` at byte `at` of `b`, if `b` holds one there.
-fn read<T: Plain>(b: &[u8], at: usize) -> Option<T> {
-    let end = at.checked_add(size_of::<T>())?;
-    let src = b.get(at..end)?;
-    // SAFETY: `src` holds size_of::<T>() bytes, T is Plain (any bit pattern
-    // is valid), and read_unaligned copes with the slice's alignment.
-    Some(unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<T>()) })
-}
+use crate::state::{GAP_SIZE, PATHS_HDR, PATH_SIZE, STREAMS_HDR, STREAM_SIZE, TSN_MAP_SIZE};
+use crate::sys::{read, Plain};
 
 fn hex(b: &[u8]) -> String {
     use std::fmt::Write;
@@ -104,13 +69,10 @@ macro_rules! fields {
 /// A kernel `sockaddr_storage`: the address as a string, `null` for
 /// AF_UNSPEC, `{"family": n}` for anything else.
 fn sockaddr(ss: &uapi::sockaddr_storage) -> Value {
-    // SAFETY: the bindgen and libc layouts of sockaddr_storage are the same
-    // C struct (a test in state.rs checks the sizes).
-    let ss: libc::sockaddr_storage = unsafe { std::mem::transmute_copy(ss) };
-    match sockaddr_from_storage(&ss) {
-        Some(a) => json!(a.to_string()),
-        None if ss.ss_family == 0 => Value::Null,
-        None => json!({ "family": ss.ss_family }),
+    match crate::sockaddr::from_uapi(ss) {
+        (Some(a), _) => json!(a.to_string()),
+        (None, 0) => Value::Null,
+        (None, family) => json!({ "family": family }),
     }
 }
 

@@ -6,23 +6,28 @@
 //! (capture) and *written* (restore); CRIU integration lives in
 //! `criu-plugin`.
 
+// System calls, and so `unsafe`, only in `sys`.
+#![deny(unsafe_code)]
+
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
-
-use epcmig_sys::sctp_repair as uapi;
+use std::os::fd::BorrowedFd;
 
 mod capture;
 mod diag;
+mod frozen;
 #[cfg(feature = "serde")]
 mod json;
 mod queues;
 mod restore;
 pub mod snapshot;
-mod sockopt;
+mod sockaddr;
 mod state;
+#[allow(unsafe_code)]
+pub mod sys;
 
-pub use capture::{capture, freeze_and_capture};
+pub use capture::capture;
+pub use frozen::{freeze, freeze_and_capture, Frozen};
 pub use queues::QueueRecord;
 pub use restore::{restore, restore_onto};
 pub use snapshot::{FormatError, Kind, Member, Snapshot, SockOpt};
@@ -103,16 +108,6 @@ pub enum Mode {
     On,
 }
 
-impl Mode {
-    fn raw(self) -> libc::c_int {
-        // The uapi constants are small; the casts cannot truncate.
-        match self {
-            Mode::Off => uapi::SCTP_REPAIR_OFF as libc::c_int,
-            Mode::On => uapi::SCTP_REPAIR_ON as libc::c_int,
-        }
-    }
-}
-
 /// Maps the errno of a repair sockopt to our error, naming the operation.
 pub(crate) fn classify(op: &'static str, err: io::Error) -> Error {
     match err.raw_os_error() {
@@ -132,42 +127,26 @@ pub(crate) fn classify(op: &'static str, err: io::Error) -> Error {
 /// Fails with [`Error::NotSctp`] unless `sock` is an SCTP socket, so that
 /// an unknown SOL_SCTP option (ENOPROTOOPT) can only mean "no repair mode".
 pub(crate) fn ensure_sctp(sock: BorrowedFd<'_>) -> Result<()> {
-    let mut proto: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: valid fd for the call; pointers to a live c_int and its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOTSOCK) => Err(Error::NotSctp),
-            _ => Err(Error::Os {
-                op: "getsockopt(SO_PROTOCOL)",
-                source: err,
-            }),
-        };
+    match sys::getsockopt(sock, sys::Protocol) {
+        Ok(libc::IPPROTO_SCTP) => Ok(()),
+        Ok(_) => Err(Error::NotSctp),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => Err(Error::NotSctp),
+        Err(source) => Err(Error::Os {
+            op: "getsockopt(SO_PROTOCOL)",
+            source,
+        }),
     }
-    if proto != libc::IPPROTO_SCTP {
-        return Err(Error::NotSctp);
-    }
-    Ok(())
 }
 
-/// SCTP_GET_ASSOC_NUMBER (uapi/linux/sctp.h).
-const SCTP_GET_ASSOC_NUMBER: libc::c_int = 28;
+/// Whether `sock` is an SCTP socket (false if that cannot be read).
+pub fn is_sctp(sock: BorrowedFd<'_>) -> bool {
+    ensure_sctp(sock).is_ok()
+}
 
 /// How many associations a one-to-many (SOCK_SEQPACKET) socket holds; the
 /// kernel answers this for one-to-many sockets only.
 pub fn association_count(sock: BorrowedFd<'_>) -> Result<u32> {
-    sockopt::get_int(sock, libc::IPPROTO_SCTP, SCTP_GET_ASSOC_NUMBER)
-        .map(|n| n as u32)
+    sys::getsockopt(sock, sys::AssocNumber)
         .map_err(|e| classify("getsockopt(SCTP_GET_ASSOC_NUMBER)", e))
         .map_err(|e| refine(sock, e))
 }
@@ -188,65 +167,19 @@ fn refine(sock: BorrowedFd<'_>, e: Error) -> Error {
 
 /// [`mode`] of a socket known to be SCTP.
 pub(crate) fn mode_of_sctp(sock: BorrowedFd<'_>) -> Result<Mode> {
-    let mut val: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: valid fd for the call; pointers to a live c_int and its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_SCTP,
-            uapi::SCTP_REPAIR as libc::c_int,
-            (&mut val as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(classify(
-            "getsockopt(SCTP_REPAIR)",
-            io::Error::last_os_error(),
-        ));
-    }
-    match val {
-        v if v == Mode::On.raw() => Ok(Mode::On),
-        v if v == Mode::Off.raw() => Ok(Mode::Off),
-        v => Err(Error::Os {
-            op: "getsockopt(SCTP_REPAIR)",
-            source: io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unknown repair mode {v}"),
-            ),
-        }),
-    }
+    sys::getsockopt(sock, sys::Repair).map_err(|e| classify("getsockopt(SCTP_REPAIR)", e))
 }
 
-/// Puts `sock` into or out of repair mode.
+/// Puts `sock` into or out of repair mode: the low-level switch, for a
+/// socket no [`Frozen`] handle holds (e.g. one found frozen in another
+/// process). Prefer [`freeze`] and the handle's `thaw`/`release`.
 pub fn set_mode(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
     set_mode_of_sctp(sock, mode).map_err(|e| refine(sock, e))
 }
 
 /// [`set_mode`] on a socket known to be SCTP.
 pub(crate) fn set_mode_of_sctp(sock: BorrowedFd<'_>, mode: Mode) -> Result<()> {
-    let val = mode.raw();
-    // SAFETY: the fd is borrowed for the call, and we pass a pointer to a
-    // live c_int with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            // SOL_SCTP is IPPROTO_SCTP (132); libc only exports the latter.
-            libc::IPPROTO_SCTP,
-            uapi::SCTP_REPAIR as libc::c_int,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(classify(
-            "setsockopt(SCTP_REPAIR)",
-            io::Error::last_os_error(),
-        ))
-    }
+    sys::setsockopt(sock, sys::Repair, &mode).map_err(|e| classify("setsockopt(SCTP_REPAIR)", e))
 }
 
 #[cfg(test)]

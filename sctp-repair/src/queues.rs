@@ -3,11 +3,12 @@
 //! one sendmsg() per record on a restored one before it is thawed.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
-use crate::sockopt::{self, SOL_SCTP};
+use crate::sys;
 use crate::{classify, Result};
 
 /// Queues in the order they are read and written.
@@ -31,7 +32,7 @@ pub struct QueueRecord {
 }
 
 fn select(sock: BorrowedFd<'_>, q: u32) -> Result<()> {
-    sockopt::set_int(sock, SOL_SCTP, uapi::SCTP_REPAIR_QUEUE as i32, q as i32)
+    sys::setsockopt(sock, sys::RepairQueue, &q)
         .map_err(|e| classify("setsockopt(SCTP_REPAIR_QUEUE)", e))
 }
 
@@ -109,33 +110,10 @@ pub(crate) fn recv_turn(records: &[QueueRecord]) -> RecvTurn {
     }
 }
 
-fn peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: a zeroed msghdr is valid; we point it at `buf` only.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    // SAFETY: `mh` refers to live buffers for the duration of the call.
-    let n = unsafe {
-        libc::recvmsg(
-            sock.as_raw_fd(),
-            &mut mh,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((n as usize, mh.msg_flags & libc::MSG_TRUNC != 0))
-}
-
-/// SK_MEMINFO_WMEM_QUEUED, an index into SO_MEMINFO's array.
-const SK_MEMINFO_WMEM_QUEUED: usize = 5;
-/// Entries of SO_MEMINFO's array (SK_MEMINFO_VARS).
-const SK_MEMINFO_VARS: usize = 9;
+/// An index into SO_MEMINFO's array.
+const SK_MEMINFO_WMEM_QUEUED: usize = linux::SK_MEMINFO_WMEM_QUEUED as usize;
+/// Entries of SO_MEMINFO's array.
+const SK_MEMINFO_VARS: usize = linux::SK_MEMINFO_VARS as usize;
 
 /// Whether the association may have DATA to send or in flight. Every DATA
 /// chunk is charged to the socket's sk_wmem_queued from the moment it is
@@ -145,7 +123,7 @@ const SK_MEMINFO_VARS: usize = 9;
 /// delivery the user has read up to is a record with no memory behind it.
 fn may_have_outbound(sock: BorrowedFd<'_>) -> bool {
     let mut buf = [0u8; 4 * SK_MEMINFO_VARS];
-    match sockopt::get(sock, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut buf) {
+    match sys::get(sock, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut buf) {
         Ok(n) if n == buf.len() => {
             let at = 4 * SK_MEMINFO_WMEM_QUEUED;
             buf[at..at + 4].iter().any(|&b| b != 0)
@@ -190,8 +168,8 @@ pub(crate) fn read_all(sock: BorrowedFd<'_>, which: Option<u8>) -> Result<Vec<Qu
         select(sock, q)?;
         loop {
             let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
-            let (n, trunc) =
-                peek(sock, buf).map_err(|e| classify("recvmsg(MSG_PEEK) of a repair queue", e))?;
+            let (n, trunc) = sys::recv_peek(sock, buf)
+                .map_err(|e| classify("recvmsg(MSG_PEEK) of a repair queue", e))?;
             if n == 0 {
                 break;
             }
@@ -241,11 +219,7 @@ pub(crate) fn write_some(
                 selected = true;
                 any = true;
             }
-            // SAFETY: `r.data` is valid for its length during the call.
-            let n =
-                unsafe { libc::send(sock.as_raw_fd(), r.data.as_ptr().cast(), r.data.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = sys::send(sock, &r.data) {
                 // Name the record: which queue, which one, its flags and TSN.
                 return Err(crate::Error::Rejected {
                     op: "sendmsg of a repair queue record",

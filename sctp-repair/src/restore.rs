@@ -2,56 +2,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use epcmig_sys::linux;
 use epcmig_sys::sctp_repair as uapi;
 
 use crate::capture::Replayed;
 use crate::snapshot::{Kind, Snapshot};
-use crate::sockopt::{self, SOL_SCTP};
-use crate::{classify, Error, Mode, Result};
+use crate::sys::{self, SOL_SCTP};
+use crate::{classify, Error, Frozen, Mode, Result};
 
-/// SCTP_SOCKOPT_BINDX_ADD (uapi/linux/sctp.h).
-const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
-/// SCTP_AUTH_SUPPORTED (uapi/linux/sctp.h), a struct sctp_assoc_value.
-const SCTP_AUTH_SUPPORTED: libc::c_int = 129;
-
-/// sockaddr bytes of `a`, as bind() and bindx take them.
-fn raw_sockaddr(a: &SocketAddr) -> Vec<u8> {
-    match a {
-        SocketAddr::V4(v4) => {
-            // SAFETY: all-zero is a valid sockaddr_in.
-            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            // SAFETY: reading the bytes of a plain C struct we own.
-            unsafe {
-                std::slice::from_raw_parts(
-                    (&sin as *const libc::sockaddr_in).cast::<u8>(),
-                    std::mem::size_of_val(&sin),
-                )
-            }
-            .to_vec()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: all-zero is a valid sockaddr_in6.
-            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            sin6.sin6_scope_id = v6.scope_id();
-            // SAFETY: as above.
-            unsafe {
-                std::slice::from_raw_parts(
-                    (&sin6 as *const libc::sockaddr_in6).cast::<u8>(),
-                    std::mem::size_of_val(&sin6),
-                )
-            }
-            .to_vec()
-        }
-    }
-}
+const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = linux::SCTP_SOCKOPT_BINDX_ADD as libc::c_int;
+/// A struct sctp_assoc_value.
+const SCTP_AUTH_SUPPORTED: libc::c_int = linux::SCTP_AUTH_SUPPORTED as libc::c_int;
 
 fn bind_all(sock: BorrowedFd<'_>, addrs: &[SocketAddr]) -> Result<()> {
     bind_from(sock, addrs, 0).map_err(|(_, e)| e)
@@ -82,28 +45,13 @@ fn bind_from(
 
 /// Binds `sock` to `a`: bind() for the `first` address, bindx for others.
 fn bind_one(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<()> {
-    let raw = raw_sockaddr(a);
     if !first {
-        return sockopt::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw)
+        let raw = crate::sockaddr::encode(a);
+        return sys::set(sock, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &raw)
             .map_err(|e| addr_error(*a, e, "bindx"));
     }
-    // SAFETY: `raw` holds a complete sockaddr of the given length.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            raw.as_ptr().cast(),
-            raw.len() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(addr_error(*a, io::Error::last_os_error(), "bind"))
-    }
+    sys::bind(sock, a).map_err(|e| addr_error(*a, e, "bind"))
 }
-
-/// IPV6_FREEBIND (uapi/linux/in6.h).
-const IPV6_FREEBIND: libc::c_int = 78;
 
 /// Whether `ip` is configured in the caller's network namespace but still
 /// tentative (duplicate address detection running), from
@@ -112,8 +60,6 @@ const IPV6_FREEBIND: libc::c_int = 78;
 /// the kernel makes anew, tentative, when CRIU re-creates the link: bind()
 /// refuses it as not available for a second or so.
 fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
-    /// IFA_F_TENTATIVE (uapi/linux/if_addr.h).
-    const TENTATIVE: u32 = 0x40;
     let want: String = ip.octets().iter().map(|b| format!("{b:02x}")).collect();
     let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/if_inet6") else {
         return false;
@@ -122,7 +68,7 @@ fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() >= 6
             && f[0] == want
-            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & TENTATIVE != 0)
+            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & linux::IFA_F_TENTATIVE != 0)
     })
 }
 
@@ -130,10 +76,10 @@ fn ipv6_tentative(ip: &std::net::Ipv6Addr) -> bool {
 /// bindx) with IPV6_FREEBIND on for that call only: the address is the
 /// socket's, the kernel only has not finished checking it.
 fn bind_tentative(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<()> {
-    sockopt::set_int(sock, libc::IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    sys::setsockopt(sock, sys::Ipv6FreeBind, &true)
         .map_err(|e| classify("setsockopt(IPV6_FREEBIND)", e))?;
     let r = bind_one(sock, a, first);
-    let off = sockopt::set_int(sock, libc::IPPROTO_IPV6, IPV6_FREEBIND, 0)
+    let off = sys::setsockopt(sock, sys::Ipv6FreeBind, &false)
         .map_err(|e| classify("setsockopt(IPV6_FREEBIND)", e));
     r.and(off)
 }
@@ -141,11 +87,7 @@ fn bind_tentative(sock: BorrowedFd<'_>, a: &SocketAddr, first: bool) -> Result<(
 /// listen(2); `addr`, the socket's first address, names a port in use.
 fn listen(sock: BorrowedFd<'_>, backlog: u32, addr: SocketAddr) -> Result<()> {
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    // SAFETY: plain listen(2) on a valid fd.
-    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } != 0 {
-        return Err(addr_error(addr, io::Error::last_os_error(), "listen"));
-    }
-    Ok(())
+    sys::listen(sock, backlog).map_err(|e| addr_error(addr, e, "listen"))
 }
 
 /// Binds and starts the listener of `snap`.
@@ -189,32 +131,28 @@ fn addr_error(addr: SocketAddr, e: io::Error, op: &'static str) -> Error {
 }
 
 fn set_blob(sock: BorrowedFd<'_>, name: u32, blob: &[u8], op: &'static str) -> Result<()> {
-    sockopt::set(sock, SOL_SCTP, name as libc::c_int, blob).map_err(|e| match e.raw_os_error() {
+    sys::set(sock, SOL_SCTP, name as libc::c_int, blob).map_err(|e| match e.raw_os_error() {
         Some(libc::EADDRINUSE) => Error::Rejected { op, source: e },
         _ => classify(op, e),
     })
 }
 
 /// Re-creates the snapshot's socket in the caller's network namespace and
-/// returns it. An established association comes back **in repair mode**:
-/// the caller leaves it with [`crate::set_mode`]`(.., Mode::Off)` once
-/// whatever it belongs to is ready to run. On error nothing is left behind:
-/// the half-made socket is closed in repair mode, which sends nothing.
-pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
+/// returns it held frozen: [`Frozen::thaw`] it once whatever it belongs
+/// to is ready to run, or [`Frozen::release`] it to hand it on frozen.
+/// (A listener without associations waiting comes back running; thawing
+/// it changes nothing.) On error nothing is left behind: the half-made
+/// socket is closed in repair mode, which sends nothing.
+pub fn restore(snap: &Snapshot) -> Result<Frozen<OwnedFd>> {
     let ty = match snap.kind {
         Kind::OneToMany { .. } | Kind::PeeledOff => libc::SOCK_SEQPACKET,
         Kind::Established | Kind::Listen => libc::SOCK_STREAM,
     };
-    // SAFETY: plain socket(2); the fd is owned right below.
-    let fd = unsafe { libc::socket(i32::from(snap.family), ty, libc::IPPROTO_SCTP) };
-    if fd < 0 {
-        return Err(classify("socket(IPPROTO_SCTP)", io::Error::last_os_error()));
-    }
-    // SAFETY: fd is fresh and ours.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = sys::sctp_socket(i32::from(snap.family), ty)
+        .map_err(|e| classify("socket(IPPROTO_SCTP)", e))?;
     restore_onto_sctp(sock.as_fd(), snap)?;
     if snap.kind != Kind::PeeledOff {
-        return Ok(sock);
+        return Ok(Frozen::restored(sock));
     }
     // The association goes to a socket of its own, in repair mode as this
     // one is; this one, left empty, closes silently.
@@ -223,7 +161,9 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
         .first()
         .map(|m| m.id)
         .ok_or(Error::NoAssociation)?;
-    sockopt::peeloff(sock.as_fd(), id).map_err(|e| classify("getsockopt(SCTP_SOCKOPT_PEELOFF)", e))
+    sys::peeloff(sock.as_fd(), id)
+        .map(Frozen::restored)
+        .map_err(|e| classify("getsockopt(SCTP_SOCKOPT_PEELOFF)", e))
 }
 
 /// Like [`restore`], onto a fresh SCTP socket the caller made (e.g. the fd
@@ -232,24 +172,25 @@ pub fn restore(snap: &Snapshot) -> Result<OwnedFd> {
 ///
 /// Not for a peeled-off association, which [`restore`] peels off the
 /// socket it makes.
-pub fn restore_onto(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
-    crate::ensure_sctp(sock)?;
+pub fn restore_onto<F: AsFd>(sock: F, snap: &Snapshot) -> Result<Frozen<F>> {
+    crate::ensure_sctp(sock.as_fd())?;
     if snap.kind == Kind::PeeledOff {
         return Err(classify(
             "restoring a peeled-off association onto a given socket",
             io::Error::from_raw_os_error(libc::EINVAL),
         ));
     }
-    restore_onto_sctp(sock, snap)
+    restore_onto_sctp(sock.as_fd(), snap)?;
+    Ok(Frozen::restored(sock))
 }
 
 /// [`restore_onto`] a socket known to be SCTP.
 fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     // Buffer sizes first: the restored receive window must fit them.
     for o in snap.sockopts.iter().filter(|o| o.level == libc::SOL_SOCKET) {
-        let force = match o.name {
-            libc::SO_RCVBUF => libc::SO_RCVBUFFORCE,
-            libc::SO_SNDBUF => libc::SO_SNDBUFFORCE,
+        let rcv = match o.name {
+            libc::SO_RCVBUF => true,
+            libc::SO_SNDBUF => false,
             _ => continue,
         };
         if let Ok(b) = <[u8; 4]>::try_from(o.value.as_slice()) {
@@ -259,14 +200,22 @@ fn restore_onto_sctp(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
             // in reassembly then never comes in. So a size that is this
             // fresh socket's already is left unset, as the original
             // (most likely) left it.
-            if sockopt::get_int(sock, libc::SOL_SOCKET, o.name).ok() == Some(i32::from_ne_bytes(b))
-            {
+            let now = if rcv {
+                sys::getsockopt(sock, sys::RcvBuf)
+            } else {
+                sys::getsockopt(sock, sys::SndBuf)
+            };
+            if now.ok() == Some(i32::from_ne_bytes(b)) {
                 continue;
             }
             // The kernel reports twice what was asked and doubles again.
             let v = i32::from_ne_bytes(b) / 2;
-            sockopt::set_int(sock, libc::SOL_SOCKET, force, v)
-                .map_err(|e| classify("setsockopt(SO_*BUFFORCE)", e))?;
+            if rcv {
+                sys::setsockopt(sock, sys::RcvBufForce, &v)
+            } else {
+                sys::setsockopt(sock, sys::SndBufForce, &v)
+            }
+            .map_err(|e| classify("setsockopt(SO_*BUFFORCE)", e))?;
         }
     }
     match snap.kind {
@@ -360,14 +309,14 @@ fn prepare_auth(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     // net.sctp.auth_enable says here: { assoc_id 0, value 1 }.
     let mut v = [0u8; 8];
     v[4..].copy_from_slice(&1u32.to_ne_bytes());
-    sockopt::set(sock, SOL_SCTP, SCTP_AUTH_SUPPORTED, &v)
+    sys::set(sock, SOL_SCTP, SCTP_AUTH_SUPPORTED, &v)
         .map_err(|e| classify("setsockopt(SCTP_AUTH_SUPPORTED)", e))?;
     let hmacs = snap
         .sockopts
         .iter()
         .find(|o| o.level == SOL_SCTP && o.name == crate::capture::SCTP_HMAC_IDENT);
     if let Some(o) = hmacs {
-        sockopt::set(sock, SOL_SCTP, o.name, &o.value)
+        sys::set(sock, SOL_SCTP, o.name, &o.value)
             .map_err(|e| classify("setsockopt(SCTP_HMAC_IDENT)", e))?;
     }
     Ok(())
@@ -440,7 +389,7 @@ fn apply_member_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot, id: i32) -> Resu
         }
         let mut v = o.value.clone();
         v[at..at + 4].copy_from_slice(&id.to_ne_bytes());
-        sockopt::set(sock, o.level, o.name, &v)
+        sys::set(sock, o.level, o.name, &v)
             .map_err(|e| classify("setsockopt (replayed association option)", e))?;
     }
     Ok(())
@@ -464,7 +413,7 @@ fn apply_sctp_sockopts(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
         if (established && !r.established) || r.is_default(&o.value) {
             continue;
         }
-        sockopt::set(sock, o.level, o.name, &o.value)
+        sys::set(sock, o.level, o.name, &o.value)
             .map_err(|e| classify("setsockopt (replayed option)", e))?;
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! the structural checks a snapshot must pass before it reaches the kernel.
 
 use std::mem::{offset_of, size_of};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::SocketAddr;
 
 use epcmig_sys::sctp_repair as uapi;
 
@@ -169,33 +169,6 @@ pub struct AssocInfo {
     pub features: u32,
 }
 
-/// Decodes a `struct sockaddr_storage` as the kernel fills it.
-pub(crate) fn sockaddr_from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: ss_family says the storage holds a sockaddr_in, which
-            // is smaller than sockaddr_storage and has lower alignment.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                0,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 impl Snapshot {
     /// The main facts of each association the snapshot holds: its own (an
     /// established socket) or its members' (a one-to-many socket).
@@ -211,17 +184,11 @@ impl Snapshot {
         if self.assoc.len() != ASSOC_SIZE {
             return None;
         }
-        // SAFETY: the length equals the struct's size and every bit
-        // pattern is a valid value of its plain integer fields;
-        // read_unaligned copes with the Vec's alignment.
-        let a: uapi::sctp_repair_assoc =
-            unsafe { std::ptr::read_unaligned(self.assoc.as_ptr().cast()) };
-        // SAFETY: both are plain C sockaddr_storage layouts of equal size.
-        let ss: libc::sockaddr_storage = unsafe { std::mem::transmute_copy(&a.sra_primary_addr) };
+        let a: uapi::sctp_repair_assoc = crate::sys::read(&self.assoc, 0)?;
         Some(AssocInfo {
             local_port: a.sra_local_port,
             peer_port: a.sra_peer_port,
-            primary: sockaddr_from_storage(&ss),
+            primary: crate::sockaddr::from_uapi(&a.sra_primary_addr).0,
             my_vtag: a.sra_my_vtag,
             peer_vtag: a.sra_peer_vtag,
             next_tsn: a.sra_next_tsn,

@@ -222,8 +222,10 @@ pub fn kfuzz_sctp_repair_sockopts() -> Result<()> {
         }
     }
     std::thread::sleep(Duration::from_millis(200));
-    let seed = sctp_repair::freeze_and_capture(client.as_fd(), Duration::from_secs(5))
+    let (frozen, seed) = sctp_repair::freeze_and_capture(client.as_fd(), Duration::from_secs(5))
         .context("capturing the seed association")?;
+    // Thawed at the end, with the low-level switch.
+    frozen.release();
 
     let mut rng = Rng(seed_val);
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -390,11 +390,15 @@ impl Rig {
     /// Freeze, capture (through the serialised form), close, move the
     /// container to the other host, restore, thaw.
     fn move_once(&mut self) -> Result<()> {
-        let snap = sctp_repair::freeze_and_capture(self.mover.as_fd(), Duration::from_secs(5))
-            .map_err(|e| {
-                let mover = assoc_state(&self.mover).map(|s| s.1);
-                anyhow::anyhow!("{e} (mover in state {mover:?})")
-            })?;
+        let (frozen, snap) =
+            sctp_repair::freeze_and_capture(self.mover.as_fd(), Duration::from_secs(5)).map_err(
+                |e| {
+                    let mover = assoc_state(&self.mover).map(|s| s.1);
+                    anyhow::anyhow!("{e} (mover in state {mover:?})")
+                },
+            )?;
+        // Kept frozen: it is closed below, silently.
+        frozen.release();
         self.caught.add(&snap.queues);
         let bytes = snap.encode();
         self.snapshot_bytes = bytes.len();
@@ -409,12 +413,12 @@ impl Rig {
         let to = if self.moves % 2 == 0 { HOST_B } else { HOST_A };
         self.topo.remove_container(&self.ctr)?;
         self.ctr = Self::container(&mut self.topo, to, self.svc, self.v4, self.second, true)?;
-        self.mover = net::in_netns(&self.ctr, move || {
+        let restored = net::in_netns(&self.ctr, move || {
             let snap = sctp_repair::Snapshot::decode(&bytes)?;
             sctp_repair::restore(&snap).map_err(anyhow::Error::from)
         })?;
         net::unlock(&self.ctr)?;
-        sctp_repair::set_mode(self.mover.as_fd(), Mode::Off)?;
+        self.mover = restored.thaw()?;
         net::announce(&self.ctr, "eth0", self.v4)?;
         if self.second {
             net::announce(&self.ctr, "eth0", MH_SVC2)?;
@@ -904,7 +908,8 @@ pub fn crate_move_listener() -> Result<()> {
     topo.remove_container(&ctr)?;
     let ctr = topo.container(HOST_B, "listener", "lsn0", SVC)?;
     let (listener, backlog) = net::in_netns(&ctr, move || {
-        let l = sctp_repair::restore(&sctp_repair::Snapshot::decode(&bytes)?)?;
+        // A listener with nothing waiting comes back running.
+        let l = sctp_repair::restore(&sctp_repair::Snapshot::decode(&bytes)?)?.release();
         let again = sctp_repair::capture(l.as_fd())?;
         Ok((l, again.backlog))
     })?;
@@ -1388,8 +1393,9 @@ fn many_round(c: Ipv4Addr, port: u16, n: usize) -> Result<(f64, f64, usize)> {
     }
     settle();
     let t = Instant::now();
-    let snap = sctp_repair::freeze_and_capture(l.as_fd(), Duration::from_secs(5))?;
+    let (frozen, snap) = sctp_repair::freeze_and_capture(l.as_fd(), Duration::from_secs(5))?;
     let capture = t.elapsed().as_secs_f64();
+    frozen.release();
     ensure!(
         snap.members.len() == n,
         "{} of {n} associations captured",
@@ -1400,11 +1406,7 @@ fn many_round(c: Ipv4Addr, port: u16, n: usize) -> Result<(f64, f64, usize)> {
     drop(l);
     settle();
     let t = Instant::now();
-    let restored = net::in_netns(PEER_C, move || {
-        let fd = sctp_repair::restore(&snap)?;
-        sctp_repair::set_mode(fd.as_fd(), Mode::Off)?;
-        Ok(fd)
-    })?;
+    let restored = net::in_netns(PEER_C, move || Ok(sctp_repair::restore(&snap)?.thaw()?))?;
     let restore = t.elapsed().as_secs_f64();
     // Every association carries a message to the restored socket.
     for (i, s) in clients.iter().enumerate() {
@@ -1475,7 +1477,15 @@ fn sctp_round(
     let t = Instant::now();
     let snaps = clients
         .iter()
-        .map(|s| sctp_repair::freeze_and_capture(s.as_fd(), Duration::from_secs(5)))
+        .map(|s| {
+            // Kept frozen: closed below, silently.
+            sctp_repair::freeze_and_capture(s.as_fd(), Duration::from_secs(5)).map(
+                |(frozen, snap)| {
+                    frozen.release();
+                    snap
+                },
+            )
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let capture = t.elapsed().as_secs_f64();
     let bytes: usize = snaps.iter().map(|s| s.encode().len()).sum();
@@ -1491,10 +1501,7 @@ fn sctp_round(
             .map(|(i, s)| {
                 let fd = sctp_repair::restore(s)?;
                 // The first stays frozen for the resume latency below.
-                if i > 0 {
-                    sctp_repair::set_mode(fd.as_fd(), Mode::Off)?;
-                }
-                Ok(fd)
+                Ok(if i > 0 { fd.thaw()? } else { fd.release() })
             })
             .collect::<Result<Vec<_>>>()
     })?;

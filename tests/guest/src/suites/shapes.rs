@@ -780,7 +780,14 @@ pub fn one_to_many_crate_moves() -> Result<()> {
             let deadline = Instant::now() + Duration::from_secs(5);
             let (mut g, snap) = loop {
                 let g = shared.lock().unwrap_or_else(|p| p.into_inner());
-                match sctp_repair::freeze_and_capture(g.as_fd(), Duration::ZERO) {
+                // Kept frozen: closed below, silently.
+                let r = sctp_repair::freeze_and_capture(g.as_fd(), Duration::ZERO).map(
+                    |(frozen, snap)| {
+                        frozen.release();
+                        snap
+                    },
+                );
+                match r {
                     Err(sctp_repair::Error::Busy) if Instant::now() < deadline => {
                         drop(g);
                         std::thread::sleep(Duration::from_millis(20));
@@ -814,8 +821,7 @@ pub fn one_to_many_crate_moves() -> Result<()> {
             })
             .with_context(when)?;
             net::unlock(&ctr)?;
-            sctp_repair::set_mode(restored.as_fd(), sctp_repair::Mode::Off)?;
-            *g = restored;
+            *g = restored.thaw()?;
             drop(g);
             net::announce(&ctr, "eth0", SVC)?;
             // The next move only once every eNB has had an echo since
@@ -1127,7 +1133,9 @@ pub fn one_to_many_options() -> Result<()> {
         v[12..].copy_from_slice(&id.to_ne_bytes());
         sctp_setsockopt(&sock, 34, "SCTP_DEFAULT_SNDINFO", &v)?;
     }
-    let snap = sctp_repair::freeze_and_capture(sock.as_fd(), Duration::from_secs(5))?;
+    let (frozen, snap) = sctp_repair::freeze_and_capture(sock.as_fd(), Duration::from_secs(5))?;
+    // Kept frozen: closed below, silently.
+    frozen.release();
     let bytes = snap.encode();
     net::lock(&ctr)?;
     drop(sock);
@@ -1138,7 +1146,7 @@ pub fn one_to_many_options() -> Result<()> {
         sctp_repair::restore(&snap).map_err(anyhow::Error::from)
     })?;
     net::unlock(&ctr)?;
-    sctp_repair::set_mode(sock.as_fd(), sctp_repair::Mode::Off)?;
+    let sock = sock.thaw()?;
     let thawed = Instant::now();
     net::announce(&ctr, "eth0", SVC)?;
     let r = (|| -> Result<String> {
@@ -1242,12 +1250,16 @@ fn hold_assoc_id(id: i32) -> Result<(OwnedFd, OwnedFd)> {
             ensure!(Instant::now() < deadline, "no loopback association");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let mut snap = sctp_repair::freeze_and_capture(l.as_fd(), Duration::from_secs(5))?;
+        let (frozen, mut snap) =
+            sctp_repair::freeze_and_capture(l.as_fd(), Duration::from_secs(5))?;
+        frozen.release();
         let m = snap.members.first_mut().context("no member captured")?;
         m.id = id;
         // Closed in repair mode: its own id goes, silently.
         drop(l);
-        let held = sctp_repair::restore(&snap).context("taking the id")?;
+        let held = sctp_repair::restore(&snap)
+            .context("taking the id")?
+            .release();
         // The stand-in first, then its peer: dropped in that order, the
         // stand-in goes silently (repair mode) before the peer's ABORT.
         Ok((held, c))
