@@ -24,6 +24,8 @@ use crate::net::{self, ip, Topology, HOST_A, HOST_B, PEER_C};
 
 pub(crate) const SGI_NS: &str = "epc-sgi";
 pub(crate) const SPGW_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// The SPGW's address on the SGi LAN (sgi0).
+pub(crate) const SGI_SPGW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const ENB_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 const SGI_HOST4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const SGI_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 2);
@@ -129,28 +131,85 @@ pub(crate) fn ns_path(ns: &str) -> Netns {
     Netns::named(ns)
 }
 
-/// The SGi host: a netns with a UDP echo server, cabled to an SPGW.
+/// The bridge of the SGi LAN on hosts A and B, where an SPGW container's
+/// sgi0 is plugged (CRIU's `--external veth[sgi0]:OUTER@sgi-br` plugs a
+/// restored one in as it makes the link, before the tasks run).
+pub(crate) const SGI_BRIDGE: &str = "sgi-br";
+
+/// The SGi host: a netns with a UDP echo server on a LAN it shares with
+/// hosts A and B (its bridge holds 198.51.100.2 and 2001:db8:51::2, a
+/// link to each host's [`SGI_BRIDGE`]), as an operator's SGi network
+/// reaches every host a PGW may run on. Call after [`Topology::build`].
 pub(crate) fn sgi_host() -> Result<()> {
     let _ = ip(&["netns", "del", SGI_NS]);
     ip(&["netns", "add", SGI_NS])?;
     ip(&["-n", SGI_NS, "link", "set", "lo", "up"])?;
+    // A fixed MAC: a bridge takes its lowest port's otherwise.
+    ip(&[
+        "-n",
+        SGI_NS,
+        "link",
+        "add",
+        SGI_BRIDGE,
+        "address",
+        "02:00:c6:33:64:02",
+        "type",
+        "bridge",
+    ])?;
+    ip(&[
+        "-n",
+        SGI_NS,
+        "addr",
+        "add",
+        "198.51.100.2/24",
+        "dev",
+        SGI_BRIDGE,
+    ])?;
+    ip(&[
+        "-n",
+        SGI_NS,
+        "addr",
+        "add",
+        "2001:db8:51::2/64",
+        "dev",
+        SGI_BRIDGE,
+        "nodad",
+    ])?;
+    ip(&["-n", SGI_NS, "link", "set", SGI_BRIDGE, "up"])?;
+    for (host, port) in [(net::HOST_A, "sgi-a"), (net::HOST_B, "sgi-b")] {
+        let _ = ip(&["-n", host, "link", "del", SGI_BRIDGE]);
+        ip(&["-n", host, "link", "add", SGI_BRIDGE, "type", "bridge"])?;
+        ip(&["-n", host, "link", "set", SGI_BRIDGE, "up"])?;
+        ip(&[
+            "-n", host, "link", "add", "sgi-up", "type", "veth", "peer", "name", port, "netns",
+            SGI_NS,
+        ])?;
+        ip(&[
+            "-n", host, "link", "set", "sgi-up", "master", SGI_BRIDGE, "up",
+        ])?;
+        ip(&[
+            "-n", SGI_NS, "link", "set", port, "master", SGI_BRIDGE, "up",
+        ])?;
+    }
     Ok(())
 }
 
-/// Cables SPGW netns `spgw` to the SGi host (sgi0 198.51.100.1 and
-/// 2001:db8:51::1), forwarding on, masquerade out of sgi0.
-pub(crate) fn cable_spgw(spgw: &str) -> Result<()> {
-    cable_sgi_link(spgw)?;
+/// Cables SPGW netns `spgw` on `host` to the SGi LAN (sgi0 198.51.100.1
+/// and 2001:db8:51::1, its peer `outer` on the host's [`SGI_BRIDGE`]),
+/// forwarding on, masquerade out of sgi0.
+pub(crate) fn cable_spgw(spgw: &str, host: &str, outer: &str) -> Result<()> {
+    cable_sgi_link(spgw, host, outer)?;
     spgw_forwarding(spgw)
 }
 
 /// The SGi link of [`cable_spgw`] alone: what a container runtime makes
 /// (a second network), not the SPGW's forwarding and masquerade.
-pub(crate) fn cable_sgi_link(spgw: &str) -> Result<()> {
+pub(crate) fn cable_sgi_link(spgw: &str, host: &str, outer: &str) -> Result<()> {
     ip(&[
-        "-n", spgw, "link", "add", "name", "sgi0", "type", "veth", "peer", "name", "sgi-host",
-        "netns", SGI_NS,
+        "-n", spgw, "link", "add", "name", "sgi0", "type", "veth", "peer", "name", outer, "netns",
+        host,
     ])?;
+    ip(&["-n", host, "link", "set", outer, "master", SGI_BRIDGE, "up"])?;
     ip(&["-n", spgw, "addr", "add", "198.51.100.1/24", "dev", "sgi0"])?;
     ip(&[
         "-n",
@@ -162,8 +221,14 @@ pub(crate) fn cable_sgi_link(spgw: &str) -> Result<()> {
         "sgi0",
         "nodad",
     ])?;
-    ip(&["-n", spgw, "link", "set", "sgi0", "up"])?;
-    sgi_host_end_up(false)
+    ip(&["-n", spgw, "link", "set", "sgi0", "up"])
+}
+
+/// An SGi link made anew (by a runtime) has a new MAC address: the SGi
+/// host forgets the old one, as a gratuitous ARP and an unsolicited
+/// neighbour advertisement would make it.
+pub(crate) fn sgi_host_forgets_the_spgw() -> Result<()> {
+    ip(&["-n", SGI_NS, "neigh", "flush", "dev", SGI_BRIDGE])
 }
 
 /// The SPGW's own netns settings: forwarding on, masquerade out of sgi0.
@@ -177,39 +242,6 @@ pub(crate) fn spgw_forwarding(spgw: &str) -> Result<()> {
     )?;
     sh_in(spgw, "nft", &["-f", script])?;
     Ok(())
-}
-
-/// The SGi host's end of its veth (`sgi-host`, in the SGi netns): its
-/// addresses (198.51.100.2, 2001:db8:51::2; failures to add them ignored
-/// unless `strict`), then up.
-pub(crate) fn sgi_host_end_up(strict: bool) -> Result<()> {
-    for args in [
-        &[
-            "-n",
-            SGI_NS,
-            "addr",
-            "add",
-            "198.51.100.2/24",
-            "dev",
-            "sgi-host",
-        ][..],
-        &[
-            "-n",
-            SGI_NS,
-            "addr",
-            "add",
-            "2001:db8:51::2/64",
-            "dev",
-            "sgi-host",
-            "nodad",
-        ][..],
-    ] {
-        let r = ip(args);
-        if strict {
-            r?;
-        }
-    }
-    ip(&["-n", SGI_NS, "link", "set", "sgi-host", "up"])
 }
 
 /// The eNB on peer C: gtp1 in role sgsn, the UEs' addresses local, the
@@ -661,7 +693,7 @@ fn migrate(mode: Mode) -> Result<()> {
     let _sgi = scopeguard(SGI_NS);
     let ues = ues(N_UES);
     let spgw = topo.container(HOST_A, "spgw", "veth-spgw", SPGW_ADDR)?;
-    cable_spgw(&spgw)?;
+    cable_spgw(&spgw, HOST_A, "sgi-spgw")?;
 
     // The SPGW's gtp0, made as the SPGW would.
     let mut held = None;
@@ -769,7 +801,8 @@ fn migrate(mode: Mode) -> Result<()> {
     }
     topo.remove_container(&spgw)?;
     let spgw2 = topo.container(HOST_B, "spgw2", "veth-spgw2", SPGW_ADDR)?;
-    cable_spgw(&spgw2)?;
+    cable_spgw(&spgw2, HOST_B, "sgi-spgw2")?;
+    sgi_host_forgets_the_spgw()?;
     net::announce(&spgw2, "eth0", SPGW_ADDR)?;
     let _ = ip(&["-n", PEER_C, "neigh", "flush", "dev", "eth0"]);
 

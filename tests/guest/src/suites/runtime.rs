@@ -587,7 +587,7 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<EpcFigures> {
     let _sgi = gtp::scopeguard(gtp::SGI_NS);
     let ues = gtp::ues(gtp::N_UES);
     let ns_a = topo.container(HOST_A, "epc-spgw", "espgwa0", SPGW_ADDR)?;
-    gtp::cable_spgw(&ns_a)?;
+    gtp::cable_spgw(&ns_a, HOST_A, "sgi-espgwa")?;
     let listen = EPC_S1AP.to_string();
     mover.start(
         &format!("/run/netns/{ns_a}"),
@@ -628,9 +628,9 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<EpcFigures> {
         // sockets it would keep the netns and its sgi0 alive).
         gtp_state::delete_device(&src_ns, "gtp0")?;
         topo.remove_container(&ns_a)?;
-        let _ = net::ip(&["-n", gtp::SGI_NS, "link", "del", "sgi-host"]);
         let ns_b = topo.container(HOST_B, "epc-spgw", "espgwb0", SPGW_ADDR)?;
-        gtp::cable_sgi_link(&ns_b)?;
+        gtp::cable_sgi_link(&ns_b, HOST_B, "sgi-espgwb")?;
+        gtp::sgi_host_forgets_the_spgw()?;
         let t = Instant::now();
         let pid = mover.restore(&ns_b, SPGW_ADDR)?;
         Ok((checkpoint, transfer, bytes, t.elapsed(), pid))

@@ -23,19 +23,6 @@ pub(super) fn action_script() -> String {
         .into_owned()
 }
 
-/// After a container with an SGi veth was restored on `host` with
-/// `--external veth[sgi0]:OUTER`: the SGi host's old end goes (with the
-/// old container's end), the new outer end moves into the SGi host and
-/// takes its addresses.
-pub(super) fn recable_sgi(host: &str, outer: &str) -> Result<()> {
-    use crate::suites::gtp::SGI_NS;
-    let _ = net::ip(&["-n", SGI_NS, "link", "del", "sgi-host"]);
-    net::ip(&[
-        "-n", host, "link", "set", outer, "netns", SGI_NS, "name", "sgi-host",
-    ])?;
-    crate::suites::gtp::sgi_host_end_up(true)
-}
-
 /// What a gtp migration test checks on top of the traffic.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum GtpSockets {
@@ -162,7 +149,7 @@ impl EpcRig {
         let sgi = gtp::scopeguard(gtp::SGI_NS);
         let ues = gtp::ues(n_ues);
         let ctr = topo.container(HOST_A, "spgw", "spgw0", SPGW_ADDR)?;
-        gtp::cable_spgw(&ctr)?;
+        gtp::cable_spgw(&ctr, HOST_A, "sgi-spgw0")?;
         let listen = EPC_S1AP.to_string();
         let mut args = vec!["spgw"];
         if mode == GtpSockets::Kernel {
@@ -349,7 +336,7 @@ impl EpcRig {
                 "--external",
                 &format!("veth[eth0]:{eth}@br0"),
                 "--external",
-                &format!("veth[sgi0]:{sgi}"),
+                &format!("veth[sgi0]:{sgi}@{}", crate::suites::gtp::SGI_BRIDGE),
             ],
             env,
         )?;
@@ -361,14 +348,14 @@ impl EpcRig {
             "eth0",
             crate::suites::gtp::SPGW_ADDR,
         )?;
-        steps.push(("gratuitous ARP sent", t, Instant::now()));
-        let t = Instant::now();
-        recable_sgi(host, &sgi)?;
-        steps.push((
-            "SGi link moved to the SGi host (test topology)",
-            t,
-            Instant::now(),
-        ));
+        // On the SGi LAN too: its bridges learn where sgi0 is now before
+        // the first packet from the SGi side.
+        net::announce(
+            &format!("/proc/{pid}/ns/net"),
+            "sgi0",
+            crate::suites::gtp::SGI_SPGW,
+        )?;
+        steps.push(("gratuitous ARPs sent", t, Instant::now()));
         let t = Instant::now();
         let _ = net::ip(&["-n", PEER_C, "neigh", "flush", "dev", "eth0"]);
         steps.push(("C's neighbour cache flushed", t, Instant::now()));
