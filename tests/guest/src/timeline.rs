@@ -233,10 +233,11 @@ impl Timeline {
     /// CRIU's start-up on the destination.
     pub fn summary(&self) -> String {
         let from = self.start_of("seize").unwrap_or(0.0);
+        // Resumed where CRIU says so, not when it exits.
         let to = self
             .spans
             .iter()
-            .filter(|s| s.stage.starts_with("restore:"))
+            .filter(|s| s.stage.starts_with("restore:") && !s.stage.contains("criu exits"))
             .map(|s| s.end)
             .fold(from, f64::max);
         let dump: f64 = self
@@ -251,7 +252,7 @@ impl Timeline {
              scripts {:.3} s, CRIU's start-up on B {:.3} s",
             to - from,
             self.total("transfer") + self.total("removed"),
-            self.total("restore:"),
+            to - self.start_of("restore:").unwrap_or(to),
             self.total("epcmig"),
             self.total("script"),
             self.total("restore: criu start-up"),
