@@ -51,8 +51,21 @@ fn image_dir() -> Option<c_int> {
     }
 }
 
+/// What the plugin logs at the start of a `criu pre-dump` (the guest's
+/// pre-copy tests look for it): a pre-dump copies memory only. CRIU 4.1
+/// calls no other hook of ours in one (no DUMP_EXT_FILE, CHECKPOINT_DEVICES
+/// or DUMP_EXT_LINK: it neither dumps files nor netns there), and no exit
+/// hook after it; so nothing is frozen, no guardian starts, and the SCTP
+/// and gtp state go in the final dump only.
+pub const PRE_DUMP_NOTE: &str =
+    "pre-dump: memory only; SCTP associations and gtp devices left running for the final dump";
+
 pub extern "C" fn init(stage: c_int) -> c_int {
     crate::fault::record_criu_pid();
+    if stage == abi::CR_PLUGIN_STAGE__PRE_DUMP as c_int {
+        info!("{PRE_DUMP_NOTE}");
+        return 0;
+    }
     if stage == abi::CR_PLUGIN_STAGE__DUMP as c_int {
         return guard("dump start", -1, || {
             let Ok(dir) = images::image_dir() else {
@@ -153,6 +166,7 @@ pub extern "C" fn exit(stage: c_int, ret: c_int) {
             }
             return;
         }
+        // PRE_DUMP (not called by CRIU 4.1 anyway): nothing was frozen.
         if stage != abi::CR_PLUGIN_STAGE__DUMP as c_int {
             return;
         }

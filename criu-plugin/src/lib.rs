@@ -33,6 +33,7 @@ pub mod fault;
 pub mod gtp;
 mod guardian;
 mod hooks;
+pub use hooks::PRE_DUMP_NOTE;
 pub mod images;
 pub mod netconf;
 pub mod netlock;
@@ -133,5 +134,19 @@ mod tests {
         assert!(implemented_hooks()
             .iter()
             .all(|&h| h < d.max_hooks as usize));
+    }
+
+    #[test]
+    fn a_pre_dump_starts_and_ends_without_work() {
+        // Outside criu: no image dir, no frozen sockets; a pre-dump must
+        // neither fail nor reach the dump's end-of-dump thaw path.
+        let d = &CR_PLUGIN_DESC.0;
+        let (init, exit) = (d.init.unwrap(), d.exit.unwrap());
+        let pre = abi::CR_PLUGIN_STAGE__PRE_DUMP as c_int;
+        // SAFETY: our own extern "C" hooks, called as CRIU calls them.
+        assert_eq!(unsafe { init(pre) }, 0);
+        // SAFETY: as above.
+        unsafe { exit(pre, 0) };
+        assert!(PRE_DUMP_NOTE.starts_with("pre-dump:"));
     }
 }

@@ -56,6 +56,15 @@ pub enum App {
         kernel_sockets: bool,
         #[arg(long)]
         sctp_echo: Option<std::net::SocketAddrV4>,
+        /// MiB of memory allocated and written before gtp0 is made, held
+        /// for the life of the process: the state a real EPC carries
+        /// (what pre-copy moves ahead of the freeze).
+        #[arg(long, default_value_t = 0)]
+        ballast_mb: usize,
+        /// MiB of that ballast a thread keeps re-writing (a byte per page,
+        /// every 20 ms): pages dirty again at every pre-dump.
+        #[arg(long, default_value_t = 0)]
+        dirty_mb: usize,
     },
 }
 
@@ -154,8 +163,52 @@ pub fn run(app: App) -> Result<()> {
         App::Spgw {
             kernel_sockets,
             sctp_echo,
-        } => spgw(kernel_sockets, sctp_echo),
+            ballast_mb,
+            dirty_mb,
+        } => {
+            ballast(ballast_mb, dirty_mb)?;
+            spgw(kernel_sockets, sctp_echo)
+        }
     }
+}
+
+const PAGE: usize = 4096;
+
+/// How long the dirtying thread rests between passes over its pages.
+pub const DIRTY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `mb` MiB, every page written (a fresh allocation is untouched zero
+/// pages, which CRIU does not dump), kept until the process ends; a thread
+/// writes a byte of each page of the first `dirty_mb` MiB every
+/// [`DIRTY_PAUSE`], so they are dirty at every pre-dump and the final dump.
+fn ballast(mb: usize, dirty_mb: usize) -> Result<()> {
+    anyhow::ensure!(
+        dirty_mb <= mb,
+        "--dirty-mb {dirty_mb} is more than --ballast-mb {mb}"
+    );
+    if mb == 0 {
+        return Ok(());
+    }
+    let mem: &'static mut [u8] = Box::leak(vec![0u8; mb << 20].into_boxed_slice());
+    for (i, page) in mem.chunks_mut(PAGE).enumerate() {
+        // Not zero, and not the same everywhere.
+        page.fill((i % 251) as u8 | 1);
+    }
+    let (dirty, _kept) = mem.split_at_mut(dirty_mb << 20);
+    if !dirty.is_empty() {
+        std::thread::Builder::new()
+            .name("dirtier".into())
+            .spawn(move || loop {
+                for page in dirty.chunks_mut(PAGE) {
+                    page[0] = page[0].wrapping_add(1);
+                    // The writes must happen: nothing reads them back.
+                    std::hint::black_box(&mut *page);
+                }
+                std::thread::sleep(DIRTY_PAUSE);
+            })
+            .context("starting the thread that dirties the ballast")?;
+    }
+    Ok(())
 }
 
 fn spgw(kernel_sockets: bool, mme: Option<std::net::SocketAddrV4>) -> Result<()> {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::net::command_in;
 
-fn log_tail(log: &Path) -> String {
+pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     // Errors are what matter; fall back to the last lines.
@@ -108,11 +108,49 @@ pub fn dump_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Duration> {
-    std::fs::create_dir_all(dir)?;
-    let log = dir.join("dump.log");
+    criu_dump(
+        Tree {
+            action: "dump",
+            host,
+            pid,
+        },
+        dir,
+        extra,
+        env,
+    )
+}
+
+/// `criu pre-dump` of the tree rooted at `pid` (memory only; the tree runs
+/// on), logging to `dir/pre-dump.log`.
+pub fn pre_dump(host: &str, pid: u32, dir: &Path, extra: &[&str]) -> Result<Duration> {
+    criu_dump(
+        Tree {
+            action: "pre-dump",
+            host,
+            pid,
+        },
+        dir,
+        extra,
+        &[],
+    )
+}
+
+/// What a dump-like criu run does, to which tree, from which netns.
+struct Tree<'a> {
+    action: &'a str,
+    host: &'a str,
+    pid: u32,
+}
+
+/// `criu ACTION -t PID -D DIR -o DIR/ACTION.log -v4 EXTRA` in netns
+/// `host`, for `dump` and `pre-dump`.
+fn criu_dump(t: Tree, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Duration> {
+    let Tree { action, host, pid } = t;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join(format!("{action}.log"));
     let t = Instant::now();
     let mut cmd = command_in(host, &program())?;
-    cmd.arg("dump")
+    cmd.arg(action)
         .args(["-t", &pid.to_string()])
         .arg("-D")
         .arg(dir)
@@ -121,16 +159,131 @@ pub fn dump_env(
         .arg("-v4")
         .args(extra)
         .envs(env.iter().copied());
-    let st = run(cmd, "dump", &log)?;
+    let st = run(cmd, action, &log)?;
     let took = t.elapsed();
     if !st.success() {
         bail!(
-            "criu dump failed ({st}); from {}:\n{}",
+            "criu {action} failed ({st}); from {}:\n{}",
             log.display(),
             log_tail(&log)
         );
     }
     Ok(took)
+}
+
+/// A `criu page-server` receiving the pages of one dump or pre-dump into
+/// its images directory: it serves one client, then exits.
+pub struct PageServer {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+/// Starts `criu page-server -D DIR --address ADDR --port PORT EXTRA` in
+/// netns `host` and returns once it listens (it says so on `--status-fd`).
+pub fn page_server(
+    host: &str,
+    dir: &Path,
+    addr: std::net::Ipv4Addr,
+    port: u16,
+    extra: &[&str],
+) -> Result<PageServer> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("page-server.log");
+    // Not close-on-exec: criu inherits the write end as its status fd.
+    let (ready_r, ready_w) =
+        nix::unistd::pipe().context("a pipe for the page server's --status-fd")?;
+    let mut cmd = command_in(host, &program())?;
+    cmd.arg("page-server")
+        .arg("-D")
+        .arg(dir)
+        .arg("-o")
+        .arg(&log)
+        .arg("-v4")
+        .args(["--address", &addr.to_string(), "--port", &port.to_string()])
+        .args(["--status-fd", &ready_w.as_raw_fd().to_string()])
+        .args(extra);
+    let child = cmd.spawn().context("starting criu page-server")?;
+    drop(ready_w);
+    let mut server = PageServer {
+        child: Some(child),
+        log,
+    };
+    // One byte once it listens; end of file if it exits first.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        let _ = tx.send(std::io::Read::read(
+            &mut std::fs::File::from(ready_r),
+            &mut b,
+        ));
+    });
+    let limit = Duration::from_secs(30);
+    match rx.recv_timeout(limit) {
+        Ok(Ok(1)) => Ok(server),
+        Ok(got) => {
+            let st = server.wait().err();
+            bail!(
+                "criu page-server in {host} did not start ({}); from {}:\n{}",
+                match (got, st) {
+                    (Err(e), _) => format!("reading its status fd: {e}"),
+                    (_, Some(e)) => format!("{e:#}"),
+                    _ => "it closed its status fd".into(),
+                },
+                server.log.display(),
+                log_tail(&server.log)
+            )
+        }
+        Err(_) => {
+            let tail = last_lines(&server.log, 8);
+            server.kill();
+            bail!(
+                "criu page-server in {host} not listening after {} s: killed; the end of {}:\n{tail}",
+                limit.as_secs(),
+                server.log.display()
+            )
+        }
+    }
+}
+
+impl PageServer {
+    /// Waits (within the dump time limit) for the page server to exit
+    /// after its client closed, and fails unless it exited 0.
+    pub fn wait(&mut self) -> Result<()> {
+        let Some(child) = self.child.take() else {
+            return Ok(());
+        };
+        let limit = limit();
+        match crate::hang::wait_bounded(child, limit).context("waiting for criu page-server")? {
+            Ok(st) if st.success() => Ok(()),
+            Ok(st) => bail!(
+                "criu page-server failed ({st}); from {}:\n{}",
+                self.log.display(),
+                log_tail(&self.log)
+            ),
+            Err(hung) => bail!(
+                "criu page-server still running after {} s: killed; the end of {}:\n{}\nits processes:\n{}",
+                limit.as_secs(),
+                self.log.display(),
+                last_lines(&self.log, 8),
+                hung.report.join("\n")
+            ),
+        }
+    }
+
+    /// Ends a page server that will get no client (its dump failed).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Restores from `dir` with criu in netns `host`; returns time and the

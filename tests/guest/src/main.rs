@@ -151,6 +151,11 @@ const TESTS: &[(&str, TestFn)] = &[
         suites::plugin::gtp_kernel_sockets_migrate,
     ),
     ("plugin_epc_migrate", suites::plugin::epc_migrate),
+    ("precopy_epc_migrate", suites::plugin::precopy_epc_migrate),
+    (
+        "precopy_plugin_untouched_by_predump",
+        suites::plugin::plugin_untouched_by_predump,
+    ),
     (
         "plugin_sctp_host_netns_migrate",
         suites::plugin::sctp_host_netns_migrate,

@@ -150,14 +150,19 @@ impl Timeline {
     /// The stages of `criu dump` from its log (the dump started at `t0`
     /// and took `took`), and its exit after the last line.
     pub fn dump_log(&mut self, log: &str, took: Duration) {
-        self.criu_log(
-            log,
-            DUMP,
-            DUMP_END,
-            0.0,
-            took,
-            "dump: criu exits (plugins' end)",
-        );
+        self.dump_log_from(log, 0.0, took);
+    }
+
+    /// [`Self::dump_log`] for a dump that started at `started`, not at
+    /// the start of the clock (a pre-copy's final dump, after its
+    /// pre-dump rounds).
+    pub fn dump_log_at(&mut self, log: &str, started: Instant, took: Duration) {
+        self.dump_log_from(log, self.at(started), took);
+    }
+
+    fn dump_log_from(&mut self, log: &str, off: f64, took: Duration) {
+        let exit = "dump: criu exits (plugins' end)";
+        self.criu_log(log, DUMP, DUMP_END, off, took, exit);
     }
 
     /// The stages of `criu restore` from its log, `criu restore` having

@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::bench::Figure;
 use crate::criu;
 use crate::net::{self, Topology, HOST_A, HOST_B, PEER_C};
+use crate::suites::plugin::PRECOPY_ROUNDS as ROUNDS;
 
 const SERVICE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const PORT: u16 = 7000;
@@ -358,21 +359,25 @@ pub fn tcp_migrate() -> Result<()> {
 /// to B under SCTP and GTP-U traffic) with its KPIs, by `criu --lib` and
 /// by podman, next to the TCP baseline's, measured in the same run.
 pub fn demo() -> Result<()> {
-    println!("demo: 1/3 TCP baseline: an echo server in a container on host A, checkpointed by");
+    println!("demo: 1/4 TCP baseline: an echo server in a container on host A, checkpointed by");
     println!("      CRIU (--tcp-established), images over the A-B link, restored on host B while");
     println!("      a client on peer C keeps sending numbered messages.");
     let tcp = migrate_once(true)?;
     print_figures(&tcp);
-    println!("demo: 2/3 EPC: an MME (SCTP listener + 2 eNB associations on 4 streams) and an");
+    println!("demo: 2/4 EPC: an MME (SCTP listener + 2 eNB associations on 4 streams) and an");
     println!("      SPGW (gtp0 on its own UDP sockets, 1,000 PDP contexts, UE traffic to an SGi");
     println!("      host) in one container on host A, migrated to host B with criu --lib");
     println!("      (epcmig plugin) under traffic; images over the A-B link.");
     let epc = crate::suites::plugin::epc_migrate_figures()?;
-    println!("demo: 3/3 the same EPC as a podman container (Debian's podman 4.3.1 and runc,");
+    println!("demo: 3/4 the same EPC as a podman container (Debian's podman 4.3.1 and runc,");
     println!("      our CRIU with the plugin in its plugin directory, the netns handed to CRIU");
     println!("      as external): `podman container checkpoint --export` on A, the archive over");
     println!("      the A-B link, `podman container restore --import` on B.");
     let pod = crate::suites::runtime::podman_epc_figures()?;
+    println!("demo: 4/4 pre-copy: the same EPC holding 100 MiB of memory (10 MiB kept dirty),");
+    println!("      moved once by a plain criu dump and once by pre-copy (criu pre-dump rounds");
+    println!("      to CRIU's page server on host B while it runs, then a short final dump).");
+    let pre = precopy_vs_plain(1)?;
     let (sctp, pod_sctp) = match (epc.sctp, pod.sctp) {
         (Some(a), Some(b)) => (a, b),
         _ => anyhow::bail!("an EPC migration ran without its MME"),
@@ -450,9 +455,14 @@ pub fn demo() -> Result<()> {
          archive, its container state)",
         epc.ue.echoed, epc.ue.sent, pod.ue.echoed, pod.ue.sent
     );
+    pre.print();
     println!();
     if let Some(t) = &epc.timeline {
         t.print("the EPC migration by criu --lib");
+        println!("  {}", t.summary());
+    }
+    if let Some(t) = &pre.last.timeline {
+        t.print("the pre-copy migration of the 100 MB EPC");
         println!("  {}", t.summary());
     }
     tcp.timeline.print("the TCP baseline");
@@ -460,9 +470,135 @@ pub fn demo() -> Result<()> {
     Ok(())
 }
 
+/// Plain dumps and pre-copies of the same 100 MB EPC the bench runs, in
+/// turn: it reports their medians (TCG's timing is noisy; each migration
+/// takes about a minute).
+const PRECOPY_RUNS: usize = 3;
+
+/// What a plain dump and pre-copy of the same 100 MB EPC cost, the
+/// medians of some runs of each.
+struct PrecopyVsPlain {
+    runs: usize,
+    /// Longest silence a base station saw (s).
+    plain_downtime: f64,
+    precopy_downtime: f64,
+    /// Bytes sent to B in all.
+    plain_bytes: f64,
+    precopy_bytes: f64,
+    /// Of them, sent after the freeze.
+    precopy_frozen_bytes: f64,
+    /// The final dump (s), and the plain one.
+    plain_checkpoint: f64,
+    precopy_checkpoint: f64,
+    /// The last pre-copy (its timeline).
+    last: crate::suites::plugin::EpcFigures,
+}
+
+/// `runs` plain migrations and `runs` pre-copies of the 100 MB EPC,
+/// alternating, in this run.
+fn precopy_vs_plain(runs: usize) -> Result<PrecopyVsPlain> {
+    use crate::bench::median;
+    use crate::suites::plugin::{self, EpcFigures};
+    let (mut plain, mut pre): (Vec<EpcFigures>, Vec<EpcFigures>) = (Vec::new(), Vec::new());
+    for i in 1..=runs {
+        plain.push(
+            plugin::plain_100mb_figures()
+                .with_context(|| format!("plain dump of the 100 MB EPC, run {i} of {runs}"))?,
+        );
+        pre.push(
+            plugin::precopy_figures()
+                .with_context(|| format!("pre-copy of the 100 MB EPC, run {i} of {runs}"))?,
+        );
+    }
+    let gap = |f: &EpcFigures| {
+        f.sctp
+            .map(|s| s.max_gap.as_secs_f64())
+            .ok_or_else(|| anyhow::anyhow!("a 100 MB EPC migration ran without its MME"))
+    };
+    let gaps = |v: &[EpcFigures]| v.iter().map(gap).collect::<Result<Vec<f64>>>();
+    let m = |v: &[EpcFigures], f: fn(&EpcFigures) -> f64| median(v.iter().map(f));
+    let last = pre
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no pre-copy run"))?;
+    Ok(PrecopyVsPlain {
+        runs,
+        plain_downtime: median(gaps(&plain)?),
+        precopy_downtime: median(gaps(&pre)?),
+        plain_bytes: m(&plain, |f| f.image_bytes as f64),
+        precopy_bytes: m(&pre, |f| f.image_bytes as f64),
+        precopy_frozen_bytes: m(&pre, |f| (f.image_bytes - f.pre_copied_bytes) as f64),
+        plain_checkpoint: m(&plain, |f| f.checkpoint.as_secs_f64()),
+        precopy_checkpoint: m(&pre, |f| f.checkpoint.as_secs_f64()),
+        last,
+    })
+}
+
+/// How the pre-copy figures are measured against.
+const PLAIN_100MB: &str = "plain criu dump of the same 100 MB EPC, same run";
+
+impl PrecopyVsPlain {
+    /// Side by side, for the demo.
+    fn print(&self) {
+        let of = if self.runs > 1 {
+            format!(" (medians of {} runs each)", self.runs)
+        } else {
+            String::new()
+        };
+        println!();
+        println!("  100 MB EPC{of:<32} plain criu dump   pre-copy ({ROUNDS} pre-dumps)");
+        let s = |v: f64| format!("{v:.3} s");
+        let b = |v: f64| format!("{v:.0} B");
+        for (k, plain, pre) in [
+            (
+                "downtime seen by the base stations",
+                s(self.plain_downtime),
+                s(self.precopy_downtime),
+            ),
+            (
+                "checkpoint (the final dump)",
+                s(self.plain_checkpoint),
+                s(self.precopy_checkpoint),
+            ),
+            (
+                "network load (bytes to B)",
+                b(self.plain_bytes),
+                b(self.precopy_bytes),
+            ),
+            (
+                "  of it sent after the freeze",
+                b(self.plain_bytes),
+                b(self.precopy_frozen_bytes),
+            ),
+        ] {
+            println!("  {k:<42} {plain:>15}   {pre:>15}");
+        }
+        println!(
+            "  downtime {:.1}x shorter with pre-copy (target: 3x)",
+            self.plain_downtime / self.precopy_downtime
+        );
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        vec![
+            Figure::secs("migration.precopy.downtime", self.precopy_downtime)
+                .against(self.plain_downtime, PLAIN_100MB),
+            Figure::amount("migration.precopy.network_bytes", "B", self.precopy_bytes)
+                .against(self.plain_bytes, PLAIN_100MB),
+            Figure::amount(
+                "migration.precopy.frozen_bytes",
+                "B",
+                self.precopy_frozen_bytes,
+            )
+            .against(self.plain_bytes, PLAIN_100MB),
+        ]
+    }
+}
+
 pub fn bench() -> Result<Vec<Figure>> {
     let tcp = migrate_once(false)?;
     let epc = crate::suites::plugin::epc_migrate_figures()?;
+    let pre = precopy_vs_plain(PRECOPY_RUNS)?;
     let sctp = epc
         .sctp
         .ok_or_else(|| anyhow::anyhow!("the EPC migration ran without its MME"))?;
@@ -470,7 +606,11 @@ pub fn bench() -> Result<Vec<Figure>> {
     let epc_total = epc.checkpoint + epc.transfer + epc.restore;
     // Each EPC figure against the TCP baseline's from the same run.
     const TCP: &str = "TCP echo container, CRIU, same run";
-    for (t, what) in [(epc.timeline.as_ref(), "EPC"), (Some(&tcp.timeline), "TCP")] {
+    for (t, what) in [
+        (epc.timeline.as_ref(), "EPC"),
+        (pre.last.timeline.as_ref(), "pre-copy, 100 MB EPC"),
+        (Some(&tcp.timeline), "TCP"),
+    ] {
         if let Some(t) = t {
             println!("  {what}: {}", t.summary());
         }
@@ -493,7 +633,9 @@ pub fn bench() -> Result<Vec<Figure>> {
         Figure::amount("migration.tunnels", "tunnels", epc.tunnels as f64).higher_is_better(),
     ]
     .into_iter()
+    .chain(pre.figures())
     .chain(epc.timeline.iter().flat_map(|t| t.figures()))
+    .chain(pre.last.timeline.iter().flat_map(|t| t.figures()))
     .chain(tcp.timeline.figures())
     .collect())
 }

@@ -692,6 +692,7 @@ fn epc_moved_by(what: &str, mover: &mut dyn Mover) -> Result<EpcFigures> {
         transfer,
         restore,
         image_bytes,
+        pre_copied_bytes: 0,
         ue,
         tunnels: ues.len(),
         sctp: Some(sctp),

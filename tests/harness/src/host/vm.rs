@@ -199,6 +199,7 @@ const PASSED_THROUGH: &[&str] = &[
     "EPCMIG_BADINPUT_ROUNDS",
     "EPCMIG_SHAPES_MOVES",
     "EPCMIG_TRACE_MOVES",
+    "EPCMIG_PRECOPY_VIA",
 ];
 
 impl Vm {

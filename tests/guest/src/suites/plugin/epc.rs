@@ -42,47 +42,44 @@ pub(super) enum GtpSockets {
 /// tunnel carries a UDP round trip again. With `mme`, two base stations
 /// stream SCTP through the same migration as in [`sctp_mme_migrate`].
 pub(super) fn spgw_migrate(mode: GtpSockets, mme: bool) -> Result<EpcFigures> {
-    let mut rig = EpcRig::start(mode, mme, crate::suites::gtp::N_UES)?;
+    spgw_migrate_with(mode, mme, Ballast::default())
+}
+
+/// [`spgw_migrate`] of an SPGW holding `ballast`.
+pub(super) fn spgw_migrate_with(
+    mode: GtpSockets,
+    mme: bool,
+    ballast: Ballast,
+) -> Result<EpcFigures> {
+    let rig = EpcRig::start_with(mode, mme, crate::suites::gtp::N_UES, ballast)?;
     let name = if mme { "plugin-epc" } else { "plugin-spgw" };
     let dir = crate::suites::baseline::work_dir(name)?;
-    let ((checkpoint, transfer, bytes, restore, pid, mut timeline), ue) =
-        crate::suites::gtp::with_stream(rig.ues[0], || {
-            let t0 = Instant::now();
-            let (checkpoint, transfer, bytes, img_b) = rig.dump_and_send_to_b(&dir)?;
-            let sent = Instant::now();
-            let (restore, pid) = rig.restore_on(HOST_B, &img_b, &[])?;
-            let mut tl = Timeline::new("epc", t0);
-            tl.dump_log(
-                &std::fs::read_to_string(dir.join("images-a/dump.log"))?,
-                checkpoint,
-            );
-            tl.span("source container removed", t0 + checkpoint, sent - transfer);
-            tl.span("image transfer (A->B link)", sent - transfer, sent);
-            tl.restore_log(
-                &std::fs::read_to_string(img_b.join("restore.log"))?,
-                sent,
-                restore,
-            );
-            for (what, from, to) in rig.steps.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                tl.span(what, *from, *to);
-            }
-            Ok((checkpoint, transfer, bytes, restore, pid, tl))
-        })?;
-    if let Some((from, to)) = ue.gap_at {
-        timeline.mark("a UE without service", from, to);
-    }
-    let fig = EpcFigures {
-        ue,
-        ..rig.figures(checkpoint, transfer, bytes, restore)
-    };
-    let mut fig = rig.check_restored_and_finish(pid, fig)?;
-    if let Some((from, to)) = fig.sctp.and_then(|s| s.gap_at) {
-        timeline.mark("base stations without an echo", from, to);
-    }
-    timeline.print(&format!("this migration ({name})"));
-    println!("  {}", timeline.summary());
-    fig.timeline = Some(timeline);
-    Ok(fig)
+    rig.migrate(&dir, name, "epc", EpcRig::plain_move)
+}
+
+/// Memory the SPGW holds besides its sockets and gtp0 (`--ballast-mb`,
+/// `--dirty-mb`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ballast {
+    /// MiB allocated and written once.
+    pub mb: usize,
+    /// MiB of it re-written continuously.
+    pub dirty_mb: usize,
+}
+
+/// The images of a migration on host B, and how they got there.
+pub(super) struct Moved {
+    /// The (final) dump: the tree is frozen from its start.
+    pub(super) checkpoint: Duration,
+    /// Moving what the (final) dump wrote to B.
+    pub(super) transfer: Duration,
+    /// Every byte sent to B, before and after the freeze.
+    pub(super) bytes: u64,
+    /// Of them, the bytes sent before the freeze (pre-copy).
+    pub(super) pre_copied: u64,
+    pub(super) img_b: std::path::PathBuf,
+    /// When the last image was on B.
+    pub(super) sent: Instant,
 }
 
 /// An SPGW (and maybe an MME) in a container on host A under traffic, as
@@ -108,6 +105,11 @@ pub(super) struct EpcRig {
 /// Two streaming base stations and their associations' ids and states
 /// before the migration.
 pub(super) type EnbPair = ([(i32, i32); 2], Enb, Enb);
+
+/// A criu log of this migration, for its timeline.
+pub(super) fn read_log(log: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))
+}
 
 /// Prints the plugin's lines of a criu log (with criu's timestamps) when
 /// `EPCMIG_VERBOSE` is set.
@@ -143,6 +145,16 @@ impl EpcRig {
     /// migration of this container under TCG on a loaded 2-core host
     /// takes 40 s and more.
     pub(super) fn start(mode: GtpSockets, mme: bool, n_ues: usize) -> Result<EpcRig> {
+        Self::start_with(mode, mme, n_ues, Ballast::default())
+    }
+
+    /// [`Self::start`] with an SPGW holding `ballast`.
+    pub(super) fn start_with(
+        mode: GtpSockets,
+        mme: bool,
+        n_ues: usize,
+        ballast: Ballast,
+    ) -> Result<EpcRig> {
         use crate::suites::gtp::{self, SPGW_ADDR};
         let mut topo = Topology::build()?;
         gtp::sgi_host()?;
@@ -158,11 +170,18 @@ impl EpcRig {
         if mme {
             args.extend(["--sctp-echo", &listen]);
         }
+        let (mb, dirty) = (ballast.mb.to_string(), ballast.dirty_mb.to_string());
+        args.extend(["--ballast-mb", &mb, "--dirty-mb", &dirty]);
         let mut app = crate::apps::spawn_in(&ctr, &args)?;
         let src_ns = gtp::ns_path(&ctr);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Writing the ballast comes first (about 1 s per 100 MiB under TCG).
+        let limit = Duration::from_secs(15 + ballast.mb as u64 / 20);
+        let deadline = Instant::now() + limit;
         while gtp_state::capture(&src_ns, "gtp0").is_err() {
-            ensure!(Instant::now() < deadline, "the SPGW made no gtp0 in 15 s");
+            ensure!(
+                Instant::now() < deadline,
+                "the SPGW made no gtp0 in {limit:?} (ballast {ballast:?})"
+            );
             ensure!(app.try_wait()?.is_none(), "the SPGW exited");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -212,11 +231,85 @@ impl EpcRig {
         })
     }
 
+    /// Moves the rig to B under a UE stream (`mv` gets the images there
+    /// through `dir`, adding its stages to the timeline), restores it and
+    /// checks it as [`spgw_migrate`] describes; prints the timeline
+    /// (`tl_name`) of migration `name`, tears the rig down.
+    pub(super) fn migrate(
+        mut self,
+        dir: &std::path::Path,
+        name: &str,
+        tl_name: &str,
+        mv: impl FnOnce(&mut EpcRig, &std::path::Path, &mut Timeline) -> Result<Moved>,
+    ) -> Result<EpcFigures> {
+        let ((moved, restore, pid, mut timeline), ue) =
+            crate::suites::gtp::with_stream(self.ues[0], || {
+                let mut tl = Timeline::new(tl_name, Instant::now());
+                let m = mv(&mut self, dir, &mut tl)?;
+                let (restore, pid) = self.restore_on(HOST_B, &m.img_b, &[])?;
+                tl.restore_log(&read_log(&m.img_b.join("restore.log"))?, m.sent, restore);
+                for (what, from, to) in self.steps.lock().unwrap_or_else(|p| p.into_inner()).iter()
+                {
+                    tl.span(what, *from, *to);
+                }
+                Ok((m, restore, pid, tl))
+            })?;
+        if let Some((from, to)) = ue.gap_at {
+            timeline.mark("a UE without service", from, to);
+        }
+        let fig = EpcFigures {
+            ue,
+            pre_copied_bytes: moved.pre_copied,
+            ..self.figures(moved.checkpoint, moved.transfer, moved.bytes, restore)
+        };
+        let mut fig = self.check_restored_and_finish(pid, fig)?;
+        if let Some((from, to)) = fig.sctp.and_then(|s| s.gap_at) {
+            timeline.mark("base stations without an echo", from, to);
+        }
+        timeline.print(&format!("this migration ({name})"));
+        println!("  {}", timeline.summary());
+        fig.timeline = Some(timeline);
+        Ok(fig)
+    }
+
+    /// A plain migration's move: one dump, the source retired, the images
+    /// over the A-B link.
+    pub(super) fn plain_move(&mut self, dir: &std::path::Path, tl: &mut Timeline) -> Result<Moved> {
+        let t0 = Instant::now();
+        let (checkpoint, transfer, bytes, img_b) = self.dump_and_send_to_b(dir)?;
+        let sent = Instant::now();
+        tl.dump_log_at(&read_log(&dir.join("images-a/dump.log"))?, t0, checkpoint);
+        tl.span("source container removed", t0 + checkpoint, sent - transfer);
+        tl.span("image transfer (A->B link)", sent - transfer, sent);
+        Ok(Moved {
+            checkpoint,
+            transfer,
+            bytes,
+            pre_copied: 0,
+            img_b,
+            sent,
+        })
+    }
+
     /// `criu dump --lib` of the container's process into `img`; on
     /// success the process is gone.
     pub(super) fn dump(&self, img: &std::path::Path, env: &[(&str, &str)]) -> Result<Duration> {
+        self.dump_with(img, &[], env)
+    }
+
+    /// [`Self::dump`] with more criu options.
+    pub(super) fn dump_with(
+        &self,
+        img: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Duration> {
         let lib = plugin_dir();
-        let took = criu::dump_env(self.at, self.pid, img, &["--lib", &lib], env)?;
+        let args: Vec<&str> = ["--lib", &lib]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let took = criu::dump_env(self.at, self.pid, img, &args, env)?;
         plugin_lines(&img.join("dump.log"));
         if self.pid == self.app.id() {
             // Our child, killed by criu: reap it.
@@ -293,6 +386,7 @@ impl EpcRig {
             transfer,
             restore,
             image_bytes: bytes,
+            pre_copied_bytes: 0,
             ue: Default::default(),
             tunnels: self.ues.len(),
             sctp: None,
@@ -547,7 +641,11 @@ pub struct EpcFigures {
     pub checkpoint: Duration,
     pub transfer: Duration,
     pub restore: Duration,
+    /// Every byte sent to B (the network load).
     pub image_bytes: u64,
+    /// Of them, those sent before the freeze (pre-copy; 0 for a plain
+    /// dump).
+    pub pre_copied_bytes: u64,
     pub ue: crate::suites::gtp::UeStream,
     pub tunnels: usize,
     pub sctp: Option<SctpSeen>,

@@ -16,6 +16,7 @@ use crate::sctp_traffic::{self, Sent, Tally};
 mod badinput;
 mod epc;
 mod fault;
+mod precopy;
 mod sctp;
 mod soak;
 
@@ -25,6 +26,10 @@ pub use epc::{
     epc_migrate, epc_migrate_figures, gtp_kernel_sockets_migrate, gtp_spgw_migrate, EpcFigures,
 };
 pub use fault::{fault_criu_killed, fault_every_step};
+pub use precopy::{
+    plain_100mb_figures, plugin_untouched_by_predump, precopy_epc_migrate, precopy_figures,
+    ROUNDS as PRECOPY_ROUNDS,
+};
 pub use sctp::{
     iperf3_sctp_migrate, sctp_host_netns_migrate, sctp_leave_running_and_default_dir,
     sctp_mme_migrate,

@@ -89,6 +89,7 @@ pub fn soak() -> Result<()> {
         transfer: Duration::ZERO,
         restore: Duration::ZERO,
         image_bytes: 0,
+        pre_copied_bytes: 0,
         ue: Default::default(),
         tunnels: rig.ues.len(),
         sctp: None,
