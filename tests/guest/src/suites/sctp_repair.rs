@@ -1500,8 +1500,14 @@ fn sctp_round(
             .enumerate()
             .map(|(i, s)| {
                 let fd = sctp_repair::restore(s)?;
-                // The first stays frozen for the resume latency below.
-                Ok(if i > 0 { fd.thaw()? } else { fd.release() })
+                // Thawed in the timed restore, as TCP's restore_and_thaw
+                // and the one-to-many side are; only the resume-latency
+                // round keeps the first frozen for its own measure.
+                Ok(if i > 0 || !resume {
+                    fd.thaw()?
+                } else {
+                    fd.release()
+                })
             })
             .collect::<Result<Vec<_>>>()
     })?;
@@ -1509,7 +1515,6 @@ fn sctp_round(
     let resume = if resume {
         resume_latency(&restored[0], &servers[0])?
     } else {
-        sctp_repair::set_mode(restored[0].as_fd(), Mode::Off)?;
         Vec::new()
     };
 
