@@ -10,7 +10,7 @@ use crate::rt::{self, LinkSel};
 use crate::{sockets, Error};
 
 /// IFLA_GTP_SOCK0_INODE and IFLA_GTP_SOCK1U_INODE (u32, read-only): the
-/// inodes of the device's GTPv0 and GTPv1-U sockets (kernel-patches/0011).
+/// inodes of the device's GTPv0 and GTPv1-U sockets (kernel-patches/gtp/0002).
 const IFLA_GTP_SOCK0_INODE: u16 = 9;
 const IFLA_GTP_SOCK1U_INODE: u16 = 10;
 
@@ -67,7 +67,7 @@ pub fn capture_here(dev: &str) -> Result<GtpState, Error> {
             InfoGtp::Role(r) => role = Role::from_raw(u32::from(*r)),
             InfoGtp::PdpHashsize(h) => hash_size = *h,
             InfoGtp::RestartCount(c) => restart_count = *c,
-            // Not known to netlink-packet-route yet (kernel-patches/0011).
+            // Not known to netlink-packet-route yet (kernel-patches/gtp/0002).
             InfoGtp::Other(n) if n.kind() == IFLA_GTP_SOCK0_INODE => inode0 = nla_u32(n),
             InfoGtp::Other(n) if n.kind() == IFLA_GTP_SOCK1U_INODE => inode1u = nla_u32(n),
             _ => {}

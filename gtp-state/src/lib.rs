@@ -10,7 +10,7 @@
 //! link with the same name and ifindex, with kernel-created sockets or with
 //! the UDP sockets of a restored process ([`SocketSource::Fds`]), the
 //! contexts in `GTP_CMD_NEWPDPS` requests of many contexts each where the
-//! kernel has that command (kernel-patches/0020), else in batches of
+//! kernel has that command (kernel-patches/gtp/0005), else in batches of
 //! `GTP_CMD_NEWPDP` requests per send() ([`Install`]), then addresses and
 //! routes. It refuses to restore over anything that exists,
 //! before it changes anything, and removes what it made if a later step

@@ -78,7 +78,7 @@ pub enum FoundBy {
     #[default]
     Unknown,
     /// The kernel named them: IFLA_GTP_SOCK0_INODE and
-    /// IFLA_GTP_SOCK1U_INODE in the link info (kernel-patches/0011).
+    /// IFLA_GTP_SOCK1U_INODE in the link info (kernel-patches/gtp/0002).
     Kernel,
     /// Guessed from the UDP sockets on the GTP ports (a kernel without
     /// that report; see [`crate::sockets`]).

@@ -1,6 +1,6 @@
 //! Which UDP sockets a gtp device encapsulates with.
 //!
-//! A kernel with kernel-patches/0011 names them: the link info carries
+//! A kernel with kernel-patches/gtp/0002 names them: the link info carries
 //! their inode numbers (IFLA_GTP_SOCK0_INODE, IFLA_GTP_SOCK1U_INODE).
 //! Capture then looks each inode up among the fds of every process
 //! (`/proc/*/fd`, `socket:[N]`) and among the UDP sockets of the netns

@@ -57,7 +57,7 @@ pub enum Error {
     /// A listener holds associations that are established but not yet
     /// accept()ed, and is not frozen (or the kernel cannot list them): a
     /// snapshot of the listener would lose them.
-    #[error("the listener holds {pending} association(s) not yet accept()ed, which a snapshot can carry only of a frozen listener on a kernel with SCTP_REPAIR_ASSOC_IDS (kernel-patches 0026); freeze it first")]
+    #[error("the listener holds {pending} association(s) not yet accept()ed, which a snapshot can carry only of a frozen listener on a kernel with SCTP_REPAIR_ASSOC_IDS (kernel-patches/sctp/0020); freeze it first")]
     AcceptQueue { pending: u32 },
     /// Something is in progress that a snapshot cannot hold: a handshake
     /// or shutdown (repair mode refused), or an ASCONF, stream reset or

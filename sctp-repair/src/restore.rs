@@ -97,8 +97,9 @@ fn listen(sock: BorrowedFd<'_>, backlog: u32, addr: SocketAddr) -> Result<()> {
 /// the port, and bind() or listen() refuse it, which they would not have
 /// done to the listener they came from. So if the port is taken and no
 /// other listener holds it, the rest is done in repair mode, which binds
-/// to a port in use (patch 0008), and the listener is thawed at once. A
-/// port held by another listener stays refused: that is a real conflict.
+/// to a port in use (kernel-patches/sctp/0008), and the listener is
+/// thawed at once. A port held by another listener stays refused: that
+/// is a real conflict.
 fn start_listener(sock: BorrowedFd<'_>, snap: &Snapshot) -> Result<()> {
     let addrs = &snap.local_addrs;
     let first = *addrs.first().ok_or(Error::NoAssociation)?;

@@ -397,7 +397,7 @@ pub fn gtp_table(n: u32) -> GtpState {
             gtp0: Some(addr("192.0.2.10:3386")),
             gtp1u: Some(addr("192.0.2.10:2152")),
         },
-        // As the kernel reports them (kernel-patches/0011), held by the
+        // As the kernel reports them (kernel-patches/gtp/0002), held by the
         // SPGW's fds 5 and 6.
         sockets_found: SocketsFound {
             by: FoundBy::Kernel,

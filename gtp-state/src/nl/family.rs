@@ -14,7 +14,7 @@ use crate::Error;
 
 pub(crate) const GTP_CMD_NEWPDP: u8 = 0;
 pub(crate) const GTP_CMD_GETPDP: u8 = 2;
-/// Many PDP contexts in one request (kernel-patches/0020).
+/// Many PDP contexts in one request (kernel-patches/gtp/0005).
 pub(super) const GTP_CMD_NEWPDPS: u8 = 4;
 
 pub(super) const GTPA_LINK: u16 = 1;

@@ -35,7 +35,7 @@ pub(super) const NEWPDP_MAX_LEN: usize = 16 + 4 + 8 + PDP_ATTRS_MAX_LEN;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Install {
     /// GTP_CMD_NEWPDPS requests of up to this many contexts each, where
-    /// the kernel has the command (kernel-patches/0020); otherwise as
+    /// the kernel has the command (kernel-patches/gtp/0005); otherwise as
     /// [`Install::Batched`].
     Bulk(usize),
     /// This many GTP_CMD_NEWPDP requests per send(), only the last acked:

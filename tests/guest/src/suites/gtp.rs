@@ -981,7 +981,7 @@ pub fn stock_gtp_sockets_guessed() -> Result<()> {
     Ok(())
 }
 
-/// GTP_CMD_NEWPDPS (kernel-patches/0020): the kernel lists it, a restore
+/// GTP_CMD_NEWPDPS (kernel-patches/gtp/0005): the kernel lists it, a restore
 /// through it equals one through batched GTP_CMD_NEWPDP field for field,
 /// and a refused context is named exactly, with the kernel's own
 /// semantics (the ones before it stay, the ones after it are not added).

@@ -598,7 +598,7 @@ fn gtp_fuzz_in_netns(
     while Instant::now() < deadline {
         for _ in 0..32 {
             // GTP_CMD_NEWPDP is 0, DELPDP 1, GETPDP 2, ECHOREQ 3,
-            // NEWPDPS 4 (kernel-patches/0020).
+            // NEWPDPS 4 (kernel-patches/gtp/0005).
             let cmd = [0u8, 0, 0, 1, 2, 2, 3, 4, 4, rng.below(9) as u8][rng.below(10)];
             let p = if cmd == GTP_CMD_NEWPDPS {
                 newpdps_payload(&mut rng, ifindex, &fds)

@@ -617,7 +617,7 @@ fn move_many(svc: IpAddr, c: IpAddr) -> Result<()> {
 /// duplicated or reordered and the peer's association never restarted.
 /// (Its reader keeps up with every piece of a message delivered partially:
 /// this test found the restore of a partial delivery read so far, fixed by
-/// SCTP_REPAIR_CHUNK_PD_OPEN, patch 0017.)
+/// SCTP_REPAIR_CHUNK_PD_OPEN, kernel-patches/sctp/0014.)
 pub fn crate_move_multihomed() -> Result<()> {
     let svc = Ipv4Addr::new(192, 0, 2, 20);
     let mut rig = Rig::multihomed(svc, net::host_addr(PEER_C))?;

@@ -157,18 +157,25 @@ pub fn ensure(variant: Variant) -> Result<Kernel> {
     })
 }
 
-/// Builds the net selftests the series adds (a `.c` program and its `.sh`
-/// wrapper under tools/testing/selftests/net/) against the patched uapi,
-/// into `out/selftests`, where the guest suite finds and runs them.
+/// Builds the net selftests the series adds against the patched uapi, into
+/// `out/selftests`, where the guest suite finds and runs them.
+///
+/// A selftest is either a `.c` program and its `.sh` wrapper right under
+/// tools/testing/selftests/net/, or a directory there laid out as
+/// tools/testing/selftests/net/tcp_ao/ is: the `.c` files of its `lib/`
+/// are a library that each `.c` file of the directory itself, one program
+/// per scenario, is linked with. Programs and wrappers keep their place
+/// relative to net/ (a wrapper in a directory runs `$dir/PROGRAM` and
+/// sources `$dir/../lib.sh`); the TESTS manifest lists the wrappers, each
+/// a guest test `kselftest_<wrapper stem>`.
 fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
     let dest = out.join("selftests");
     let _ = fs::remove_dir_all(&dest);
     fs::create_dir_all(&dest)?;
-    let files = series.added_files("tools/testing/selftests/net/");
-    if files.is_empty() {
+    let plan = SelftestPlan::new(&series.added_files(NET_SELFTESTS));
+    if plan.is_empty() {
         return Ok(());
     }
-    let mut wrappers = Vec::new();
     let headers = out.join("headers");
     run_quiet(
         Command::new("make")
@@ -176,45 +183,114 @@ fn build_selftests(tree: &Path, series: &Series, out: &Path) -> Result<()> {
             .args(["-s", "ARCH=x86_64", "headers_install"])
             .arg(format!("INSTALL_HDR_PATH={}", headers.display())),
     )?;
-    for f in &files {
-        let src = tree.join(f);
-        let name = src
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if let Some(stem) = name.strip_suffix(".c") {
-            eprintln!("kernel: building selftest {stem}");
-            run_quiet(
-                Command::new("gcc")
-                    .args(["-O2", "-Wall", "-Wextra", "-Werror"])
-                    .arg(format!("-I{}", headers.join("include").display()))
-                    .arg(format!(
-                        "-I{}",
-                        tree.join("tools/testing/selftests").display()
-                    ))
-                    .arg("-o")
-                    .arg(dest.join(stem))
-                    .arg(&src)
-                    .arg("-lpthread"),
-            )
-            .with_context(|| format!("building selftest {f}"))?;
-        } else if name.ends_with(".sh") {
-            let to = dest.join(&name);
-            fs::copy(&src, &to)?;
-            wrappers.push(name.clone());
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
+    let net = tree.join(NET_SELFTESTS);
+    for p in &plan.programs {
+        eprintln!("kernel: building selftest {}", p.name);
+        let to = dest.join(&p.name);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
         }
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-O2", "-Wall", "-Wextra", "-Werror"])
+            .arg(format!("-I{}", headers.join("include").display()))
+            .arg(format!(
+                "-I{}",
+                tree.join("tools/testing/selftests").display()
+            ));
+        if let Some(dir) = Path::new(&p.name)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            gcc.arg(format!("-I{}", net.join(dir).display()));
+        }
+        gcc.arg("-o").arg(&to);
+        for s in &p.sources {
+            gcc.arg(net.join(s));
+        }
+        run_quiet(gcc.arg("-lpthread")).with_context(|| format!("building selftest {}", p.name))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for w in &plan.wrappers {
+        let to = dest.join(w);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::copy(net.join(w), &to)?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
     }
     // The wrappers source the net selftests' shared helpers.
-    let lib = tree.join("tools/testing/selftests/net/lib.sh");
+    let lib = net.join("lib.sh");
     if lib.exists() {
         fs::copy(&lib, dest.join("lib.sh"))?;
     }
     // The guest runs what this manifest lists, one test per wrapper.
-    fs::write(dest.join("TESTS"), wrappers.join("\n") + "\n")?;
+    fs::write(dest.join("TESTS"), plan.wrappers.join("\n") + "\n")?;
     Ok(())
+}
+
+const NET_SELFTESTS: &str = "tools/testing/selftests/net/";
+
+/// A selftest program: its path relative to net/ without `.c` (also where
+/// it goes under `selftests/`) and its sources, relative to net/.
+#[derive(Debug, PartialEq, Eq)]
+struct SelftestProgram {
+    name: String,
+    sources: Vec<String>,
+}
+
+/// What [`build_selftests`] builds and copies, from the files the series
+/// adds or changes under tools/testing/selftests/net/.
+#[derive(Debug, Default)]
+struct SelftestPlan {
+    programs: Vec<SelftestProgram>,
+    /// Wrappers relative to net/, in order of first appearance.
+    wrappers: Vec<String>,
+}
+
+impl SelftestPlan {
+    fn new(files: &[String]) -> SelftestPlan {
+        let rel: Vec<&str> = files
+            .iter()
+            .filter_map(|f| f.strip_prefix(NET_SELFTESTS))
+            .collect();
+        let mut plan = SelftestPlan::default();
+        for f in &rel {
+            let parts: Vec<&str> = f.split('/').collect();
+            if f.ends_with(".sh") && parts.len() <= 2 {
+                plan.wrappers.push(f.to_string());
+                continue;
+            }
+            let Some(stem) = f.strip_suffix(".c") else {
+                continue;
+            };
+            match parts.as_slice() {
+                [_] => plan.programs.push(SelftestProgram {
+                    name: stem.to_string(),
+                    sources: vec![f.to_string()],
+                }),
+                [dir, _] => {
+                    let lib = format!("{dir}/lib/");
+                    let mut sources = vec![f.to_string()];
+                    sources.extend(
+                        rel.iter()
+                            .filter(|l| l.starts_with(&lib) && l.ends_with(".c"))
+                            .map(|l| l.to_string()),
+                    );
+                    plan.programs.push(SelftestProgram {
+                        name: stem.to_string(),
+                        sources,
+                    });
+                }
+                // A directory's lib/ (or anything deeper) is no program.
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.wrappers.is_empty()
+    }
 }
 
 /// Options whose final value in `fragment` (later lines win, as in
@@ -355,7 +431,56 @@ fn configure(tree: &Path, fragment_paths: &[PathBuf], fragment: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::unmet;
+    use super::{unmet, SelftestPlan, SelftestProgram};
+
+    #[test]
+    fn selftest_programs_alone_or_in_a_directory_with_its_library() {
+        let files: Vec<String> = [
+            "tools/testing/selftests/net/Makefile",
+            "tools/testing/selftests/net/gtp_sockets.c",
+            "tools/testing/selftests/net/gtp_sockets.sh",
+            "tools/testing/selftests/net/sctp_repair/lib/repair.c",
+            "tools/testing/selftests/net/sctp_repair/repair.h",
+            "tools/testing/selftests/net/sctp_repair/basic.c",
+            "tools/testing/selftests/net/sctp_repair/sctp_repair.sh",
+            "tools/testing/selftests/net/sctp_repair/lib/netns.c",
+            "tools/testing/selftests/net/sctp_repair/queues.c",
+            "tools/testing/selftests/net/sctp_repair/Makefile",
+            "MAINTAINERS",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let plan = SelftestPlan::new(&files);
+        let lib = |p: &str| {
+            vec![
+                p.to_string(),
+                "sctp_repair/lib/repair.c".to_string(),
+                "sctp_repair/lib/netns.c".to_string(),
+            ]
+        };
+        assert_eq!(
+            plan.programs,
+            [
+                SelftestProgram {
+                    name: "gtp_sockets".into(),
+                    sources: vec!["gtp_sockets.c".into()],
+                },
+                SelftestProgram {
+                    name: "sctp_repair/basic".into(),
+                    sources: lib("sctp_repair/basic.c"),
+                },
+                SelftestProgram {
+                    name: "sctp_repair/queues".into(),
+                    sources: lib("sctp_repair/queues.c"),
+                },
+            ]
+        );
+        assert_eq!(
+            plan.wrappers,
+            ["gtp_sockets.sh", "sctp_repair/sctp_repair.sh"]
+        );
+    }
 
     #[test]
     fn later_fragment_lines_win_and_off_means_absent_or_not_set() {

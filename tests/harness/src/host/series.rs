@@ -1,5 +1,7 @@
 //! A quilt-style patch series: a `series` file naming patches in order.
-//! Used for both kernel-patches/ and criu-patches/.
+//! Used for both kernel-patches/ and criu-patches/. An entry may name a
+//! patch in a subdirectory (`sctp/0001-....patch`): kernel-patches/ holds
+//! one directory per series posted upstream, each with its cover letter.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ pub struct Series {
 }
 
 impl Series {
-    /// Reads `dir/series`: one patch per line, `#` comments, blank lines.
+    /// Reads `dir/series`: one patch per line (a path relative to `dir`),
+    /// `#` comments, blank lines.
     pub fn load(dir: &Path) -> Result<Series> {
         let list = dir.join("series");
         let text =
@@ -105,7 +108,10 @@ impl Series {
                     done.1.trim_end()
                 );
             }
-            fs::write(state.join(format!("{i:04}-{name}")), body)?;
+            // One flat file per patch, in apply order, whatever directory
+            // the patch is in.
+            let flat = name.replace('/', "_");
+            fs::write(state.join(format!("{i:04}-{flat}")), body)?;
         }
         Ok(())
     }
@@ -220,6 +226,43 @@ mod tests {
         assert!(msg.contains("0002-bad.patch does not apply"), "{msg}");
         // The tree is left with the good patch recorded, so it can be undone.
         unapply(&d.join("tree"), &d.join("tree/.applied")).expect("unapply");
+        assert_eq!(
+            fs::read_to_string(d.join("tree/f.txt")).expect("read"),
+            "one\n"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn entries_in_subdirectories_apply_and_reverse() {
+        let d = scratch("subdir");
+        fs::write(d.join("tree/f.txt"), "one\n").expect("write");
+        fs::create_dir_all(d.join("patches/a")).expect("dir");
+        fs::create_dir_all(d.join("patches/b")).expect("dir");
+        fs::write(d.join("patches/a/0001-good.patch"), GOOD).expect("write");
+        let third = "--- a/f.txt\n+++ b/f.txt\n@@ -1 +1 @@\n-two\n+three\n";
+        fs::write(d.join("patches/b/0001-third.patch"), third).expect("write");
+        fs::write(
+            d.join("patches/series"),
+            "a/0001-good.patch\n# the second series\nb/0001-third.patch\n",
+        )
+        .expect("write");
+        let s = Series::load(&d.join("patches")).expect("load");
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s.paths(),
+            [
+                d.join("patches/a/0001-good.patch"),
+                d.join("patches/b/0001-third.patch")
+            ]
+        );
+        let state = d.join("tree/.applied");
+        s.apply(&d.join("tree"), &state).expect("apply");
+        assert_eq!(
+            fs::read_to_string(d.join("tree/f.txt")).expect("read"),
+            "three\n"
+        );
+        unapply(&d.join("tree"), &state).expect("unapply");
         assert_eq!(
             fs::read_to_string(d.join("tree/f.txt")).expect("read"),
             "one\n"
