@@ -156,25 +156,7 @@ pub(crate) fn sgi_host() -> Result<()> {
         "type",
         "bridge",
     ])?;
-    ip(&[
-        "-n",
-        SGI_NS,
-        "addr",
-        "add",
-        "198.51.100.2/24",
-        "dev",
-        SGI_BRIDGE,
-    ])?;
-    ip(&[
-        "-n",
-        SGI_NS,
-        "addr",
-        "add",
-        "2001:db8:51::2/64",
-        "dev",
-        SGI_BRIDGE,
-        "nodad",
-    ])?;
+    sgi_addrs(SGI_NS, SGI_BRIDGE, 2)?;
     ip(&["-n", SGI_NS, "link", "set", SGI_BRIDGE, "up"])?;
     for (host, port) in [(net::HOST_A, "sgi-a"), (net::HOST_B, "sgi-b")] {
         let _ = ip(&["-n", host, "link", "del", SGI_BRIDGE]);
@@ -210,18 +192,25 @@ pub(crate) fn cable_sgi_link(spgw: &str, host: &str, outer: &str) -> Result<()> 
         host,
     ])?;
     ip(&["-n", host, "link", "set", outer, "master", SGI_BRIDGE, "up"])?;
-    ip(&["-n", spgw, "addr", "add", "198.51.100.1/24", "dev", "sgi0"])?;
+    sgi_addrs(spgw, "sgi0", 1)?;
+    ip(&["-n", spgw, "link", "set", "sgi0", "up"])
+}
+
+/// Host `host` of the SGi LAN (1: the SPGW, 2: the SGi host) on `dev` in
+/// `ns`: 198.51.100.`host`/24 and 2001:db8:51::`host`/64 (no DAD: the
+/// address is in use the moment it is set).
+fn sgi_addrs(ns: &str, dev: &str, host: u8) -> Result<()> {
     ip(&[
         "-n",
-        spgw,
+        ns,
         "addr",
         "add",
-        "2001:db8:51::1/64",
+        &format!("198.51.100.{host}/24"),
         "dev",
-        "sgi0",
-        "nodad",
+        dev,
     ])?;
-    ip(&["-n", spgw, "link", "set", "sgi0", "up"])
+    let v6 = format!("2001:db8:51::{host}/64");
+    ip(&["-n", ns, "addr", "add", &v6, "dev", dev, "nodad"])
 }
 
 /// An SGi link made anew (by a runtime) has a new MAC address: the SGi

@@ -198,12 +198,29 @@ fn tick(v: f64, unit: &str) -> String {
     format!("{n} {u}").trim_end().to_string()
 }
 
+/// The curves' and the timeline stages' colours, in turn.
 const COLOURS: &[RGBColor] = &[
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
+    RGBColor(0xae, 0xc7, 0xe8),
+    RGBColor(0xff, 0xbb, 0x78),
+    RGBColor(0x98, 0xdf, 0x8a),
+    RGBColor(0xff, 0x98, 0x96),
+    RGBColor(0xc5, 0xb0, 0xd5),
+    RGBColor(0xc4, 0x9c, 0x94),
+    RGBColor(0xf7, 0xb6, 0xd2),
+    RGBColor(0xdb, 0xdb, 0x8d),
+    RGBColor(0x9e, 0xda, 0xe5),
+    RGBColor(0x39, 0x3b, 0x79),
+    RGBColor(0x63, 0x79, 0x39),
 ];
 
 /// Font sizes: plotters writes size s as an SVG font-size of s / 1.24, so
@@ -342,32 +359,7 @@ pub fn timeline_svg(figs: &[Figure]) -> Result<Option<String>> {
     );
     let legend_rows = u32::try_from(stages.len()).unwrap_or(u32::MAX);
     let height = h.saturating_add(LEGEND_ROW.saturating_mul(legend_rows.saturating_add(1)));
-    let palette = |i: usize| -> RGBColor {
-        const MORE: &[RGBColor] = &[
-            RGBColor(0x8c, 0x56, 0x4b),
-            RGBColor(0xe3, 0x77, 0xc2),
-            RGBColor(0x7f, 0x7f, 0x7f),
-            RGBColor(0xbc, 0xbd, 0x22),
-            RGBColor(0x17, 0xbe, 0xcf),
-            RGBColor(0xae, 0xc7, 0xe8),
-            RGBColor(0xff, 0xbb, 0x78),
-            RGBColor(0x98, 0xdf, 0x8a),
-            RGBColor(0xff, 0x98, 0x96),
-            RGBColor(0xc5, 0xb0, 0xd5),
-            RGBColor(0xc4, 0x9c, 0x94),
-            RGBColor(0xf7, 0xb6, 0xd2),
-            RGBColor(0xdb, 0xdb, 0x8d),
-            RGBColor(0x9e, 0xda, 0xe5),
-            RGBColor(0x39, 0x3b, 0x79),
-            RGBColor(0x63, 0x79, 0x39),
-        ];
-        let all = COLOURS.len() + MORE.len();
-        let j = i % all;
-        COLOURS
-            .get(j)
-            .copied()
-            .unwrap_or_else(|| MORE[j - COLOURS.len()])
-    };
+    let palette = |i: usize| COLOURS[i % COLOURS.len()];
     let n = rows.len() as f64;
     let mut out = String::new();
     {
