@@ -479,11 +479,7 @@ pub fn podman_moves_mme() -> Result<()> {
 /// The SCTP associations in netns `ns` (a path), from
 /// /proc/net/sctp/assocs: one line each after the header.
 fn sctp_assocs_in(ns: &str) -> Result<usize> {
-    net::in_netns(ns, || {
-        let t = std::fs::read_to_string("/proc/thread-self/net/sctp/assocs")
-            .context("reading /proc/net/sctp/assocs")?;
-        Ok(t.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
-    })
+    crate::suites::sctp_repair::assoc_ids_in(ns).map(|ids| ids.len())
 }
 
 /// Kubernetes' way: a checkpoint with the container left running (the

@@ -735,6 +735,34 @@ pub fn peer_status(s: &OwnedFd) -> Result<(i32, i32)> {
     Ok((id, state))
 }
 
+/// The association ids of the associations in netns `ns`
+/// (/proc/net/sctp/assocs, column ASSOC-ID).
+pub(crate) fn assoc_ids_in(ns: &str) -> Result<Vec<i32>> {
+    net::in_netns(ns, || {
+        let t = std::fs::read_to_string("/proc/thread-self/net/sctp/assocs")
+            .context("reading /proc/net/sctp/assocs")?;
+        let mut lines = t.lines();
+        let head: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let col = head
+            .iter()
+            .position(|h| *h == "ASSOC-ID")
+            .context("no ASSOC-ID column in /proc/net/sctp/assocs")?;
+        lines
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.split_whitespace()
+                    .nth(col)
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("no association id in {l:?}"))
+            })
+            .collect()
+    })
+}
+
 /// The primary path as SCTP_STATUS shows it: unacked chunks, path state,
 /// cwnd, SRTT, RTO (for traces of a struggling association).
 fn path_diag(s: &OwnedFd) -> String {

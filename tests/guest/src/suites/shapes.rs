@@ -1076,6 +1076,10 @@ fn wait_acked(s: &OwnedFd, limit: Duration) -> Result<()> {
     }
 }
 
+/// The options [`one_to_many_options`] sets, by their uapi numbers.
+const SCTP_AUTOCLOSE: libc::c_int = epcmig_sys::linux::SCTP_AUTOCLOSE as libc::c_int;
+const SCTP_DEFAULT_SNDINFO: libc::c_int = epcmig_sys::linux::SCTP_DEFAULT_SNDINFO as libc::c_int;
+
 /// SCTP_AUTOCLOSE in seconds for [`one_to_many_options`].
 const AUTOCLOSE_SECS: u32 = 3;
 
@@ -1088,7 +1092,12 @@ fn default_sndinfo(sock: &OwnedFd, id: i32) -> Result<(u16, u32)> {
     // struct sctp_sndinfo { u16 sid, flags; u32 ppid, context; s32 assoc_id }
     let mut v = [0u8; 16];
     v[12..].copy_from_slice(&id.to_ne_bytes());
-    crate::suites::sctp_repair::sctp_getsockopt(sock, 34, "SCTP_DEFAULT_SNDINFO", &mut v)?;
+    crate::suites::sctp_repair::sctp_getsockopt(
+        sock,
+        SCTP_DEFAULT_SNDINFO,
+        "SCTP_DEFAULT_SNDINFO",
+        &mut v,
+    )?;
     Ok((
         u16::from_ne_bytes([v[0], v[1]]),
         u32::from_ne_bytes([v[4], v[5], v[6], v[7]]),
@@ -1107,7 +1116,12 @@ pub fn one_to_many_options() -> Result<()> {
     let mut ctr = topo.container(HOST_A, "manyopt", VETH, SVC)?;
     let at = SocketAddrV4::new(SVC, PORT);
     let sock = net::in_netns(&ctr, move || seqpacket_listener(at))?;
-    sctp_setsockopt(&sock, 4, "SCTP_AUTOCLOSE", &AUTOCLOSE_SECS.to_ne_bytes())?;
+    sctp_setsockopt(
+        &sock,
+        SCTP_AUTOCLOSE,
+        "SCTP_AUTOCLOSE",
+        &AUTOCLOSE_SECS.to_ne_bytes(),
+    )?;
     crate::sctp_traffic::watch(sock.as_fd())?;
     let (talker, silent) = (connect_from_c(at)?, connect_from_c(at)?);
     let mut ids = Vec::new();
@@ -1131,7 +1145,7 @@ pub fn one_to_many_options() -> Result<()> {
         v[..2].copy_from_slice(&sid.to_ne_bytes());
         v[4..8].copy_from_slice(&ppid.to_ne_bytes());
         v[12..].copy_from_slice(&id.to_ne_bytes());
-        sctp_setsockopt(&sock, 34, "SCTP_DEFAULT_SNDINFO", &v)?;
+        sctp_setsockopt(&sock, SCTP_DEFAULT_SNDINFO, "SCTP_DEFAULT_SNDINFO", &v)?;
     }
     let (frozen, snap) = sctp_repair::freeze_and_capture(sock.as_fd(), Duration::from_secs(5))?;
     // Kept frozen: closed below, silently.
@@ -1151,7 +1165,7 @@ pub fn one_to_many_options() -> Result<()> {
     net::announce(&ctr, "eth0", SVC)?;
     let r = (|| -> Result<String> {
         let mut v = [0u8; 4];
-        sctp_getsockopt(&sock, 4, "SCTP_AUTOCLOSE", &mut v)?;
+        sctp_getsockopt(&sock, SCTP_AUTOCLOSE, "SCTP_AUTOCLOSE", &mut v)?;
         ensure!(
             u32::from_ne_bytes(v) == AUTOCLOSE_SECS,
             "SCTP_AUTOCLOSE is {} after the move, not {AUTOCLOSE_SECS}",
@@ -1206,34 +1220,6 @@ pub fn one_to_many_options() -> Result<()> {
     Ok(())
 }
 
-/// The association ids of the associations in netns `ns`
-/// (/proc/net/sctp/assocs, column ASSOC-ID).
-fn assoc_ids_in(ns: &str) -> Result<Vec<i32>> {
-    net::in_netns(ns, || {
-        let t = std::fs::read_to_string("/proc/thread-self/net/sctp/assocs")
-            .context("reading /proc/net/sctp/assocs")?;
-        let mut lines = t.lines();
-        let head: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let col = head
-            .iter()
-            .position(|h| *h == "ASSOC-ID")
-            .context("no ASSOC-ID column in /proc/net/sctp/assocs")?;
-        lines
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                l.split_whitespace()
-                    .nth(col)
-                    .and_then(|v| v.parse().ok())
-                    .with_context(|| format!("no association id in {l:?}"))
-            })
-            .collect()
-    })
-}
-
 /// Takes association id `id` on this kernel (ids are global to it, not
 /// per netns): a loopback association in host B's netns read out and made
 /// again under `id` on a one-to-many socket, kept frozen (it never sends).
@@ -1278,7 +1264,7 @@ pub fn one_to_many_id_taken() -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let enbs = rig.enbs(3)?;
     std::thread::sleep(Duration::from_secs(1));
-    let ids = assoc_ids_in(&rig.ctr)?;
+    let ids = crate::suites::sctp_repair::assoc_ids_in(&rig.ctr)?;
     ensure!(ids.len() == 3, "the server has associations {ids:?}, not 3");
     let dumped = rig.dump_to_b(&mut app, "shapes-1tom-id", &[])?;
     let taken = ids[1];
@@ -1312,7 +1298,7 @@ pub fn one_to_many_id_taken() -> Result<()> {
         );
         drop(holder);
         let (pid, rs) = rig.restore_on_b(&dumped.img_b, &[])?;
-        let again = assoc_ids_in(&format!("/proc/{pid}/ns/net"))?;
+        let again = crate::suites::sctp_repair::assoc_ids_in(&format!("/proc/{pid}/ns/net"))?;
         let summary = finish(enbs, true);
         kill_tree(pid);
         let summary = summary?;

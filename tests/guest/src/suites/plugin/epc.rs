@@ -98,9 +98,10 @@ pub(super) struct EpcRig {
     pub(super) ctr: String,
     pub(super) at: &'static str,
     pub(super) pid: u32,
-    /// Steps of the last restore timed here, for its timeline.
-    pub(super) steps: std::sync::Mutex<Vec<(&'static str, Instant, Instant)>>,
 }
+
+/// A step of a migration the test timed itself: what, from, to.
+pub(super) type Step = (&'static str, Instant, Instant);
 
 /// Two streaming base stations and their associations' ids and states
 /// before the migration.
@@ -227,7 +228,6 @@ impl EpcRig {
             ctr,
             at: HOST_A,
             pid,
-            steps: Default::default(),
         })
     }
 
@@ -246,11 +246,10 @@ impl EpcRig {
             crate::suites::gtp::with_stream(self.ues[0], || {
                 let mut tl = Timeline::new(tl_name, Instant::now());
                 let m = mv(&mut self, dir, &mut tl)?;
-                let (restore, pid) = self.restore_on(HOST_B, &m.img_b, &[])?;
+                let (restore, pid, steps) = self.restore_timed(HOST_B, &m.img_b, &[])?;
                 tl.restore_log(&read_log(&m.img_b.join("restore.log"))?, m.sent, restore);
-                for (what, from, to) in self.steps.lock().unwrap_or_else(|p| p.into_inner()).iter()
-                {
-                    tl.span(what, *from, *to);
+                for (what, from, to) in steps {
+                    tl.span(what, from, to);
                 }
                 Ok((m, restore, pid, tl))
             })?;
@@ -412,6 +411,18 @@ impl EpcRig {
         img: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Result<(Duration, u32)> {
+        self.restore_timed(host, img, env)
+            .map(|(took, pid, _)| (took, pid))
+    }
+
+    /// [`Self::restore_on`], with the steps after criu returned timed for
+    /// the migration's timeline.
+    pub(super) fn restore_timed(
+        &self,
+        host: &str,
+        img: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Result<(Duration, u32, Vec<Step>)> {
         let lib = plugin_dir();
         let script = action_script();
         let _ = std::fs::remove_file(img.join("restored.pid"));
@@ -453,9 +464,8 @@ impl EpcRig {
         let t = Instant::now();
         let _ = net::ip(&["-n", PEER_C, "neigh", "flush", "dev", "eth0"]);
         steps.push(("C's neighbour cache flushed", t, Instant::now()));
-        *self.steps.lock().unwrap_or_else(|p| p.into_inner()) = steps;
         std::thread::sleep(Duration::from_secs(2));
-        Ok((took, pid))
+        Ok((took, pid, steps))
     }
 
     /// The source after a failed dump: the process runs, gtp0 is as it was
