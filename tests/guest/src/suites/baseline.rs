@@ -470,6 +470,18 @@ pub fn demo() -> Result<()> {
     Ok(())
 }
 
+/// The median of `f` over `runs`.
+fn median_of<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    crate::bench::median(runs.iter().map(f))
+}
+
+/// What the base stations counted through an EPC migration, which must
+/// have had its MME.
+fn mme_seen(f: &crate::suites::plugin::EpcFigures) -> Result<crate::suites::plugin::SctpSeen> {
+    f.sctp
+        .ok_or_else(|| anyhow::anyhow!("an EPC migration ran without its MME"))
+}
+
 /// Plain dumps and pre-copies of the same 100 MB EPC the bench runs, in
 /// turn: it reports their medians (TCG's timing is noisy; each migration
 /// takes about a minute).
@@ -510,13 +522,11 @@ fn precopy_vs_plain(runs: usize) -> Result<PrecopyVsPlain> {
                 .with_context(|| format!("pre-copy of the 100 MB EPC, run {i} of {runs}"))?,
         );
     }
-    let gap = |f: &EpcFigures| {
-        f.sctp
-            .map(|s| s.max_gap.as_secs_f64())
-            .ok_or_else(|| anyhow::anyhow!("a 100 MB EPC migration ran without its MME"))
+    let gaps = |v: &[EpcFigures]| {
+        v.iter()
+            .map(|f| mme_seen(f).map(|s| s.max_gap.as_secs_f64()))
+            .collect::<Result<Vec<f64>>>()
     };
-    let gaps = |v: &[EpcFigures]| v.iter().map(gap).collect::<Result<Vec<f64>>>();
-    let m = |v: &[EpcFigures], f: fn(&EpcFigures) -> f64| median(v.iter().map(f));
     let last = pre
         .last()
         .cloned()
@@ -525,11 +535,11 @@ fn precopy_vs_plain(runs: usize) -> Result<PrecopyVsPlain> {
         runs,
         plain_downtime: median(gaps(&plain)?),
         precopy_downtime: median(gaps(&pre)?),
-        plain_bytes: m(&plain, |f| f.image_bytes as f64),
-        precopy_bytes: m(&pre, |f| f.image_bytes as f64),
-        precopy_frozen_bytes: m(&pre, |f| (f.image_bytes - f.pre_copied_bytes) as f64),
-        plain_checkpoint: m(&plain, |f| f.checkpoint.as_secs_f64()),
-        precopy_checkpoint: m(&pre, |f| f.checkpoint.as_secs_f64()),
+        plain_bytes: median_of(&plain, |f| f.image_bytes as f64),
+        precopy_bytes: median_of(&pre, |f| f.image_bytes as f64),
+        precopy_frozen_bytes: median_of(&pre, |f| (f.image_bytes - f.pre_copied_bytes) as f64),
+        plain_checkpoint: median_of(&plain, |f| f.checkpoint.as_secs_f64()),
+        precopy_checkpoint: median_of(&pre, |f| f.checkpoint.as_secs_f64()),
         last,
     })
 }
@@ -600,7 +610,6 @@ impl PrecopyVsPlain {
 const MIGRATION_RUNS: usize = 3;
 
 pub fn bench() -> Result<Vec<Figure>> {
-    use crate::bench::median;
     let runs: usize = crate::env_num("EPCMIG_BENCH_RUNS")
         .unwrap_or(MIGRATION_RUNS)
         .max(1);
@@ -614,18 +623,12 @@ pub fn bench() -> Result<Vec<Figure>> {
         );
     }
     let pre = precopy_vs_plain(PRECOPY_RUNS)?;
-    let sctp: Vec<_> = epcs
-        .iter()
-        .map(|e| {
-            e.sctp
-                .ok_or_else(|| anyhow::anyhow!("an EPC migration ran without its MME"))
-        })
-        .collect::<Result<_>>()?;
-    fn d(d: Duration) -> f64 {
-        d.as_secs_f64()
+    let sctp = epcs.iter().map(mme_seen).collect::<Result<Vec<_>>>()?;
+    fn d(t: Duration) -> f64 {
+        t.as_secs_f64()
     }
-    let epc_m = |f: fn(&crate::suites::plugin::EpcFigures) -> f64| median(epcs.iter().map(f));
-    let tcp_m = |f: fn(&Migration) -> f64| median(tcps.iter().map(f));
+    let epc_m = |f: fn(&crate::suites::plugin::EpcFigures) -> f64| median_of(&epcs, f);
+    let tcp_m = |f: fn(&Migration) -> f64| median_of(&tcps, f);
     let (tcp, epc) = (
         tcps.last().ok_or_else(|| anyhow::anyhow!("no TCP run"))?,
         epcs.last().ok_or_else(|| anyhow::anyhow!("no EPC run"))?,
@@ -645,13 +648,13 @@ pub fn bench() -> Result<Vec<Figure>> {
             println!("  {what}: {}", t.summary());
         }
     }
-    let bs_downtime = median(sctp.iter().map(|s| d(s.max_gap)));
+    let bs_downtime = median_of(&sctp, |s| d(s.max_gap));
+    let tcp_downtime = tcp_m(|t| d(t.downtime));
     let ue_gap = epc_m(|e| d(e.ue.max_gap));
     println!(
-        "  medians of {runs}: EPC downtime {bs_downtime:.3} s against TCP {:.3} s ({:.2}x, target <= 1.1x); \
+        "  medians of {runs}: EPC downtime {bs_downtime:.3} s against TCP {tcp_downtime:.3} s ({:.2}x, target <= 1.1x); \
          UE service interrupted {ue_gap:.3} s against the base stations' {bs_downtime:.3} s (target <=)",
-        tcp_m(|t| d(t.downtime)),
-        bs_downtime / tcp_m(|t| d(t.downtime)),
+        bs_downtime / tcp_downtime,
     );
     Ok(vec![
         Figure::secs("migration.checkpoint", epc_m(|e| d(e.checkpoint)))
@@ -667,7 +670,7 @@ pub fn bench() -> Result<Vec<Figure>> {
         .against(tcp_m(|t| d(t.total())), &tcp_is),
         // The longest silence a base station saw, against the TCP
         // client's.
-        Figure::secs("migration.downtime", bs_downtime).against(tcp_m(|t| d(t.downtime)), &tcp_is),
+        Figure::secs("migration.downtime", bs_downtime).against(tcp_downtime, &tcp_is),
         Figure::amount(
             "migration.image_bytes",
             "B",
@@ -680,7 +683,7 @@ pub fn bench() -> Result<Vec<Figure>> {
         Figure::amount(
             "migration.messages_checked",
             "msgs",
-            median(sctp.iter().map(|s| s.messages as f64)),
+            median_of(&sctp, |s| s.messages as f64),
         )
         .against(tcp_m(|t| t.echoed as f64), &tcp_is)
         .higher_is_better(),
